@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh Debian 12/13 machine with Python 3.11 (idempotent; quick when done):
+# a venv in .venv with pinned torch (CPU), ROS 2 Jazzy rclpy and build wheels from PyPI,
+# then a colcon build of this package (custom messages + both Python packages) into build_ros/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+# The venv lives outside the source tree: CMake refuses include dirs inside the source folder.
+VENV="${SUPERPOINT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/superpoint_ros/venv-py311}"
+PY=${PYTHON:-python3.11}
+stamp="$VENV/.superpoint_setup_done"
+reqs_hash=$(cat requirements/*.txt | sha1sum | cut -c1-12)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$reqs_hash" ]; then
+  echo "[setup] creating venv at $VENV with $PY"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade "pip<26"
+  "$VENV/bin/pip" install -q -r requirements/base.txt -r requirements/ros-runtime.txt -r requirements/ros-build.txt 2>&1 | grep -v "is ignored: it is neither" || true
+  # The build wheels' CMake exports hard-code the interpreter they were built with
+  # (/opt/python/cp311-cp311/...); point them at this venv's include dirs.
+  py_inc=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  np_inc=$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')
+  grep -rlE '/opt/python/cp311-cp311' "$VENV/share" 2>/dev/null | while read -r f; do
+    sed -i -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/[a-z_]*/include#$np_inc#g" \
+           -e "s#/opt/python/cp311-cp311/include/python3.11#$py_inc#g" "$f"
+  done
+  echo "$reqs_hash" > "$stamp"
+fi
+# pip install of our own Python packages (editable) for use without ROS, then the colcon build.
+"$VENV/bin/pip" install -q --no-deps --no-build-isolation -e .
+if [ ! -f build_ros/install/setup.sh ] || [ -n "$(find msg CMakeLists.txt package.xml superpoint_ros superpoint_training launch config -newer build_ros/.built 2>/dev/null | head -1)" ]; then
+  echo "[setup] colcon build"
+  mkdir -p build_ros
+  ( source "$VENV/bin/activate"
+    cd build_ros
+    AMENT_PREFIX_PATH="$VIRTUAL_ENV" CMAKE_PREFIX_PATH="$VIRTUAL_ENV" \
+      colcon --log-base log build --base-paths "$ROOT" --build-base build --install-base install \
+      --cmake-args -DPython3_EXECUTABLE="$VIRTUAL_ENV/bin/python" -DBUILD_TESTING=OFF >colcon.log 2>&1 \
+      || { tail -50 colcon.log; exit 1; } )
+  touch build_ros/.built
+fi
+echo "[setup] ready: venv $VENV, ROS package in build_ros/install"

@@ -1,0 +1,40 @@
+"""pip install . : the Python packages without ROS (training, evaluation, bag extraction).
+
+The ROS 2 build (messages, node executables, launch files) is the colcon build of CMakeLists.txt.
+"""
+
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).parent
+
+setup(
+    name="superpoint_ros",
+    version="0.1.0",
+    description="SuperPoint keypoints and descriptors for ROS 2, with training and HPatches evaluation",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=["superpoint_training", "superpoint_ros"],
+    package_data={
+        "superpoint_training": ["pretrained/*.pth", "pretrained/*.md"],
+        "superpoint_ros": ["msg_definitions/*.msg"],
+    },
+    install_requires=["torch>=2.1", "numpy>=1.24", "opencv-python-headless>=4.8", "pyyaml>=6", "tqdm>=4.60"],
+    extras_require={
+        "training": ["tensorboard>=2.14", "scikit-image>=0.21", "matplotlib>=3.7", "h5py>=3.9"],
+        "bags": ["rosbags>=0.10", "h5py>=3.9"],
+        "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.3"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "scikit-image>=0.21", "cyclonedds==11.0.1", "ruff>=0.6"],
+    },
+    entry_points={
+        "console_scripts": [
+            "superpoint-extract=superpoint_training.extract:main",
+            "superpoint-match-demo=superpoint_training.match_features_demo:main",
+            "superpoint-weights=superpoint_training.weights:main",
+            "superpoint-export-onnx=superpoint_training.export_onnx:main",
+        ]
+    },
+)

@@ -1,0 +1,278 @@
+"""The one inference path: images in, keypoints, scores and descriptors out.
+
+The node, the bag tool, the CLIs, the demo, the evaluation and homographic adaptation all call
+:class:`Extractor`. Everything after the upload runs on the extractor's device: gray conversion,
+normalisation, optional resize, padding to a multiple of 8, the network and the post-processing of
+:mod:`superpoint_training.keypoints`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .keypoints import DetectionConfig, detect
+from .model import STRIDE
+from .weights import LoadedWeights, load_superpoint
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as rpautrat's port converts RGB
+ImageLike = np.ndarray | torch.Tensor
+
+
+@dataclass
+class Features:
+    """Features of one image. Tensors live on the extractor's device until ``.numpy()``.
+
+    keypoints (N, 2) float32 (x, y) pixels in the caller's image; scores (N,); descriptors (N, D)
+    L2-normalised; ``valid`` (N,) bool only in fixed-K mode (else None); image_size (H, W).
+    """
+
+    keypoints: torch.Tensor | np.ndarray
+    scores: torch.Tensor | np.ndarray
+    descriptors: torch.Tensor | np.ndarray
+    image_size: tuple[int, int]
+    valid: torch.Tensor | np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.keypoints.shape[0])
+
+    def _map(self, fn) -> Features:
+        arrays = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "image_size"}
+        return Features(image_size=self.image_size, **{k: None if v is None else fn(v) for k, v in arrays.items()})
+
+    def numpy(self) -> Features:
+        return self._map(lambda t: t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t)
+
+    def to(self, device: str | torch.device) -> Features:
+        return self._map(lambda t: torch.as_tensor(t).to(device))
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" picks CUDA when available, else the CPU with a warning; "cuda" without CUDA is an error."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        warnings.warn("no CUDA device available: SuperPoint runs on the CPU", RuntimeWarning, stacklevel=3)
+        return torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' requested but torch has no CUDA device (use device='auto' or 'cpu')")
+    return device
+
+
+def check_image(image: ImageLike, index: int | None = None) -> None:
+    """Raise a clear ValueError for images the extractor cannot take."""
+    where = "image" if index is None else f"image {index}"
+    if not isinstance(image, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"{where}: expected a numpy array or torch tensor, got {type(image).__name__}")
+    shape = tuple(image.shape)
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3)):
+        raise ValueError(f"{where}: expected shape HxW (gray) or HxWx3 (RGB), got {shape}")
+    if 0 in shape:
+        raise ValueError(f"{where}: empty image of shape {shape}")
+    dtype = str(image.dtype).replace("torch.", "")
+    if dtype == "uint8":
+        return
+    if not any(dtype.startswith(k) for k in ("float", "bfloat")):
+        raise ValueError(f"{where}: dtype must be uint8 or float in [0, 1], got {dtype}")
+    values = torch.as_tensor(image)
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError(f"{where}: contains NaN or infinite values")
+    low, high = float(values.min()), float(values.max())
+    if low < 0.0 or high > 1.0 + 1e-6:
+        raise ValueError(f"{where}: float images must lie in [0, 1], got [{low:g}, {high:g}] (divide uint8 data by 255)")
+
+
+class Extractor:
+    """SuperPoint feature extractor.
+
+    Example::
+
+        extractor = Extractor(weights="superpoint_v6_from_tf.pth", device="cpu", max_keypoints=1000)
+        features = extractor(image)      # numpy HxW or HxWx3 RGB, uint8 or float in [0, 1]
+        features.keypoints, features.scores, features.descriptors
+
+    ``weights``: a file, a state dict, a project checkpoint or a name (``"default"``,
+    ``"superpoint_ros"``, ``"superpoint_v6_from_tf"``, ``"magicpoint_shapes"``, ``"untrained"``...).
+    Detection options left at None take the weights format's defaults (the publishing
+    implementation's). ``resize`` resizes so that the longer side has that many pixels (keypoints
+    are returned in the caller's image). ``fixed_keypoints`` returns exactly ``max_keypoints``
+    entries per image with a ``valid`` mask.
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | dict | LoadedWeights | None = "default",
+        device: str | torch.device = "auto",
+        *,
+        detection_threshold: float | None = None,
+        nms_radius: int | None = None,
+        remove_borders: int | None = None,
+        max_keypoints: int | None = None,
+        fixed_keypoints: bool = False,
+        descriptor_sampling: str | None = None,
+        precision: str = "fp32",
+        resize: int | None = None,
+        warmup: bool | tuple[int, int] = True,
+    ):
+        self.loaded = weights if isinstance(weights, LoadedWeights) else load_superpoint(weights)
+        self.device = resolve_device(device)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        self.dtype = PRECISIONS[precision]
+        self.model = self.loaded.model.to(self.device, self.dtype).eval()
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        options = dict(self.loaded.detection_defaults)
+        given = {
+            "detection_threshold": detection_threshold,
+            "nms_radius": nms_radius,
+            "remove_borders": remove_borders,
+            "descriptor_sampling": descriptor_sampling,
+        }
+        options.update({k: v for k, v in given.items() if v is not None})
+        self.config = DetectionConfig(max_keypoints=max_keypoints, fixed_keypoints=fixed_keypoints, **options)
+        self.resize = self._check_resize(resize)
+        self._gray = torch.tensor(GRAY_WEIGHTS, device=self.device).view(1, 3, 1, 1)
+        if warmup:
+            shape = warmup if isinstance(warmup, tuple) else ((480, 640) if self.device.type == "cuda" else (120, 160))
+            self.warmup(shape)
+
+    @staticmethod
+    def _check_resize(resize: int | None) -> int | None:
+        if resize is None or resize <= 0:
+            return None
+        if resize < STRIDE:
+            raise ValueError(f"resize must be at least {STRIDE} pixels, got {resize}")
+        return int(resize)
+
+    @property
+    def weights_description(self) -> str:
+        return self.loaded.description
+
+    @property
+    def descriptor_dim(self) -> int:
+        return self.model.config.descriptor_dim
+
+    def configure(self, **options) -> None:
+        """Change detection options (and ``resize``) at run time; invalid values leave the old ones."""
+        resize = options.pop("resize", self.resize)
+        unknown = set(options) - {f.name for f in dataclasses.fields(DetectionConfig)}
+        if unknown:
+            raise ValueError(f"unknown extractor options: {sorted(unknown)}")
+        new = DetectionConfig(**{**dataclasses.asdict(self.config), **options})
+        self.resize = self._check_resize(resize)
+        self.config = new
+
+    def warmup(self, image_size: tuple[int, int] = (120, 160), batch_size: int = 1) -> None:
+        """Run once on a blank batch so that the first real frame does not pay for kernel set-up."""
+        self.extract_batch(torch.zeros(batch_size, 1, *image_size, device=self.device))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> Features | list[Features]:
+        if isinstance(images, (np.ndarray, torch.Tensor)):
+            return self.extract([images])[0]
+        return self.extract(list(images))
+
+    def extract(self, images: list[ImageLike]) -> list[Features]:
+        """Extract features from a list of images; images of equal size share one device call."""
+        for i, image in enumerate(images):
+            check_image(image, i if len(images) > 1 else None)
+        results: list[Features | None] = [None] * len(images)
+        groups: dict[tuple, list[int]] = {}
+        for i, image in enumerate(images):
+            key = (tuple(image.shape), str(image.dtype), isinstance(image, torch.Tensor))
+            groups.setdefault(key, []).append(i)
+        for indices in groups.values():
+            batch = self.upload([images[i] for i in indices])
+            for i, features in zip(indices, self.extract_batch(batch, as_list=True), strict=True):
+                results[i] = features
+        return results  # type: ignore[return-value]
+
+    def upload(self, images: list[ImageLike]) -> torch.Tensor:
+        """Same-shape images to a (B, 1, H, W) float tensor in [0, 1] on the device (gray)."""
+        if isinstance(images[0], np.ndarray):
+            stacked = torch.from_numpy(np.ascontiguousarray(np.stack(images)))
+        else:
+            stacked = torch.stack([torch.as_tensor(im) for im in images])
+        stacked = stacked.to(self.device, non_blocking=True)
+        batch = stacked.float().div_(255.0) if stacked.dtype == torch.uint8 else stacked.float()
+        if batch.ndim == 3:
+            return batch[:, None]
+        batch = batch.permute(0, 3, 1, 2)
+        if batch.shape[1] == 3:
+            batch = (batch * self._gray).sum(1, keepdim=True)
+        return batch
+
+    @torch.inference_mode()
+    def extract_batch(self, batch: torch.Tensor, as_list: bool = False) -> dict[str, torch.Tensor] | list[Features]:
+        """Extract from a (B, 1, H, W) float tensor in [0, 1] (or (B, 3, H, W) RGB) on the device.
+
+        Returns the batched dict of :func:`superpoint_training.keypoints.detect` (keypoints
+        (B, K, 2), scores (B, K), valid (B, K), descriptors (B, K, D)), or with ``as_list`` one
+        :class:`Features` per image (only the valid keypoints unless in fixed-K mode).
+        """
+        if batch.ndim != 4 or batch.shape[1] not in (1, 3):
+            raise ValueError(f"expected a (B, 1 or 3, H, W) batch, got {tuple(batch.shape)}")
+        batch = batch.to(self.device)
+        if batch.shape[1] == 3:
+            batch = (batch * self._gray).sum(1, keepdim=True)
+        height, width = batch.shape[-2:]
+        scale = None
+        if self.resize is not None and max(height, width) != self.resize:
+            factor = self.resize / max(height, width)
+            new_size = (max(1, round(height * factor)), max(1, round(width * factor)))
+            batch = F.interpolate(batch, size=new_size, mode="bilinear", align_corners=False, antialias=True)
+            scale = batch.new_tensor([width / new_size[1], height / new_size[0]])
+        h, w = batch.shape[-2:]
+        if h < STRIDE or w < STRIDE:
+            output = self._empty(batch.shape[0])
+        else:
+            pad_h, pad_w = (-h) % STRIDE, (-w) % STRIDE
+            if pad_h or pad_w:
+                batch = F.pad(batch, (0, pad_w, 0, pad_h), mode="replicate")
+            logits, dense = self.model(batch.to(self.dtype))
+            output = detect(logits, dense, self.config, image_size=(h, w))
+            if scale is not None:
+                output["keypoints"] = (output["keypoints"] + 0.5) * scale - 0.5
+        if not as_list:
+            return output
+        return self._split(output, (int(height), int(width)))
+
+    def _empty(self, batch_size: int) -> dict[str, torch.Tensor]:
+        k = self.config.max_keypoints if self.config.fixed_keypoints else 0
+        zeros = torch.zeros(batch_size, k, device=self.device)
+        return {
+            "keypoints": zeros[..., None].expand(-1, -1, 2).contiguous(),
+            "scores": zeros,
+            "valid": zeros.bool(),
+            "descriptors": torch.zeros(batch_size, k, self.descriptor_dim, device=self.device),
+        }
+
+    def _split(self, output: dict[str, torch.Tensor], image_size: tuple[int, int]) -> list[Features]:
+        keypoints, scores, descriptors, valid = (
+            output[k] for k in ("keypoints", "scores", "descriptors", "valid")
+        )
+        if self.config.fixed_keypoints:
+            return [
+                Features(keypoints[i], scores[i], descriptors[i], image_size, valid[i])
+                for i in range(keypoints.shape[0])
+            ]
+        counts = valid.sum(1).tolist()  # valid entries are a prefix: top-k is sorted
+        return [
+            Features(keypoints[i, :n], scores[i, :n], descriptors[i, :n], image_size)
+            for i, n in enumerate(counts)
+        ]

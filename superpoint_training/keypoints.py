@@ -1,0 +1,169 @@
+"""Post-processing of SuperPoint's head outputs into keypoints and descriptors, batched on the device.
+
+Every step here runs on the tensors' device without host round trips: softmax over the 65 bins,
+depth-to-space, max-pool NMS (two suppression passes, as in SuperGlue's and rpautrat's PyTorch
+code), border removal, threshold, batched top-k and bilinear descriptor sampling. The only host
+synchronisation is the keypoint count when the number of keypoints is not fixed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .model import STRIDE
+
+DESCRIPTOR_SAMPLING = ("cell", "legacy")
+
+
+@dataclass
+class DetectionConfig:
+    """Options of keypoint selection; the names are the Extractor's and the node's parameters.
+
+    ``max_keypoints`` None (or a negative value) keeps every point above the threshold.
+    ``descriptor_sampling``: ``"cell"`` samples at ((x + 0.5) / (8 Wc)) * 2 - 1 with
+    align_corners=False (rpautrat's v6 code); ``"legacy"`` uses SuperGlue's
+    (x - 4 + 0.5) / (8 Wc - 4 - 0.5) * 2 - 1 with align_corners=True (Magic Leap's v1 weights).
+    """
+
+    detection_threshold: float = 0.005
+    nms_radius: int = 4
+    remove_borders: int = 4
+    max_keypoints: int | None = None
+    fixed_keypoints: bool = False
+    descriptor_sampling: str = "cell"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if not 0.0 <= float(self.detection_threshold) < 1.0:
+            raise ValueError(f"detection_threshold must be in [0, 1), got {self.detection_threshold}")
+        if int(self.nms_radius) < 0:
+            raise ValueError(f"nms_radius must be >= 0, got {self.nms_radius}")
+        if int(self.remove_borders) < 0:
+            raise ValueError(f"remove_borders must be >= 0, got {self.remove_borders}")
+        if self.max_keypoints is not None and self.max_keypoints < 0:
+            self.max_keypoints = None
+        if self.max_keypoints == 0:
+            raise ValueError("max_keypoints must be positive, or None/-1 for all keypoints")
+        if self.fixed_keypoints and self.max_keypoints is None:
+            raise ValueError("fixed_keypoints=True needs max_keypoints (the fixed K)")
+        if self.descriptor_sampling not in DESCRIPTOR_SAMPLING:
+            raise ValueError(
+                f"descriptor_sampling must be one of {DESCRIPTOR_SAMPLING}, got {self.descriptor_sampling!r}"
+            )
+
+
+def logits_to_scores(logits: torch.Tensor) -> torch.Tensor:
+    """(B, 65, Hc, Wc) logits to (B, 8 Hc, 8 Wc) float32 probabilities (softmax, drop dustbin, depth-to-space)."""
+    probs = torch.softmax(logits.float(), dim=1)[:, :-1]
+    return F.pixel_shuffle(probs, STRIDE)[:, 0]
+
+
+def _max_pool(x: torch.Tensor, radius: int) -> torch.Tensor:
+    # A square max filter is separable: two 1-D passes cost 2k instead of k^2 comparisons.
+    k = 2 * radius + 1
+    x = F.max_pool2d(x, (1, k), stride=1, padding=(0, radius))
+    return F.max_pool2d(x, (k, 1), stride=1, padding=(radius, 0))
+
+
+def nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
+    """Max-pool non-maximum suppression of (B, H, W) scores; suppressed pixels become 0.
+
+    A pixel survives if it is the maximum of its (2r+1)^2 window; two further passes recover maxima
+    that were only suppressed by a suppressed neighbour (the definition used by SuperGlue and the
+    v6 port).
+    """
+    if radius == 0:
+        return scores
+    x = scores[:, None]
+    zeros = torch.zeros_like(x)
+    max_mask = x == _max_pool(x, radius)
+    for _ in range(2):
+        supp_mask = _max_pool(max_mask.to(x.dtype), radius) > 0
+        supp_scores = torch.where(supp_mask, zeros, x)
+        new_max_mask = supp_scores == _max_pool(supp_scores, radius)
+        max_mask = max_mask | (new_max_mask & ~supp_mask)
+    return torch.where(max_mask, x, zeros)[:, 0]
+
+
+def remove_border_scores(scores: torch.Tensor, border: int) -> torch.Tensor:
+    """Zero the scores within ``border`` pixels of the edges (in place; returns ``scores``)."""
+    if border > 0:
+        scores[:, :border] = 0
+        scores[:, -border:] = 0
+        scores[:, :, :border] = 0
+        scores[:, :, -border:] = 0
+    return scores
+
+
+def top_k_keypoints(
+    scores: torch.Tensor, threshold: float, k: int | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batched top-k of (B, H, W) scores.
+
+    Returns keypoints (B, K, 2) as float (x, y), their scores (B, K) in descending order and a
+    validity mask (B, K) (score above threshold). Valid entries always form a prefix. With
+    ``k`` None, K is the largest count above threshold in the batch (one host synchronisation).
+    """
+    b, h, w = scores.shape
+    flat = scores.reshape(b, h * w)
+    if k is None:
+        k = int((flat > threshold).sum(1).max()) if flat.numel() else 0
+    k = min(k, h * w)
+    values, indices = flat.topk(k, dim=1, sorted=True)
+    keypoints = torch.stack((indices % w, torch.div(indices, w, rounding_mode="floor")), dim=-1)
+    return keypoints.to(scores.dtype), values, values > threshold
+
+
+def sample_descriptors(dense: torch.Tensor, keypoints: torch.Tensor, mode: str = "cell") -> torch.Tensor:
+    """Bilinearly sample L2-normalised dense descriptors (B, D, Hc, Wc) at keypoints (B, K, 2).
+
+    Returns (B, K, D) L2-normalised descriptors. See :class:`DetectionConfig` for the two modes.
+    """
+    b, d, hc, wc = dense.shape
+    if mode == "cell":
+        size = keypoints.new_tensor([wc * STRIDE, hc * STRIDE])
+        grid = (keypoints + 0.5) / size * 2 - 1
+        align_corners = False
+    else:
+        half = STRIDE / 2
+        size = keypoints.new_tensor([wc * STRIDE - half - 0.5, hc * STRIDE - half - 0.5])
+        grid = (keypoints - half + 0.5) / size * 2 - 1
+        align_corners = True
+    sampled = F.grid_sample(dense, grid[:, None].to(dense.dtype), mode="bilinear", align_corners=align_corners)
+    return F.normalize(sampled[:, :, 0].transpose(1, 2), p=2, dim=-1)
+
+
+def detect(
+    logits: torch.Tensor,
+    dense_descriptors: torch.Tensor | None,
+    config: DetectionConfig,
+    image_size: tuple[int, int] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Head outputs to batched keypoints: dict of keypoints (B, K, 2), scores (B, K), valid (B, K),
+    descriptors (B, K, D) (D = 0 for a detector-only model).
+
+    ``image_size`` (H, W) crops the score map when the input was padded to a multiple of 8, so
+    that NMS and border removal see the caller's image.
+    """
+    scores = logits_to_scores(logits)
+    if image_size is not None:
+        scores = scores[:, : image_size[0], : image_size[1]]
+    scores = remove_border_scores(nms(scores, config.nms_radius), config.remove_borders)
+    k = config.max_keypoints
+    keypoints, values, valid = top_k_keypoints(scores, config.detection_threshold, k)
+    if config.fixed_keypoints and keypoints.shape[1] < k:  # tiny image: pad to the fixed K
+        pad = k - keypoints.shape[1]
+        keypoints = F.pad(keypoints, (0, 0, 0, pad))
+        values = F.pad(values, (0, pad))
+        valid = F.pad(valid, (0, pad))
+    if dense_descriptors is not None:
+        dense = F.normalize(dense_descriptors.float(), p=2, dim=1)
+        descriptors = sample_descriptors(dense, keypoints, config.descriptor_sampling)
+    else:
+        descriptors = keypoints.new_zeros((*keypoints.shape[:2], 0))
+    return {"keypoints": keypoints, "scores": values, "valid": valid, "descriptors": descriptors}

@@ -1,0 +1,25 @@
+"""Shared fixtures: real photos from scikit-image, random weights of each published layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def photo_gray() -> np.ndarray:
+    """A real photo (scikit-image's CC0 astronaut), gray uint8 240x320."""
+    import cv2
+    from skimage import data
+
+    rgb = data.astronaut()
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(gray, (320, 240), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="session")
+def photo_rgb() -> np.ndarray:
+    import cv2
+    from skimage import data
+
+    return cv2.resize(data.coffee(), (320, 240), interpolation=cv2.INTER_AREA)
