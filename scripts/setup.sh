@@ -14,7 +14,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$reqs_hash" ]; then
   echo "[setup] creating venv at $VENV with $PY"
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade "pip<26"
-  "$VENV/bin/pip" install -q -r requirements/base.txt -r requirements/ros-runtime.txt -r requirements/ros-build.txt 2>&1 | grep -v "is ignored: it is neither" || true
+  "$VENV/bin/pip" install -q -r requirements/base.txt -r requirements/ros-runtime.txt -r requirements/ros-build.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
   # The build wheels' CMake exports hard-code the interpreter they were built with
   # (/opt/python/cp311-cp311/...); point them at this venv's include dirs.
   py_inc=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
@@ -27,8 +27,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$reqs_hash" ]; then
 fi
 # pip install of our own Python packages (editable) for use without ROS, then the colcon build.
 "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e .
-if [ ! -f build_ros/install/setup.sh ] || [ -n "$(find msg CMakeLists.txt package.xml superpoint_ros superpoint_training launch config -newer build_ros/.built 2>/dev/null | head -1)" ]; then
+if [ ! -f build_ros/.built ] || [ -n "$(find msg CMakeLists.txt package.xml scripts superpoint_ros superpoint_training launch config -newer build_ros/.built 2>/dev/null | head -1)" ]; then
   echo "[setup] colcon build"
+  rm -f build_ros/.built
   mkdir -p build_ros
   ( source "$VENV/bin/activate"
     cd build_ros
