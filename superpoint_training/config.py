@@ -1,0 +1,146 @@
+"""YAML configs merged strictly over defaults.
+
+Every key of a user config must exist in the defaults and have the default's type; anything else
+is a :class:`ConfigError` that names the key path (``train.lerning_rate``). An int is accepted where
+the default is a float, and a default of ``None`` accepts any value. A mapping whose defaults are
+empty (``{}``) is open: its keys are checked by whoever consumes it (for example the dataset).
+
+    config = load_config("config/magic-point_shapes.yaml", overrides=["train.iterations=100"])
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config with an unknown key, a wrong type or a bad value; the message names the key path."""
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _check_type(default: Any, value: Any, path: str) -> Any:
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a bool, got {_type_name(value)} ({value!r})")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {_type_name(value)} ({value!r})")
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an int, got {_type_name(value)} ({value!r})")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {_type_name(value)} ({value!r})")
+        return value
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {_type_name(value)} ({value!r})")
+        return list(value)
+    return value
+
+
+def merge_strict(defaults: Mapping, overrides: Mapping | None, path: str = "") -> dict:
+    """A deep copy of ``defaults`` with ``overrides`` merged in; unknown keys and wrong types raise."""
+    result = copy.deepcopy(dict(defaults))
+    if overrides is None:
+        return result
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {_type_name(overrides)}")
+    open_mapping = len(defaults) == 0
+    for key, value in overrides.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if key not in defaults:
+            if open_mapping:
+                result[key] = copy.deepcopy(value)
+                continue
+            known = ", ".join(sorted(map(str, defaults)))
+            raise ConfigError(f"{key_path}: unknown key (known keys{' in ' + path if path else ''}: {known})")
+        default = defaults[key]
+        if isinstance(default, Mapping):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{key_path}: expected a mapping, got {_type_name(value)} ({value!r})")
+            result[key] = merge_strict(default, value, key_path)
+        else:
+            result[key] = _check_type(default, value, key_path)
+    return result
+
+
+def parse_override(text: str) -> dict:
+    """``"a.b.c=value"`` (value parsed as YAML) to the nested mapping ``{"a": {"b": {"c": value}}}``."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY.PATH=VALUE")
+    key, raw = text.split("=", 1)
+    value: Any = yaml.safe_load(raw) if raw else ""
+    for part in reversed(key.strip().split(".")):
+        if not part:
+            raise ConfigError(f"override {text!r}: empty key in the path")
+        value = {part: value}
+    return value
+
+
+def deep_update(base: dict, update: Mapping) -> dict:
+    """Merge ``update`` into ``base`` (in place, nested mappings merged) and return ``base``."""
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """A YAML file as a mapping (an empty file gives ``{}``); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from error
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {_type_name(data)}")
+    return dict(data)
+
+
+def load_config(
+    source: str | os.PathLike | Mapping | None,
+    defaults: Mapping,
+    overrides: Sequence[str] | Mapping | None = None,
+) -> dict:
+    """Read a YAML file (or take a mapping), apply ``overrides`` and merge strictly over ``defaults``."""
+    user = {} if source is None else dict(source) if isinstance(source, Mapping) else read_yaml(source)
+    user = copy.deepcopy(user)
+    if isinstance(overrides, Mapping):
+        deep_update(user, overrides)
+    else:
+        for text in overrides or ():
+            deep_update(user, parse_override(text))
+    where = f"{source}: " if isinstance(source, (str, os.PathLike)) else ""
+    try:
+        return merge_strict(defaults, user)
+    except ConfigError as error:
+        raise ConfigError(f"{where}{error}") from None
+
+
+def get_path(config: Mapping, key_path: str) -> Any:
+    """``config["a"]["b"]`` for ``"a.b"``."""
+    value: Any = config
+    for part in key_path.split("."):
+        value = value[part]
+    return value

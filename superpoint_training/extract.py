@@ -1,0 +1,230 @@
+"""Extract SuperPoint features from images or folders into the project's HDF5 layout or npz.
+
+Keys are paths relative to the folder given (or the file name for an image given directly); the
+layout is documented in :mod:`superpoint_training.feature_io`. Images of equal size share one
+batch; unreadable files are skipped, counted and listed at the end.
+
+Examples::
+
+    python -m superpoint_training.extract photos/ --output features.h5
+    python -m superpoint_training.extract a.png b.jpg --output ab.npz --max_keypoints 1000
+    python -m superpoint_training.extract dataset/ --recursive --resize 640 --device cuda \\
+        --precision fp16 --batch-size 16 --output dataset.h5 --overwrite
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .extractor import PRECISIONS, Extractor
+from .feature_io import DESCRIPTOR_DTYPES, FeatureFileError, FeatureStore, file_kind
+from .weights import WeightsError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def find_images(inputs: Iterable[str | Path], recursive: bool = False) -> list[tuple[str, Path]]:
+    """(key, path) for every image named or found in the folders, in sorted order per folder.
+
+    Keys are relative to the folder given, or the file name for a file given directly. Raises
+    FileNotFoundError for a missing input and ValueError when two inputs give the same key.
+    """
+    found: list[tuple[str, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            files = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found.extend((p.relative_to(path).as_posix(), p) for p in files)
+        elif path.is_file():
+            found.append((path.name, path))
+        else:
+            raise FileNotFoundError(f"no such image or folder: {path}")
+    seen: dict[str, Path] = {}
+    for key, path in found:
+        if key in seen and seen[key].resolve() != path.resolve():
+            raise ValueError(f"two inputs give the key {key!r}: {seen[key]} and {path} (pass their parent folder)")
+        seen[key] = path
+    return list(dict((key, (key, path)) for key, path in found).values())  # drop exact duplicates
+
+
+def read_image(path: Path) -> np.ndarray | None:
+    """An image as gray HxW or RGB HxWx3 (uint8, or float32 in [0, 1] for 16-bit files); None if unreadable."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        return None
+    if image.ndim == 3:
+        if image.shape[2] == 1:
+            image = image[..., 0]
+        elif image.shape[2] == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+        else:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0
+    if image.dtype != np.uint8:
+        return None
+    return image
+
+
+def _prefetch(paths: list[tuple[str, Path]], workers: int = 2, depth: int = 8) -> Iterator[tuple[str, Path, np.ndarray | None]]:
+    """Read images in background threads (OpenCV releases the GIL), at most ``depth`` ahead."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        items = iter(paths)
+        for key, path in items:
+            pending.append((key, path, pool.submit(read_image, path)))
+            if len(pending) >= depth:
+                break
+        while pending:
+            key, path, future = pending.popleft()
+            nxt = next(items, None)
+            if nxt is not None:
+                pending.append((nxt[0], nxt[1], pool.submit(read_image, nxt[1])))
+            yield key, path, future.result()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m superpoint_training.extract",
+        description="Extract SuperPoint keypoints and descriptors from images or folders into HDF5 or npz "
+        "(layout: see superpoint_training/feature_io.py).",
+        epilog="examples:" + __doc__.split("Examples::", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of images")
+    parser.add_argument("--output", "-o", required=True, help="output file: .h5/.hdf5 (HDF5) or .npz")
+    parser.add_argument("--weights", default="default", help="weights file or name (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
+    parser.add_argument("--max_keypoints", "--max-keypoints", type=int, default=None,
+                        help="keep at most this many keypoints per image (default: all above threshold)")
+    parser.add_argument("--detection_threshold", "--detection-threshold", type=float, default=None,
+                        help="score threshold (default: the weights format's, 0.005)")
+    parser.add_argument("--nms_radius", "--nms-radius", type=int, default=None,
+                        help="max-pool NMS radius in pixels (default: the weights format's, 4)")
+    parser.add_argument("--remove_borders", "--remove-borders", type=int, default=None,
+                        help="drop keypoints this close to the edge (default: the weights format's, 4)")
+    parser.add_argument("--resize", type=int, default=None,
+                        help="resize so that the longer side has this many pixels (keypoints stay in the "
+                        "original image's coordinates)")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="network precision")
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=8,
+                        help="images of equal size per batch (default: %(default)s)")
+    parser.add_argument("--descriptor-dtype", "--descriptor_dtype", choices=DESCRIPTOR_DTYPES, default="float32",
+                        help="stored descriptor type (default: %(default)s)")
+    parser.add_argument("--compression", choices=["gzip", "lzf"], default=None, help="HDF5 dataset compression")
+    parser.add_argument("--recursive", "-r", action="store_true", help="also search sub-folders")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    return parser
+
+
+class _Batcher:
+    """Collects images by size and hands out full batches (and, at the end, the rest)."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self.groups: dict[tuple, list[tuple[str, Path, np.ndarray]]] = {}
+
+    def add(self, key: str, path: Path, image: np.ndarray) -> list[tuple[str, Path, np.ndarray]] | None:
+        group = self.groups.setdefault((image.shape, image.dtype.str), [])
+        group.append((key, path, image))
+        if len(group) >= self.batch_size:
+            return self.groups.pop((image.shape, image.dtype.str))
+        if sum(len(g) for g in self.groups.values()) >= 4 * self.batch_size:  # many sizes: bound the memory
+            largest = max(self.groups, key=lambda k: len(self.groups[k]))
+            return self.groups.pop(largest)
+        return None
+
+    def rest(self) -> Iterator[list[tuple[str, Path, np.ndarray]]]:
+        while self.groups:
+            yield self.groups.pop(next(iter(self.groups)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    output = Path(args.output)
+    try:
+        file_kind(output)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+        if output.exists() and not args.overwrite:
+            raise FileExistsError(f"{output} exists (pass --overwrite to replace it)")
+        images = find_images(args.inputs, args.recursive)
+        if not images:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {' '.join(args.inputs)}"
+                                    + ("" if args.recursive else " (sub-folders need --recursive)"))
+        extractor = Extractor(
+            args.weights,
+            args.device,
+            detection_threshold=args.detection_threshold,
+            nms_radius=args.nms_radius,
+            remove_borders=args.remove_borders,
+            max_keypoints=args.max_keypoints,
+            precision=args.precision,
+            resize=args.resize,
+        )
+    except (OSError, ValueError, WeightsError, FeatureFileError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"SuperPoint: {extractor.weights_description} on {extractor.device} ({args.precision}); "
+          f"{len(images)} images -> {output}")
+    config = {
+        **dataclasses.asdict(extractor.config),
+        "resize": extractor.resize,
+        "precision": args.precision,
+        "weights": str(args.weights),
+        "descriptor_dim": extractor.descriptor_dim,
+    }
+    skipped: list[Path] = []
+    n_keypoints = 0
+    n_images = 0
+    start = time.perf_counter()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    store = FeatureStore.open(output, "w", weights=extractor.weights_description, config=config,
+                              descriptor_dtype=args.descriptor_dtype, compression=args.compression)
+    with store, tqdm(total=len(images), unit="img", disable=args.quiet, dynamic_ncols=True) as bar:
+
+        def run(batch: list[tuple[str, Path, np.ndarray]]) -> None:
+            nonlocal n_keypoints, n_images
+            results = extractor([image for _, _, image in batch])
+            for (key, path, _), features in zip(batch, results, strict=True):
+                store.write(key, features, source=str(path))
+                n_keypoints += len(features)
+            n_images += len(batch)
+            bar.update(len(batch))
+            bar.set_postfix(kpts=f"{n_keypoints / max(n_images, 1):.0f}/img", skipped=len(skipped))
+
+        batcher = _Batcher(args.batch_size)
+        for key, path, image in _prefetch(images):
+            if image is None:
+                skipped.append(path)
+                bar.update(1)
+                continue
+            full = batcher.add(key, path, image)
+            if full:
+                run(full)
+        for batch in batcher.rest():
+            run(batch)
+    seconds = time.perf_counter() - start
+    print(f"wrote {n_images} images ({n_keypoints / max(n_images, 1):.1f} keypoints per image) to {output} "
+          f"in {seconds:.1f} s" + (f" ({1000 * seconds / n_images:.1f} ms per image)" if n_images else ""))
+    if skipped:
+        shown = ", ".join(str(p) for p in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
+        print(f"skipped {len(skipped)} unreadable files: {shown}", file=sys.stderr)
+    return 0 if n_images else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

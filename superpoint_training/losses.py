@@ -1,0 +1,101 @@
+"""SuperPoint's training losses (DeTone et al., 2018; the settings of rpautrat's reference code).
+
+- :func:`detector_loss`: softmax cross-entropy over the 65 bins of each 8x8 cell. Labels come from
+  the full-resolution keypoint map by space-to-depth, with a dustbin for cells without a keypoint;
+  a cell with several keypoints is labelled with one of them picked at random. A cell counts only
+  when all its 64 pixels are valid; the loss is the mean over valid cells.
+- :func:`descriptor_loss`: the hinge loss over all pairs of cells of an image and its warp:
+  ``lambda_d * s * max(0, m_p - d) + (1 - s) * max(0, d - m_n)`` with ``d`` the dot product of the
+  L2-normalised descriptors and ``s = 1`` when the warped centre (8k + 4) of a cell of image 0 lies
+  within 7.5 px of the centre of the cell of image 1; averaged over the valid area of image 1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .geometry import warp_points
+from .model import STRIDE
+
+DUSTBIN = STRIDE**2
+
+
+def space_to_depth(x: torch.Tensor, cell: int = STRIDE) -> torch.Tensor:
+    """(B, H, W) to (B, cell*cell, H/cell, W/cell); channel ``c = dy * cell + dx`` (pixel_unshuffle order)."""
+    return F.pixel_unshuffle(x[:, None], cell)
+
+
+def detector_labels(keypoint_map: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, H, W) 0/1 keypoint map to (B, H/8, W/8) int64 labels in [0, 64] (64 = dustbin, no keypoint).
+
+    Ties between several keypoints of a cell are broken at random (uniform noise, as the reference).
+    """
+    cells = space_to_depth((keypoint_map > 0).to(torch.float32))
+    b, _, hc, wc = cells.shape
+    dustbin = torch.ones((b, 1, hc, wc), device=cells.device)
+    scores = torch.cat((2 * cells, dustbin), dim=1)
+    noise = torch.rand(scores.shape, device=cells.device, generator=generator)
+    return (scores + 0.1 * noise).argmax(dim=1)
+
+
+def cell_valid_mask(valid_mask: torch.Tensor | None, shape: tuple[int, int, int]) -> torch.Tensor:
+    """(B, H, W) pixel mask to a (B, H/8, W/8) float cell mask: 1 where all 64 pixels are valid."""
+    if valid_mask is None:
+        return torch.ones(shape)
+    return (space_to_depth((valid_mask > 0).to(torch.float32)).amin(dim=1) > 0).to(torch.float32)
+
+
+def detector_loss(
+    logits: torch.Tensor,
+    keypoint_map: torch.Tensor,
+    valid_mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Mean 65-bin cross-entropy over valid cells.
+
+    logits (B, 65, Hc, Wc); keypoint_map (B, 8 Hc, 8 Wc) 0/1; valid_mask (B, 8 Hc, 8 Wc) or None.
+    Returns a float32 scalar (0 when no cell is valid).
+    """
+    labels = detector_labels(keypoint_map, generator)
+    b, hc, wc = labels.shape
+    valid = cell_valid_mask(valid_mask, (b, hc, wc)).to(logits.device)
+    per_cell = F.cross_entropy(logits.float(), labels, reduction="none")
+    return (per_cell * valid).sum() / valid.sum().clamp(min=1.0)
+
+
+def cell_centres(hc: int, wc: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(Hc*Wc, 2) (x, y) pixel centres 8k + 4 of the cells, row-major (the reference's convention)."""
+    ys, xs = torch.meshgrid(torch.arange(hc, device=device), torch.arange(wc, device=device), indexing="ij")
+    return torch.stack((xs, ys), dim=-1).reshape(-1, 2).to(torch.float32) * STRIDE + STRIDE // 2
+
+
+def descriptor_loss(
+    descriptors: torch.Tensor,
+    warped_descriptors: torch.Tensor,
+    homography: torch.Tensor,
+    warped_valid_mask: torch.Tensor | None = None,
+    lambda_d: float = 250.0,
+    positive_margin: float = 1.0,
+    negative_margin: float = 0.2,
+    positive_distance: float = STRIDE - 0.5,
+) -> torch.Tensor:
+    """Hinge loss between the dense descriptors of an image and of its warp.
+
+    descriptors, warped_descriptors (B, D, Hc, Wc) raw head outputs (normalised here);
+    homography (B, 3, 3) maps (x, y) pixels of image 0 to image 1 (:mod:`superpoint_training.geometry`);
+    warped_valid_mask (B, H, W) of image 1 or None. Returns a float32 scalar.
+    Memory grows as (Hc Wc)^2 per image: 90 MB for a batch of 2 at 240x320 in float32.
+    """
+    b, _, hc, wc = descriptors.shape
+    centres = cell_centres(hc, wc, descriptors.device)  # (N, 2)
+    warped = warp_points(centres[None].expand(b, -1, -1), homography.to(torch.float32))  # (B, N, 2)
+    distance = torch.cdist(warped, centres[None].expand(b, -1, -1))  # (B, N0, N1)
+    s = (distance <= positive_distance).to(torch.float32)
+    d0 = F.normalize(descriptors.float().flatten(2), dim=1)  # (B, D, N0)
+    d1 = F.normalize(warped_descriptors.float().flatten(2), dim=1)  # (B, D, N1)
+    dot = d0.transpose(1, 2) @ d1  # (B, N0, N1)
+    loss = lambda_d * s * (positive_margin - dot).clamp(min=0) + (1 - s) * (dot - negative_margin).clamp(min=0)
+    valid = cell_valid_mask(warped_valid_mask, (b, hc, wc)).to(loss.device).reshape(b, 1, hc * wc)
+    normalization = valid.sum() * (hc * wc)
+    return (loss * valid).sum() / normalization.clamp(min=1.0)

@@ -1,0 +1,121 @@
+"""What the trainer trains: one :class:`Task` per kind of training run.
+
+The trainer (:mod:`superpoint_training.trainer`) owns everything that does not depend on the
+model's objective: devices, DDP, the optimizer, checkpoints, logging, signals. A task owns the rest:
+
+- ``model_config()``: the network to build (MagicPoint: v6 without descriptor head);
+- ``augment(batch)``: batched augmentation on the device (homographic warps), training only;
+- ``loss(model, batch)``: the loss and the scalars to log, plus the outputs kept for images;
+- ``validate(model, batches)``: the validation metrics (a dict of floats);
+- ``images(batch, outputs)``: a few (3, H, W) pictures for TensorBoard.
+
+MagicPoint (:class:`MagicPointTask`): detector loss on the (warped) image. SuperPoint (issue 4)
+adds a task that warps each image into a pair and adds :func:`losses.descriptor_loss` to the
+detector loss on both images; register it in :data:`TASKS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+
+from .detector_metrics import evaluate_detector
+from .keypoints import logits_to_scores
+from .losses import detector_loss
+from .model import ModelConfig
+
+
+class Task:
+    """Base class; see the module docstring for the contract."""
+
+    name = "task"
+
+    def __init__(self, config: dict, device: torch.device):
+        self.config = config
+        self.device = device
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(**self.config["model"])
+
+    def augment(self, batch: dict) -> dict:
+        return batch
+
+    def loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+        raise NotImplementedError
+
+    def validate(self, model: torch.nn.Module, batches: Iterable[dict]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def images(self, batch: dict, outputs: dict, count: int = 4) -> dict[str, torch.Tensor]:
+        return {}
+
+
+def _overlay(images: torch.Tensor, keypoint_map: torch.Tensor, heatmap: torch.Tensor | None) -> torch.Tensor:
+    """(B, 1, H, W) images, (B, H, W) ground truth, (B, H, W) scores -> one (3, H, B*W) picture:
+    the image in gray, ground-truth corners in red, predicted probability in green."""
+    gray = images[:, 0].float().clamp(0, 1)
+    rgb = torch.stack((gray, gray, gray), dim=1) * 0.7
+    gt = F.max_pool2d(keypoint_map[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0
+    rgb[:, 0] = torch.where(gt, torch.ones_like(gray), rgb[:, 0])
+    if heatmap is not None:
+        heat = (heatmap.float() / heatmap.float().amax(dim=(1, 2), keepdim=True).clamp(min=1e-6)).clamp(0, 1)
+        rgb[:, 1] = torch.maximum(rgb[:, 1], heat)
+    return torch.cat(list(rgb), dim=2)
+
+
+class MagicPointTask(Task):
+    """Detector-only training on images with ground-truth corners (Synthetic Shapes)."""
+
+    name = "magicpoint"
+
+    def __init__(self, config: dict, device: torch.device):
+        super().__init__(config, device)
+        self.homographic = None
+        homographic = config["data"].get("augmentation", {}).get("homographic", {})
+        if homographic.get("enable", False):
+            from .homographies import HomographicAugmentation
+
+            self.homographic = HomographicAugmentation(homographic)
+
+    def model_config(self) -> ModelConfig:
+        model_config = super().model_config()
+        if model_config.descriptor_dim:
+            raise ValueError("task magicpoint trains a detector only: set model.descriptor_dim: 0")
+        return model_config
+
+    def augment(self, batch: dict) -> dict:
+        if self.homographic is not None:
+            batch = self.homographic(batch)
+        return batch
+
+    def loss(self, model, batch):
+        logits, _ = model(batch["image"])
+        loss = detector_loss(logits, batch["keypoint_map"], batch.get("valid_mask"))
+        return loss, {"detector_loss": loss.detach()}, {"logits": logits.detach()}
+
+    def validate(self, model, batches):
+        options = self.config["validation"]
+        return evaluate_detector(
+            model,
+            batches,
+            self.device,
+            distance_threshold=options["distance_threshold"],
+            detection_threshold=options["detection_threshold"],
+            nms_radius=options["nms_radius"],
+            remove_borders=options["remove_borders"],
+            min_score=options["min_score"],
+        )
+
+    def images(self, batch, outputs, count=4):
+        n = min(count, batch["image"].shape[0])
+        heat = logits_to_scores(outputs["logits"][:n])
+        picture = _overlay(batch["image"][:n], batch["keypoint_map"][:n], heat)
+        result = {"train/prediction": picture.cpu()}
+        if "valid_mask" in batch:
+            result["train/valid_mask"] = torch.cat(list(batch["valid_mask"][:n].float()), dim=1)[None].cpu()
+        return result
+
+
+TASKS: dict[str, type[Task]] = {"magicpoint": MagicPointTask}

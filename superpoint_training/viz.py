@@ -1,0 +1,71 @@
+"""Pictures a person looks at: keypoints on an image, matches between two images."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+GREEN = (40, 200, 40)
+RED = (230, 40, 40)
+YELLOW = (250, 210, 0)
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 RGB copy of a gray or RGB, uint8 or [0, 1] float image."""
+    if image.dtype != np.uint8:
+        image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image.copy()
+
+
+def draw_keypoints(image: np.ndarray, keypoints: np.ndarray, color=YELLOW, radius: int = 2) -> np.ndarray:
+    """Keypoints (N, 2) drawn as small circles on an RGB copy of ``image``."""
+    canvas = to_rgb(image)
+    for x, y in np.round(keypoints).astype(int):
+        cv2.circle(canvas, (int(x), int(y)), radius, color, -1, cv2.LINE_AA)
+    return canvas
+
+
+def draw_matches(
+    image0: np.ndarray,
+    image1: np.ndarray,
+    keypoints0: np.ndarray,
+    keypoints1: np.ndarray,
+    matches: np.ndarray,
+    inliers: np.ndarray | None = None,
+    title: str = "",
+    max_lines: int = 300,
+) -> np.ndarray:
+    """Side-by-side RGB picture: all keypoints, match lines (green inliers, red outliers), a title bar."""
+    left = draw_keypoints(image0, keypoints0, radius=1)
+    right = draw_keypoints(image1, keypoints1, radius=1)
+    height = max(left.shape[0], right.shape[0])
+    gap = 8
+    canvas = np.full((height, left.shape[1] + gap + right.shape[1], 3), 255, np.uint8)
+    canvas[: left.shape[0], : left.shape[1]] = left
+    offset = left.shape[1] + gap
+    canvas[: right.shape[0], offset:] = right
+    if inliers is None:
+        inliers = np.ones(len(matches), dtype=bool)
+    order = np.random.default_rng(0).permutation(len(matches))[:max_lines]
+    for i in order:
+        p0 = keypoints0[matches[i, 0]]
+        p1 = keypoints1[matches[i, 1]]
+        color = GREEN if inliers[i] else RED
+        cv2.line(canvas, (round(p0[0]), round(p0[1])), (round(p1[0]) + offset, round(p1[1])), color, 1, cv2.LINE_AA)
+    if title:
+        bar = np.full((28, canvas.shape[1], 3), 255, np.uint8)
+        cv2.putText(bar, title, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+        canvas = np.vstack((bar, canvas))
+    return canvas
+
+
+def stack_rows(rows: list[np.ndarray]) -> np.ndarray:
+    """Stack pictures vertically, padding narrower ones with white."""
+    width = max(r.shape[1] for r in rows)
+    padded = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.vstack(padded)
+
+
+def save_rgb(path, image: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
