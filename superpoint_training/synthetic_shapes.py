@@ -181,6 +181,16 @@ def keep_points_inside(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray
     return points[inside]
 
 
+def _mean(img: np.ndarray) -> int:
+    """The mean gray level as an int (the reference's background colour); cv2.mean is the fast one."""
+    return int(cv2.mean(img)[0])
+
+
+def _uniform_noise(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Uniform uint8 noise (``Generator.bytes`` is the fastest uniform source)."""
+    return np.frombuffer(rng.bytes(shape[0] * shape[1]), np.uint8).reshape(shape).copy()
+
+
 def _no_points() -> np.ndarray:
     return np.empty((0, 2), dtype=int)
 
@@ -202,9 +212,9 @@ def generate_background(
     """Thresholded noise plus ``nb_blobs`` discs, box-blurred with a random kernel (reference rule)."""
     h, w = size
     dim = max(size)
-    img = rng.integers(0, 256, size=size, dtype=np.uint8)
-    img = np.where(img > rng.integers(256), np.uint8(255), np.uint8(0))
-    background = int(img.mean())
+    img = _uniform_noise(rng, size)
+    cv2.threshold(img, int(rng.integers(256)), 255, cv2.THRESH_BINARY, dst=img)
+    background = _mean(img)
     xs, ys = rng.integers(0, w, nb_blobs), rng.integers(0, h, nb_blobs)
     for x, y in zip(xs, ys, strict=True):
         radius = _randint(rng, dim * min_rad_ratio, dim * max_rad_ratio)
@@ -229,7 +239,7 @@ def _textured_fill(rng: np.random.Generator, shape: tuple[int, int], background:
 def draw_lines(img: np.ndarray, rng: np.random.Generator, nb_lines: int = 10) -> np.ndarray:
     """Up to ``nb_lines - 1`` segments that do not cross; corners are the endpoints."""
     h, w = img.shape
-    background = int(img.mean())
+    background = _mean(img)
     min_dim = min(h, w)
     starts, ends = np.empty((0, 2), int), np.empty((0, 2), int)
     for _ in range(_randint(rng, 1, nb_lines)):
@@ -249,7 +259,7 @@ def draw_polygon(img: np.ndarray, rng: np.random.Generator, max_sides: int = 8) 
         points, _, _ = _random_star_polygon(rng, img.shape, max_sides)
         if len(points) >= 3:
             break
-    cv2.fillPoly(img, [points.reshape(-1, 1, 2).astype(np.int32)], random_color(rng, int(img.mean())))
+    cv2.fillPoly(img, [points.reshape(-1, 1, 2).astype(np.int32)], random_color(rng, _mean(img)))
     return points
 
 
@@ -262,7 +272,7 @@ def draw_multiple_polygons(
 ) -> np.ndarray:
     """Up to ``nb_polygons`` non-overlapping polygons with textured fills; corners are their vertices."""
     h, w = img.shape
-    background = int(img.mean())
+    background = _mean(img)
     density = 3000 / (h * w)  # the reference draws 3000 blobs over the whole image
     polygons: list[np.ndarray] = []
     starts, ends = np.empty((0, 2), int), np.empty((0, 2), int)
@@ -297,7 +307,7 @@ def draw_multiple_polygons(
 def draw_ellipses(img: np.ndarray, rng: np.random.Generator, nb_ellipses: int = 20) -> np.ndarray:
     """Up to ``nb_ellipses`` filled ellipses that do not overlap; no corners."""
     h, w = img.shape
-    background = int(img.mean())
+    background = _mean(img)
     min_dim = min(h, w) / 4
     centres, radii = np.empty((0, 2)), np.empty(0)
     for _ in range(nb_ellipses):
@@ -325,7 +335,7 @@ def draw_star(img: np.ndarray, rng: np.random.Generator, nb_branches: int = 6) -
     angles = slices[:-1] + rng.random(num) * (slices[1:] - slices[:-1])
     radii = np.maximum(rng.random((num, 2)), 0.3) * rad
     tips = np.stack([x + radii[:, 0] * np.cos(angles), y + radii[:, 1] * np.sin(angles)], axis=1).astype(int)
-    background = int(img.mean())
+    background = _mean(img)
     for tip in tips:
         cv2.line(img, (x, y), (int(tip[0]), int(tip[1])), random_color(rng, background), thickness)
     return np.concatenate([[[x, y]], tips])
@@ -341,7 +351,7 @@ def draw_checkerboard(
     """A checkerboard of 3 to ``max_rows - 1`` by 3 to ``max_cols - 1`` cells under a random affine
     and perspective warp, with random lines along its edges; corners are the grid points in view."""
     h, w = img.shape
-    background = int(img.mean())
+    background = _mean(img)
     rows, cols = _randint(rng, 3, max_rows), _randint(rng, 3, max_cols)
     cell = min((w - 1) // cols, (h - 1) // rows)
     gx, gy = np.meshgrid(np.arange(cols + 1), np.arange(rows + 1))
@@ -382,7 +392,7 @@ def draw_stripes(
     """Vertical stripes on a board larger than the image, warped like the checkerboard, with random
     lines on their boundaries; corners are the stripes' end points in view."""
     h, w = img.shape
-    background = int(img.mean())
+    background = _mean(img)
     board_h, board_w = int(h * (1 + rng.random())), int(w * (1 + rng.random()))
     num = _randint(rng, 5, max_nb_cols)
     cols = np.unique(np.concatenate([board_w * rng.random(num - 1), [0, board_w - 1]]).astype(int))
@@ -427,7 +437,7 @@ def draw_cube(
     """The orthographic projection of a rotated box with its three visible faces filled and edges
     drawn; corners are the 7 visible vertices in view (vertex 0 is hidden by construction)."""
     h, w = img.shape
-    background = int(img.mean())
+    background = _mean(img)
     min_dim = min(h, w)
     min_side = min_dim * min_size_ratio
     lx, ly, lz = min_side + rng.random(3) * 2 * min_dim / 3
@@ -457,7 +467,7 @@ def draw_cube(
 
 def gaussian_noise(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Uniform noise over the whole image (blurred later like every image); no corners."""
-    img[...] = rng.integers(0, 256, size=img.shape, dtype=np.uint8)
+    img[...] = _uniform_noise(rng, img.shape)
     return _no_points()
 
 

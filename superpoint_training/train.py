@@ -1,0 +1,77 @@
+"""Train MagicPoint / SuperPoint: ``python -m superpoint_training.train CONFIG EXPERIMENT_NAME``.
+
+The reference's command form. Everything is written under ``$SUPERPOINT_EXPER_DIR`` (default
+``experiments/``) ``/EXPERIMENT_NAME/``; running the same command again resumes from its
+``checkpoint.pth``. See :mod:`superpoint_training.trainer` for what is written and when.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config import ConfigError
+from .weights import WeightsError
+
+EPILOG = """examples:
+  python -m superpoint_training.train config/magic-point_shapes.yaml magic-point_synth
+  python -m superpoint_training.train config/magic-point_shapes_cpu.yaml mp_cpu --set train.num_threads=2
+  python -m superpoint_training.train config/magic-point_shapes.yaml mp_ft --pretrained_model magicpoint_shapes
+  torchrun --nproc_per_node 4 -m superpoint_training.train config/magic-point_shapes.yaml mp_4gpu
+  tensorboard --logdir experiments/
+
+Ctrl+C saves a checkpoint and exits; the same command resumes. The model-only weights
+(experiments/NAME/weights.pth) load in Extractor(weights=...) and in --pretrained_model.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m superpoint_training.train",
+        description="Train MagicPoint (detector) or SuperPoint from a YAML config.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("config", help="YAML config (config/*.yaml)")
+    parser.add_argument("experiment_name", help="output folder name under $SUPERPOINT_EXPER_DIR (default experiments/)")
+    parser.add_argument(
+        "--pretrained_model",
+        default=None,
+        help="start from these weights (a file or a name: magicpoint_shapes, superpoint_v6_from_tf, ...)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a config value, e.g. --set train.iterations=1000 (repeatable)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming a checkpoint")
+    parser.add_argument("--no_progress", action="store_true", help="log lines instead of a progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from .trainer import TrainingDiverged, train
+
+    try:
+        train(
+            args.config,
+            args.experiment_name,
+            overrides=args.overrides,
+            pretrained=args.pretrained_model,
+            overwrite=args.overwrite,
+            show_progress=not args.no_progress,
+        )
+    except (ConfigError, WeightsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,617 @@
+"""The training loop shared by MagicPoint and SuperPoint training.
+
+What it does, whatever the task (:mod:`superpoint_training.tasks`):
+
+- writes under ``$SUPERPOINT_EXPER_DIR`` (default ``experiments/``) ``/<experiment>/``: the merged
+  ``config.yaml``, ``checkpoint.pth`` (model, optimizer, iteration: the resume point),
+  ``weights.pth`` (model only, a few MB: what Extractor and ``--pretrained_model`` load),
+  ``metrics.yaml`` (validation history) and TensorBoard event files. Every file is written to a
+  temporary name then moved into place (``os.replace``), so a crash never leaves half a checkpoint;
+- resumes from ``checkpoint.pth`` when it exists (``overwrite=True`` starts over);
+- Ctrl+C (SIGINT) or SIGTERM: finishes the current iteration, saves, exits cleanly; a second
+  Ctrl+C interrupts at once;
+- a non-finite loss stops the run with :class:`TrainingDiverged`; the last good checkpoint is kept;
+- DDP when started by ``torchrun`` (``WORLD_SIZE`` > 1): gloo on the CPU, nccl on CUDA, one
+  process per GPU, multi-node as torchrun arranges; ``train.batch_size`` is the global batch;
+- optional AMP (bf16/fp16, CUDA), channels_last and torch.compile.
+
+The loop synchronises with the host only every ``train.log_every`` iterations (loss check, stop
+flag, progress bar), so a fast GPU is not held back by host round trips.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+
+from .config import ConfigError, load_config, merge_strict, read_yaml
+from .extractor import resolve_device
+from .model import SuperPoint
+from .tasks import TASKS, Task
+from .weights import CHECKPOINT_FORMAT, load_superpoint
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict = {
+    "task": "magicpoint",
+    "data": {"name": "synthetic_shapes"},  # plus the dataset's own defaults (see dataset_defaults)
+    "model": {"variant": "v6", "descriptor_dim": 0},
+    "train": {
+        "iterations": 50000,
+        "batch_size": 64,  # global: split over the DDP processes
+        "optimizer": "adam",
+        "learning_rate": 1e-3,
+        "weight_decay": 0.0,
+        "seed": 0,
+        "device": "auto",  # auto, cpu, cuda, cuda:N
+        "precision": "fp32",  # fp32, bf16, fp16 (AMP, CUDA only)
+        "channels_last": False,
+        "compile": False,
+        "num_workers": 4,
+        "num_threads": 0,  # torch CPU threads per process; 0 keeps torch's default
+        "log_every": 100,  # host sync: loss check, progress bar, TensorBoard scalars
+        "image_every": 1000,  # TensorBoard images; 0 disables
+        "checkpoint_every": 5000,
+        "keep_every": 0,  # also keep checkpoint_<iteration>.pth every N iterations; 0: only the last
+    },
+    "validation": {
+        "every": 5000,  # 0: only at the end
+        "max_images": 0,  # 0: the whole validation split
+        "batch_size": 50,
+        "distance_threshold": 4.0,  # pixels (the reference notebook's value)
+        "detection_threshold": 0.015,  # precision, recall and localisation error are read here
+        "nms_radius": 4,
+        "remove_borders": 0,
+        "min_score": 0.001,  # lowest score on the precision-recall curve
+    },
+    "loss": {  # descriptor loss (SuperPoint task); the paper's values
+        "lambda_d": 250.0,
+        "lambda_loss": 0.0001,
+        "positive_margin": 1.0,
+        "negative_margin": 0.2,
+    },
+    "detection": {  # detection defaults written into the checkpoints (Extractor's defaults)
+        "detection_threshold": 0.005,
+        "nms_radius": 4,
+        "remove_borders": 4,
+    },
+}
+
+# name -> "module:attribute" of a Dataset class taking (data_config, split); registered factories
+# may also be callables. A class attribute ``default_config`` (dict) gives the keys of ``data``.
+# ``data.name`` may also be a "module:attribute" path itself.
+DATASETS: dict[str, str | Callable[..., Dataset]] = {
+    "synthetic_shapes": "superpoint_training.datasets.synthetic:SyntheticShapes",
+}
+TRAIN_SPLIT, VALIDATION_SPLIT = "training", "validation"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def register_dataset(name: str, factory: str | Callable[..., Dataset]) -> None:
+    DATASETS[name] = factory
+
+
+def _dataset_factory(name: str) -> Callable[..., Dataset]:
+    if name not in DATASETS and ":" in name:  # "package.module:Class", a dataset outside the registry
+        register_dataset(name, name)
+    if name not in DATASETS:
+        raise ConfigError(f"data.name: unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+    factory = DATASETS[name]
+    if isinstance(factory, str):
+        module, attribute = factory.split(":")
+        factory = getattr(importlib.import_module(module), attribute)
+    return factory
+
+
+def dataset_defaults(name: str) -> dict:
+    """The ``data`` section's defaults for dataset ``name``."""
+    defaults = getattr(_dataset_factory(name), "default_config", None)
+    return {"name": name, **copy.deepcopy(defaults or {})}
+
+
+def build_config(source: str | os.PathLike | Mapping | None, overrides=None) -> dict:
+    """Merge a YAML file (or mapping) and ``KEY.PATH=VALUE`` overrides strictly over the defaults."""
+    user = read_yaml(source) if isinstance(source, (str, os.PathLike)) else dict(source or {})
+    probe = load_config(user, {**DEFAULTS, "data": {}}, overrides)  # data left open to find its name
+    name = probe["data"].get("name", DEFAULTS["data"]["name"])
+    defaults = {**DEFAULTS, "data": dataset_defaults(name)}
+    try:
+        config = load_config(user, defaults, overrides)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}" if isinstance(source, (str, os.PathLike)) else str(error)) from None
+    _validate(config)
+    return config
+
+
+def _validate(config: dict) -> None:
+    def check(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {message}")
+
+    train, validation = config["train"], config["validation"]
+    check(config["task"] in TASKS, "task", f"must be one of {sorted(TASKS)}, got {config['task']!r}")
+    check(train["iterations"] > 0, "train.iterations", "must be positive")
+    check(train["batch_size"] > 0, "train.batch_size", "must be positive")
+    check(train["learning_rate"] > 0, "train.learning_rate", "must be positive")
+    check(train["optimizer"] in ("adam", "adamw"), "train.optimizer", "must be adam or adamw")
+    check(train["precision"] in ("fp32", "bf16", "fp16"), "train.precision", "must be fp32, bf16 or fp16")
+    for key in ("log_every", "checkpoint_every"):
+        check(train[key] > 0, f"train.{key}", "must be positive")
+    for key in ("image_every", "keep_every", "num_workers", "num_threads"):
+        check(train[key] >= 0, f"train.{key}", "must be >= 0")
+    check(validation["every"] >= 0, "validation.every", "must be >= 0")
+    check(validation["batch_size"] > 0, "validation.batch_size", "must be positive")
+
+
+def experiments_root() -> Path:
+    return Path(os.environ.get("SUPERPOINT_EXPER_DIR", "experiments"))
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to ``path.tmp`` then ``os.replace``: readers never see a partial file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _Distributed:
+    """Rank, world size and helpers; a no-op single process when not started by torchrun."""
+
+    def __init__(self, device_option: str):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world_size > 1
+        device = resolve_device(device_option)
+        if self.enabled and device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        self.device = device
+        self.initialised_here = False
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+            self.initialised_here = True
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def any(self, *flags: bool) -> list[bool]:
+        """Element-wise OR of boolean flags over all processes."""
+        if not self.enabled:
+            return list(flags)
+        tensor = torch.tensor([float(f) for f in flags], device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in tensor.tolist()]
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.initialised_here and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class _StopSignal:
+    """Turns the first SIGINT/SIGTERM into a flag; a second SIGINT raises KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint and stopping (Ctrl+C again to abort)", file=sys.stderr)
+
+    def __enter__(self) -> _StopSignal:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _infinite_batches(loader: DataLoader, sampler, start_epoch: int) -> Iterator[dict]:
+    epoch = start_epoch
+    while True:
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def _to_device(batch: Mapping, device: torch.device, channels_last: bool) -> dict:
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if channels_last and key == "image" and value.dim() == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
+
+
+def load_pretrained(model: SuperPoint, weights: str) -> str:
+    """Copy every matching tensor of any weights :func:`load_superpoint` knows into ``model``.
+
+    MagicPoint weights into a SuperPoint leave the descriptor head at its initialisation, and the
+    other way round; a different layout (v1 into v6) or a shape mismatch is an error.
+    """
+    loaded = load_superpoint(weights)
+    source = loaded.model.state_dict()
+    target = model.state_dict()
+    common = [k for k in target if k in source]
+    if not common:
+        raise ConfigError(
+            f"--pretrained_model {weights}: no tensor matches the {model.config.variant} layout "
+            f"(the file is {loaded.model.config.variant})"
+        )
+    wrong = [k for k in common if source[k].shape != target[k].shape]
+    if wrong:
+        raise ConfigError(f"--pretrained_model {weights}: wrong shapes for {', '.join(wrong[:5])}")
+    target.update({k: source[k] for k in common})
+    model.load_state_dict(target)
+    missing = len(target) - len(common)
+    note = f", {missing} tensors left at their initialisation" if missing else ""
+    return f"{loaded.description} ({len(common)} tensors{note})"
+
+
+class Trainer:
+    """One training run. ``Trainer(config, experiment).run()``; see the module docstring."""
+
+    def __init__(
+        self,
+        config: dict,
+        experiment: str,
+        *,
+        pretrained: str | None = None,
+        overwrite: bool = False,
+        exper_dir: str | os.PathLike | None = None,
+        show_progress: bool = True,
+    ):
+        self.config = config
+        self.experiment = experiment
+        self.pretrained = pretrained
+        self.overwrite = overwrite
+        self.dir = Path(exper_dir) if exper_dir is not None else experiments_root() / experiment
+        self.show_progress = show_progress
+        self.metrics_history: list[dict] = []
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.dir / "checkpoint.pth"
+
+    @property
+    def weights_path(self) -> Path:
+        return self.dir / "weights.pth"
+
+    def _model_record(self, iteration: int) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model_config": self.model.config.to_dict(),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "config": self.config,
+            "experiment": self.experiment,
+            "iteration": iteration,
+            "detection_defaults": dict(self.config["detection"]),
+            "metrics": self.metrics_history[-1] if self.metrics_history else {},
+        }
+
+    def save(self, iteration: int) -> None:
+        """Write checkpoint.pth (with optimizer) and weights.pth (model only), atomically (main process)."""
+        if not self.dist.is_main:
+            return
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.state_dict().values() if p.is_floating_point()):
+            raise TrainingDiverged(f"non-finite weights at iteration {iteration}: kept the last good checkpoint")
+        record = self._model_record(iteration)
+        atomic_save(record, self.weights_path)
+        full = dict(record, optimizer=self.optimizer.state_dict())
+        if self.scaler is not None:
+            full["scaler"] = self.scaler.state_dict()
+        atomic_save(full, self.checkpoint_path)
+        keep = self.config["train"]["keep_every"]
+        if keep and iteration % keep == 0:
+            atomic_save(full, self.dir / f"checkpoint_{iteration:07d}.pth")
+        self.saved_iteration = iteration
+
+    def _resume(self) -> int:
+        if self.overwrite or not self.checkpoint_path.exists():
+            return 0
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{self.checkpoint_path}: not a superpoint_ros checkpoint")
+        if state["model_config"] != self.model.config.to_dict():
+            raise ConfigError(
+                f"{self.checkpoint_path}: saved model {state['model_config']} differs from the config's "
+                f"{self.model.config.to_dict()} (use --overwrite to start over)"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        history = self.dir / "metrics.yaml"
+        if history.exists():
+            self.metrics_history = yaml.safe_load(history.read_text()) or []
+        return int(state["iteration"])
+
+    # ---- setup ------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        cfg = self.config["train"]
+        if cfg["num_threads"]:
+            torch.set_num_threads(cfg["num_threads"])
+        self.dist = _Distributed(cfg["device"])
+        self.device = self.dist.device
+        if cfg["precision"] != "fp32" and self.device.type != "cuda":
+            raise ConfigError(f"train.precision: {cfg['precision']} (AMP) needs CUDA; use fp32 on {self.device}")
+        if cfg["batch_size"] % self.dist.world_size:
+            raise ConfigError(
+                f"train.batch_size: {cfg['batch_size']} is not divisible by the {self.dist.world_size} processes"
+            )
+        torch.manual_seed(cfg["seed"] + self.dist.rank)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.task: Task = TASKS[self.config["task"]](self.config, self.device)
+        torch.manual_seed(cfg["seed"])  # same initial weights on every process
+        self.model = SuperPoint(self.task.model_config())
+        self.pretrained_note = load_pretrained(self.model, self.pretrained) if self.pretrained else None
+        self.model.to(self.device)
+        if cfg["channels_last"]:
+            self.model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
+        self.optimizer = optimizer(self.model.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
+        self.scaler = torch.amp.GradScaler("cuda") if cfg["precision"] == "fp16" else None
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16 if cfg["precision"] == "bf16" else torch.float16)
+            if cfg["precision"] != "fp32"
+            else nullcontext()
+        )
+        if self.dist.is_main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        self.dist.barrier()
+        self.start_iteration = self._resume()
+        self.saved_iteration = self.start_iteration
+        if self.dist.is_main:
+            atomic_write_text(yaml.safe_dump(self.config, sort_keys=False), self.dir / "config.yaml")
+        net: torch.nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        if cfg["compile"]:
+            net = torch.compile(net)
+        self.net = net
+        self._build_data()
+
+    def _build_data(self) -> None:
+        cfg = self.config["train"]
+        factory = _dataset_factory(self.config["data"]["name"])
+        if self.dist.is_main:  # let one process fill the dataset cache before the others read it
+            train_set = factory(self.config["data"], TRAIN_SPLIT)
+            self.dist.barrier()
+        else:
+            self.dist.barrier()
+            train_set = factory(self.config["data"], TRAIN_SPLIT)
+        per_process = cfg["batch_size"] // self.dist.world_size
+        if len(train_set) < per_process:
+            raise ConfigError(f"train.batch_size: {per_process} per process > {len(train_set)} training images")
+        generator = torch.Generator().manual_seed(cfg["seed"] + self.start_iteration)
+        if self.dist.enabled:
+            sampler = DistributedSampler(train_set, shuffle=True, seed=cfg["seed"] + self.start_iteration, drop_last=True)
+        else:
+            sampler = RandomSampler(train_set, generator=generator)
+        workers = cfg["num_workers"]
+        pin = self.device.type == "cuda"
+        self.train_loader = DataLoader(
+            train_set,
+            batch_size=per_process,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=pin,
+            drop_last=True,
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers else None,
+        )
+        self.train_sampler = sampler
+        self.val_loader = None
+        if self.dist.is_main:
+            val_set = factory(self.config["data"], VALIDATION_SPLIT)
+            limit = self.config["validation"]["max_images"]
+            if limit and limit < len(val_set):
+                val_set = torch.utils.data.Subset(val_set, range(limit))
+            self.val_loader = DataLoader(
+                val_set, batch_size=self.config["validation"]["batch_size"], num_workers=min(workers, 2), pin_memory=pin
+            )
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def validate(self, iteration: int) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.dist.is_main and self.val_loader is not None:
+            start = time.perf_counter()
+            metrics = self.task.validate(self.model, self.val_loader)
+            metrics = {k: float(v) for k, v in metrics.items()}
+            self.metrics_history.append({"iteration": iteration, **metrics})
+            atomic_write_text(yaml.safe_dump(self.metrics_history, sort_keys=False), self.dir / "metrics.yaml")
+            for key, value in metrics.items():
+                if math.isfinite(value):
+                    self.writer.add_scalar(f"validation/{key}", value, iteration)
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+            self._print(f"validation at iteration {iteration} ({time.perf_counter() - start:.1f} s): {shown}")
+        self.dist.barrier()
+        return metrics
+
+    def _print(self, message: str) -> None:
+        if self.dist.is_main:
+            if self.progress is not None:
+                self.progress.write(message)
+            else:
+                print(message, flush=True)
+
+    def run(self) -> Path:
+        """Train until ``train.iterations``, a stop signal or divergence; returns the experiment folder."""
+        self._setup()
+        try:
+            with _StopSignal() as stop:
+                self._loop(stop)
+        finally:
+            if getattr(self, "writer", None) is not None:
+                self.writer.close()
+            self.dist.close()
+        return self.dir
+
+    def _loop(self, stop: _StopSignal) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        cfg, val_cfg = self.config["train"], self.config["validation"]
+        total = cfg["iterations"]
+        self.writer = SummaryWriter(str(self.dir)) if self.dist.is_main else None
+        self.progress = None
+        if self.dist.is_main and self.show_progress:
+            from tqdm import tqdm
+
+            interactive = sys.stderr.isatty()
+            self.progress = tqdm(
+                total=total, initial=self.start_iteration, desc=self.experiment, dynamic_ncols=True,
+                mininterval=0.5 if interactive else 30.0, smoothing=0.05,
+            )
+        if self.pretrained_note:
+            self._print(f"initialised from {self.pretrained_note}")
+        if self.start_iteration:
+            self._print(f"resumed {self.checkpoint_path} at iteration {self.start_iteration}")
+        if self.start_iteration >= total:
+            self._print(f"already trained for {self.start_iteration} >= {total} iterations")
+            return
+        epoch = self.start_iteration * cfg["batch_size"] // max(len(self.train_loader.dataset), 1)
+        batches = _infinite_batches(self.train_loader, self.train_sampler, epoch)
+        self.net.train()
+        loss_sum = torch.zeros((), device=self.device)
+        scalar_sums: dict[str, torch.Tensor] = {}
+        since, last_time = 0, time.perf_counter()
+        iteration = self.start_iteration
+        last_loss = float("nan")
+        while iteration < total:
+            batch = _to_device(next(batches), self.device, cfg["channels_last"])
+            batch = self.task.augment(batch)
+            with self.autocast:
+                loss, scalars, outputs = self.task.loss(self.net, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            iteration += 1
+            since += 1
+            loss_sum += loss.detach().float()
+            for key, value in scalars.items():
+                scalar_sums[key] = scalar_sums.get(key, 0) + value.float()
+            if self.progress is not None:
+                self.progress.update(1)
+
+            validate_now = iteration == total or (val_cfg["every"] and iteration % val_cfg["every"] == 0)
+            save_now = iteration == total or iteration % cfg["checkpoint_every"] == 0
+            sync = iteration % cfg["log_every"] == 0 or validate_now or save_now or stop.requested
+            if not self.dist.enabled and stop.requested:
+                sync = True
+            if not sync:
+                continue
+            mean_loss = float(loss_sum) / since
+            diverged, stopping = self.dist.any(not math.isfinite(mean_loss), stop.requested)
+            if diverged:
+                message = (
+                    f"non-finite loss ({mean_loss}) between iterations {iteration - since + 1} and {iteration}; "
+                    f"stopped, the last good checkpoint (iteration {self.saved_iteration}) is kept in {self.dir}"
+                )
+                self._print(message)
+                raise TrainingDiverged(message)
+            last_loss = mean_loss
+            now = time.perf_counter()
+            rate = since / max(now - last_time, 1e-9)
+            if self.dist.is_main:
+                self.writer.add_scalar("train/loss", mean_loss, iteration)
+                for key, value in scalar_sums.items():
+                    self.writer.add_scalar(f"train/{key}", float(value) / since, iteration)
+                self.writer.add_scalar("train/iterations_per_second", rate, iteration)
+                self.writer.add_scalar("train/learning_rate", self.optimizer.param_groups[0]["lr"], iteration)
+                if cfg["image_every"] and (iteration // cfg["image_every"]) > ((iteration - since) // cfg["image_every"]):
+                    for name, picture in self.task.images(batch, outputs).items():
+                        self.writer.add_image(name, picture, iteration)
+                if self.progress is not None:
+                    self.progress.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
+                else:
+                    print(f"iteration {iteration}/{total} loss {mean_loss:.4f} {rate:.2f} it/s", flush=True)
+            loss_sum.zero_()
+            scalar_sums.clear()
+            since, last_time = 0, time.perf_counter()
+            if validate_now and not stopping:
+                self.validate(iteration)
+                last_time = time.perf_counter()
+            if save_now or stopping:
+                self.save(iteration)
+                self.dist.barrier()
+                last_time = time.perf_counter()
+            if stopping:
+                self._print(f"stopped at iteration {iteration}; checkpoint saved in {self.checkpoint_path}")
+                break
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+        self.final_iteration = iteration
+        self.final_loss = last_loss
+        self._print(f"done: iteration {iteration}, loss {last_loss:.4f}, weights in {self.weights_path}")
+
+
+def train(
+    config: str | os.PathLike | Mapping,
+    experiment: str,
+    *,
+    overrides=None,
+    pretrained: str | None = None,
+    overwrite: bool = False,
+    exper_dir: str | os.PathLike | None = None,
+    show_progress: bool = True,
+) -> Trainer:
+    """Build the config (``overrides``: ``["train.iterations=10", ...]``), train, return the Trainer."""
+    merged = build_config(config, overrides)
+    trainer = Trainer(
+        merged, experiment, pretrained=pretrained, overwrite=overwrite, exper_dir=exper_dir, show_progress=show_progress
+    )
+    trainer.run()
+    return trainer
+
+
+__all__ = ["DEFAULTS", "Trainer", "TrainingDiverged", "build_config", "merge_strict", "register_dataset", "train"]
