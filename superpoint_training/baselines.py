@@ -107,9 +107,7 @@ def detect_and_describe(image: np.ndarray, method: str) -> ClassicalFeatures:
     return ClassicalFeatures(keypoints[order], scores[order], descriptors[order].astype(dtype))
 
 
-def extract(
-    image: np.ndarray, method: str, nms_radius: int = 4, max_keypoints: int | None = None
-) -> ClassicalFeatures:
+def extract(image: np.ndarray, method: str, nms_radius: int = 4, max_keypoints: int | None = None) -> ClassicalFeatures:
     """Features of a gray uint8 image by a classical ``method`` (one of :data:`METHODS`)."""
     if image.ndim != 2 or image.dtype != np.uint8:
         raise ValueError(f"expected a gray uint8 image, got shape {image.shape} and dtype {image.dtype}")
@@ -117,5 +115,7 @@ def extract(
         return score_map_keypoints(SCORE_MAPS[method](image), nms_radius, max_keypoints)
     features = detect_and_describe(image, method)
     if max_keypoints is not None:
-        features = ClassicalFeatures(*(a[:max_keypoints] for a in (features.keypoints, features.scores, features.descriptors)))
+        features = ClassicalFeatures(
+            *(a[:max_keypoints] for a in (features.keypoints, features.scores, features.descriptors))
+        )
     return features

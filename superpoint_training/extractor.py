@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .keypoints import DetectionConfig, detect
+from .keypoints import DetectionConfig, detect, logits_to_scores
 from .model import STRIDE
 from .weights import LoadedWeights, load_superpoint
 
@@ -254,6 +254,22 @@ class Extractor:
         if not as_list:
             return output
         return self._split(output, (int(height), int(width)))
+
+    @torch.inference_mode()
+    def dense_scores(self, batch: torch.Tensor) -> torch.Tensor:
+        """Keypoint probabilities before NMS: (B, 1, H, W) float batch in [0, 1] on the device to
+        (B, H, W) float32 maps (softmax, dustbin dropped, depth-to-space). For homographic
+        adaptation, which aggregates these maps over warps before selecting keypoints."""
+        if batch.ndim != 4 or batch.shape[1] != 1:
+            raise ValueError(f"expected a (B, 1, H, W) batch, got {tuple(batch.shape)}")
+        h, w = batch.shape[-2:]
+        pad_h, pad_w = (-h) % STRIDE, (-w) % STRIDE
+        if pad_h or pad_w:
+            batch = F.pad(batch, (0, pad_w, 0, pad_h), mode="replicate")
+        logits, _ = self.model(
+            batch.to(self.device, self.dtype).contiguous(memory_format=self.memory_format), with_descriptors=False
+        )
+        return logits_to_scores(logits)[:, :h, :w]
 
     def _empty(self, batch_size: int) -> dict[str, torch.Tensor]:
         k = self.config.max_keypoints if self.config.fixed_keypoints else 0

@@ -84,7 +84,8 @@ class SuperPoint(nn.Module):
 
     ``forward(image)`` takes a (B, 1, H, W) float image in [0, 1] with H and W multiples of 8 and
     returns ``(logits, descriptors)``: detector logits (B, 65, H/8, W/8) and raw (not normalised)
-    dense descriptors (B, D, H/8, W/8), or ``None`` for a detector-only model.
+    dense descriptors (B, D, H/8, W/8), or ``None`` for a detector-only model or when
+    ``with_descriptors`` is False (detection alone skips the descriptor head).
     """
 
     def __init__(self, config: ModelConfig | None = None):
@@ -111,11 +112,11 @@ class SuperPoint(nn.Module):
     def has_descriptor(self) -> bool:
         return self.config.descriptor_dim > 0
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, image: torch.Tensor, with_descriptors: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.config.variant == "v6":
             features = self.backbone(image)
             logits = self.detector(features)
-            descriptors = self.descriptor(features) if self.descriptor is not None else None
+            descriptors = self.descriptor(features) if with_descriptors and self.descriptor is not None else None
             return logits, descriptors
         relu = torch.relu
         x = image
@@ -125,5 +126,5 @@ class SuperPoint(nn.Module):
             if i < 3:
                 x = nn.functional.max_pool2d(x, 2, 2)
         logits = self.convPb(relu(self.convPa(x)))
-        descriptors = self.convDb(relu(self.convDa(x))) if self.has_descriptor else None
+        descriptors = self.convDb(relu(self.convDa(x))) if with_descriptors and self.has_descriptor else None
         return logits, descriptors

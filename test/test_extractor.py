@@ -161,3 +161,14 @@ def test_mutual_nearest_neighbour_matching():
     assert 0 < len(ratio_matches) < 50
     empty, _ = match_descriptors(d0[:0], d1)
     assert empty.shape == (0, 2)
+
+
+def test_dense_scores_are_the_maps_keypoints_come_from(extractor, photo_gray):
+    from superpoint_training.keypoints import nms, remove_border_scores, top_k_keypoints
+
+    image = torch.from_numpy(photo_gray[:100, :150]).float()[None, None] / 255
+    scores = extractor.dense_scores(image)
+    assert scores.shape == (1, 100, 150) and float(scores.min()) >= 0 and float(scores.max()) <= 1
+    keypoints, _, valid = top_k_keypoints(remove_border_scores(nms(scores, 4), 4), 0.005, 500)
+    expected = extractor.extract_batch(image)
+    torch.testing.assert_close(keypoints[valid], expected["keypoints"][expected["valid"]])
