@@ -3,11 +3,25 @@
 The ROS 2 build (messages, node executables, launch files) is the colcon build of CMakeLists.txt.
 """
 
+import shutil
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
+
+
+class BuildPyWithMessages(build_py):
+    """Copy msg/*.msg into superpoint_ros/msg_definitions/ so that rosbags can register the types
+    without a ROS build (superpoint_ros.message_types reads them there; colcon installs the same)."""
+
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib) / "superpoint_ros" / "msg_definitions"
+        target.mkdir(parents=True, exist_ok=True)
+        for definition in sorted((ROOT / "msg").glob("*.msg")):
+            shutil.copy2(definition, target / definition.name)
 
 setup(
     name="superpoint_ros",
@@ -29,12 +43,14 @@ setup(
         "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.3"],
         "test": ["pytest>=8", "pytest-timeout>=2.3", "scikit-image>=0.21", "cyclonedds==11.0.1", "ruff>=0.6"],
     },
+    cmdclass={"build_py": BuildPyWithMessages},
     entry_points={
         "console_scripts": [
             "superpoint-extract=superpoint_training.extract:main",
             "superpoint-match-demo=superpoint_training.match_features_demo:main",
             "superpoint-weights=superpoint_training.weights:main",
             "superpoint-export-onnx=superpoint_training.export_onnx:main",
+            "superpoint-train=superpoint_training.train:main",
         ]
     },
 )

@@ -175,6 +175,36 @@ def _gaussian_kernels(sizes: torch.Tensor, length: int) -> torch.Tensor:
     return (kernels / kernels.sum(1, keepdim=True)).float()
 
 
+def _reflect101(index: torch.Tensor, n: int) -> torch.Tensor:
+    """OpenCV's default border (``gfedcb|abcdefgh|gfedcba``), also for offsets beyond one reflection."""
+    if n == 1:
+        return torch.zeros_like(index)
+    period = 2 * (n - 1)
+    index = index % period
+    return torch.where(index >= n, period - index, index)
+
+
+def _filter_matrices(kernels: torch.Tensor, n: int) -> torch.Tensor:
+    """(b, n, n) matrices M with M @ v = v filtered by each 1-D kernel (b, K), reflect-101 borders."""
+    b, length = kernels.shape
+    offsets = torch.arange(length) - length // 2
+    columns = _reflect101(torch.arange(n)[:, None] + offsets[None], n)  # (n, K)
+    matrices = torch.zeros(b, n, n, dtype=kernels.dtype)
+    return matrices.scatter_add_(2, columns.expand(b, n, length), kernels[:, None].expand(b, n, length))
+
+
+def gaussian_blur(images: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """Blur each image of (b, C, H, W) with its own odd Gaussian kernel size, as ``cv2.GaussianBlur(k, 0)``.
+
+    Done as two matrix products per image (fast for the large kernels of additive shade)."""
+    b, c, h, w = images.shape
+    kernels = _gaussian_kernels(sizes.cpu(), int(sizes.max()))
+    rows = _filter_matrices(kernels, h).to(images.device, images.dtype)
+    cols = _filter_matrices(kernels, w).to(images.device, images.dtype)
+    out = rows[:, None] @ images @ cols[:, None].transpose(-1, -2)
+    return out
+
+
 def _depthwise(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     """Filter each image of (b, C, H, W) with its own (b, kh, kw) kernel, reflecting borders (OpenCV's default)."""
     b, c, h, w = x.shape
@@ -203,16 +233,17 @@ def additive_shade(
     sizes = _randint(kernel_size_range[0], kernel_size_range[1], (b,), generator)
     sizes = sizes + (sizes % 2 == 0)  # odd, as in the reference
 
-    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
-                            torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
-    dx = xs - centre[..., 0, None, None].to(device)
-    dy = ys - centre[..., 1, None, None].to(device)
-    cos, sin = torch.cos(angle).to(device)[..., None, None], torch.sin(angle).to(device)[..., None, None]
-    u = (dx * cos + dy * sin) / axes[..., 0, None, None].to(device)
-    v = (-dx * sin + dy * cos) / axes[..., 1, None, None].to(device)
-    mask = ((u * u + v * v) <= 1).any(dim=1, keepdim=True).float()  # (b, 1, H, W)
-    kernels = _gaussian_kernels(sizes, int(sizes.max()))
-    mask = _depthwise(_depthwise(mask, kernels[:, None, :]), kernels[:, :, None])
+    # Inside an ellipse rotated by angle: a dx^2 + 2 c dx dy + d dy^2 <= 1.
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    inv_x, inv_y = 1 / axes[..., 0] ** 2, 1 / axes[..., 1] ** 2
+    a = (cos**2 * inv_x + sin**2 * inv_y).to(device)[..., None, None]
+    c = (cos * sin * (inv_x - inv_y)).to(device)[..., None, None]
+    d = (sin**2 * inv_x + cos**2 * inv_y).to(device)[..., None, None]
+    dx = torch.arange(w, device=device, dtype=torch.float32) - centre[..., 0, None, None].to(device)  # (b, n, 1, W)
+    dy = torch.arange(h, device=device, dtype=torch.float32)[:, None] - centre[..., 1, None, None].to(device)
+    inside = (a * dx * dx + d * dy * dy) + (2 * c * dy) * dx <= 1  # (b, n, H, W)
+    mask = inside.any(dim=1, keepdim=True).float()
+    mask = gaussian_blur(mask, sizes)
     shade = 1 - _per_image(transparency.to(device)) * mask
     return (x * shade).clamp(0, 255)
 
@@ -279,12 +310,15 @@ class PhotometricAugmentation:
             order = torch.argsort(_uniform((x.shape[0], n), 0, 1, generator, "cpu"), dim=1)
         else:
             order = torch.arange(n).expand(x.shape[0], n)
+        order = order.numpy()
         for step in range(n):
-            for index, name in enumerate(self.operations):
-                selected = torch.nonzero(order[:, step] == index).flatten()
-                if len(selected) == 0:
+            for index in np.unique(order[:, step]):
+                name = self.operations[index]
+                selected = np.flatnonzero(order[:, step] == index)
+                if len(selected) == len(x):  # the whole batch: no gather / scatter
+                    x = _FUNCTIONS[name](x, generator, **self.params[name])
                     continue
-                selected = selected.to(x.device)
+                selected = torch.from_numpy(selected).to(x.device)
                 x[selected] = _FUNCTIONS[name](x[selected], generator, **self.params[name])
         return (x / 255).to(images.dtype)
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+_YAML11_EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 class ConfigError(ValueError):
@@ -35,6 +38,8 @@ def _check_type(default: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a bool, got {_type_name(value)} ({value!r})")
         return value
     if isinstance(default, float):
+        if isinstance(value, str) and _YAML11_EXPONENT.match(value.strip()):
+            value = float(value)  # PyYAML reads "1e-3" (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {_type_name(value)} ({value!r})")
         return float(value)

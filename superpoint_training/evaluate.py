@@ -25,7 +25,9 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -46,9 +48,9 @@ from tqdm import tqdm
 
 from . import baselines
 from .extractor import Extractor
-from .hpatches import RESIZE_MODES, SPLITS, HPatches, Pair
+from .hpatches import RESIZE_MODES, SPLITS, HPatches, HPatchesError, Pair
 from .metrics import CORRECTNESS_THRESHOLDS, descriptor_metrics, precision_recall, repeatability
-from .weights import load_superpoint
+from .weights import WeightsError, load_superpoint
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class Protocol:
     top_k: int
     export_max: int  # points kept per image in the cache (best scores first)
     distance: float = 3.0
+    short_side: int | None = None  # for --resize short_side: the side length used (default: size[0])
 
 
 PROTOCOLS = {
@@ -254,18 +257,23 @@ def export(
     return len(todo)
 
 
-def pair_metrics(dataset: HPatches, method: Method, protocol: Protocol, cache: Cache, keep_matches: bool = False):
-    """Per-pair records and, for descriptors, the pooled (distance, correct) of all matches."""
-    records, pooled = [], {"illumination": [], "viewpoint": []}
-    matches = {}
-    loaded: dict[tuple[str, int], dict] = {}
-    for pair in tqdm(dataset.pairs, desc=f"metrics {method.label} @ {protocol.name}", unit="pair", leave=False):
-        if (pair.sequence, 1) not in loaded:
-            loaded = {(pair.sequence, 1): cache.load(pair.sequence, 1)}  # one sequence at a time in memory
-        p0, p1 = loaded[(pair.sequence, 1)], cache.load(pair.sequence, pair.index)
+def pair_metrics(
+    dataset: HPatches,
+    method: Method,
+    protocol: Protocol,
+    cache: Cache,
+    workers: int = 2,
+    keep_matches: frozenset[tuple[str, int]] = frozenset(),
+):
+    """Per-pair records, for descriptors the pooled (distance, correct) of all matches, and the
+    matches of the pairs in ``keep_matches`` (for pictures). Pairs run on ``workers`` threads."""
+    device = method.extractor.device if method.extractor is not None else "cpu"
+    load = functools.lru_cache(maxsize=4 * max(1, workers))(cache.load)  # image 1 serves five pairs
+
+    def one(pair: Pair):
+        p0, p1 = load(pair.sequence, 1), load(pair.sequence, pair.index)
         H = dataset.homography(pair)
         size0, size1 = tuple(p0["image_size"]), tuple(p1["image_size"])
-        record = {"sequence": pair.sequence, "pair": pair.name, "kind": pair.kind, "method": method.label}
         if protocol.name == "detector":
             result = repeatability(
                 p0["keypoints"], p0["scores"], p1["keypoints"], p1["scores"], H, size0, size1,
@@ -275,15 +283,25 @@ def pair_metrics(dataset: HPatches, method: Method, protocol: Protocol, cache: C
             result = descriptor_metrics(
                 p0["keypoints"], p0["scores"], p0["descriptors"], p1["keypoints"], p1["scores"], p1["descriptors"],
                 H, size0, size1, norm=method.norm, k=protocol.top_k, match_threshold=protocol.distance,
+                device=device,
             )  # fmt: skip
-            pooled[pair.kind].append((result["distances"], result["correct"]))
-            if keep_matches:
-                matches[(pair.sequence, pair.index)] = {
-                    "keypoints0": p0["keypoints"], "keypoints1": p1["keypoints"],
-                    "matches": result["matches"], "correct": result["correct"],
-                }  # fmt: skip
-        record.update({k: _number(v) for k, v in result.items() if np.isscalar(v)})
-        records.append(record)
+            result["keypoints0"], result["keypoints1"] = p0["keypoints"], p1["keypoints"]
+        return pair, result
+
+    records, pooled, matches = [], {"illumination": [], "viewpoint": []}, {}
+    bar = tqdm(total=len(dataset.pairs), desc=f"metrics {method.label} @ {protocol.name}", unit="pair", leave=False)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for pair, result in prefetch(pool, one, dataset.pairs, 2 * max(1, workers)):
+            record = {"sequence": pair.sequence, "pair": pair.name, "kind": pair.kind, "method": method.label}
+            record.update({k: _number(v) for k, v in result.items() if np.isscalar(v)})
+            records.append(record)
+            if protocol.name == "descriptor":
+                pooled[pair.kind].append((result["distances"], result["correct"]))
+                if (pair.sequence, pair.index) in keep_matches:
+                    keys = ("keypoints0", "keypoints1", "matches", "correct")
+                    matches[(pair.sequence, pair.index)] = {k: result[k] for k in keys}
+            bar.update(1)
+    bar.close()
     return records, pooled, matches
 
 
@@ -297,13 +315,13 @@ PROTOCOL_METRICS = {
     "descriptor": tuple(f"correct_e{e}" for e in CORRECTNESS_THRESHOLDS) + ("matching_score", "nn_map"),
 }
 METRIC_TITLES = {
-    "repeatability": "Repeatability",
-    "localization_error": "Localisation error (px)",
-    "correct_e1": "Homography correctness, e = 1",
-    "correct_e3": "Homography correctness, e = 3",
-    "correct_e5": "Homography correctness, e = 5",
-    "matching_score": "Matching score",
-    "nn_map": "Nearest-neighbour mAP",
+    "repeatability": "repeatability",
+    "localization_error": "localisation error (px)",
+    "correct_e1": "homography correctness, e = 1",
+    "correct_e3": "homography correctness, e = 3",
+    "correct_e5": "homography correctness, e = 5",
+    "matching_score": "matching score",
+    "nn_map": "nearest-neighbour mAP",
 }
 
 
@@ -352,10 +370,10 @@ def markdown_report(report: dict) -> str:
     aggregates = report["aggregates"]
     if "detector" in aggregates:
         p = s["protocols"]["detector"]
-        where = f"{p['size'][0]}x{p['size'][1]}, NMS {p['nms_radius']}, {p['top_k']} points in the shared view"
+        where = f"{_size_text(s, p)}, NMS {p['nms_radius']}, {p['top_k']} points in the shared view"
         for metric, digits in (("repeatability", 3), ("localization_error", 2)):
             lines += [
-                f"## Detectors: {METRIC_TITLES[metric].lower()}",
+                f"## Detectors: {METRIC_TITLES[metric]}",
                 "",
                 f"{where}, distance {p['distance']:g} px.",
                 "",
@@ -363,7 +381,7 @@ def markdown_report(report: dict) -> str:
             lines += _kind_table(aggregates["detector"], metric, digits)
     if "descriptor" in aggregates:
         p = s["protocols"]["descriptor"]
-        where = f"{p['size'][0]}x{p['size'][1]}, NMS {p['nms_radius']}, up to {p['top_k']} points in the shared view"
+        where = f"{_size_text(s, p)}, NMS {p['nms_radius']}, up to {p['top_k']} points in the shared view"
         lines += ["## Descriptors: homography estimation, e = 3", "", f"{where}.", ""]
         lines += _kind_table(aggregates["descriptor"], "correct_e3", 3)
         lines += ["## Homography estimation, all changes, e = 1 / 3 / 5", ""]
@@ -375,7 +393,7 @@ def markdown_report(report: dict) -> str:
         lines.append("")
         for metric in ("matching_score", "nn_map"):
             lines += [
-                f"## Descriptors: {METRIC_TITLES[metric].lower()}",
+                f"## Descriptors: {METRIC_TITLES[metric]}",
                 "",
                 f"{where}, correct within {p['distance']:g} px.",
                 "",
@@ -401,6 +419,14 @@ def markdown_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _size_text(settings: dict, protocol: dict) -> str:
+    if settings["resize"] == "reference":
+        return f"images at {protocol['size'][0]}x{protocol['size'][1]}"
+    if settings["resize"] == "short_side":
+        return f"short side {protocol['short_side']} px"
+    return "images at their own size"
+
+
 def _kind_table(aggregates: dict, metric: str, digits: int) -> list[str]:
     lines = ["| | illumination | viewpoint | all |", "|---|---|---|---|"]
     for method, values in aggregates.items():
@@ -416,7 +442,7 @@ def describe_choices(args: argparse.Namespace, protocols: list[Protocol], datase
             "reference": f"images resized keeping the aspect ratio to cover {p.size[0]}x{p.size[1]} (bilinear), then "
             "centre-cropped to it; H adjusted with each image's own scale and crop offset (the reference "
             "scaled H by image 1's factor and ignored the crop)",
-            "short_side": f"short side resized to {args.short_side} px (area interpolation), no crop, H adjusted",
+            "short_side": f"short side resized to {p.short_side} px (area interpolation), no crop, H adjusted",
             "none": "images at their own size, no resizing",
         }[dataset_resize]
         choices.append(f"{p.name} protocol: {size}")
@@ -468,7 +494,8 @@ def plot_bars(report: dict, folder: Path) -> list[Path]:
                     ax.annotate(_fmt(value, 2), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                                 ha="center", va="bottom", fontsize=7, xytext=(0, 1), textcoords="offset points")  # fmt: skip
             ax.set_xticks(np.arange(len(methods)), methods, rotation=20 if len(methods) > 4 else 0)
-            ax.set_title(f"{METRIC_TITLES[metric]} ({protocol} protocol)", fontsize=10)
+            title = METRIC_TITLES[metric]
+            ax.set_title(f"{title[0].upper()}{title[1:]} ({protocol} protocol)", fontsize=10)
             if metric != "localization_error":
                 ax.set_ylim(0, 1.08)
             else:
@@ -527,10 +554,7 @@ def plot_matches(dataset: HPatches, pairs: list[Pair], matches: dict, folder: Pa
             m = per_pair.get((pair.sequence, pair.index))
             if m is None:
                 continue
-            title = (
-                f"{method}  {pair.sequence} {pair.name}: {int(m['correct'].sum())} correct of "
-                f"{len(m['matches'])} matches (green correct within 3 px, red wrong)"
-            )
+            title = f"{method} {pair.sequence} {pair.name}: {int(m['correct'].sum())}/{len(m['matches'])} correct"
             rows.append(
                 draw_matches(image0, image1, m["keypoints0"], m["keypoints1"], m["matches"], m["correct"], title)
             )
@@ -572,6 +596,7 @@ def run(args: argparse.Namespace) -> dict:
     cache_root = Path(args.cache) if args.cache else output / "cache"
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     protocols = [PROTOCOLS[p] for p in (("detector", "descriptor") if args.protocol == "both" else (args.protocol,))]
+    protocols = [dataclasses.replace(p, short_side=args.short_side or p.size[0]) for p in protocols]
     torch.set_grad_enabled(False)
     methods = build_methods(names, args.weights or ["default"], args.device, args.detection_threshold)
     timings: dict[str, float] = {}
@@ -582,24 +607,27 @@ def run(args: argparse.Namespace) -> dict:
     datasets = {}
     for protocol in protocols:
         dataset = HPatches(
-            args.dataset, resize=args.resize, size=protocol.size, short_side=args.short_side,
+            args.dataset, resize=args.resize, size=protocol.size, short_side=protocol.short_side,
             split=args.split, max_sequences=args.max_sequences,
         )  # fmt: skip
         datasets[protocol.name] = dataset
         if not dataset.pairs:
-            raise SystemExit(f"{args.dataset}: no usable pairs ({len(dataset.skipped)} sequences skipped)")
+            raise HPatchesError(f"{args.dataset}: no usable pairs ({len(dataset.skipped)} sequences skipped)")
+        pictured = pick_match_pairs(dataset, args.match_pictures) if protocol.name == "descriptor" else []
         for method in methods:
             if not method.supports(protocol):
                 continue
             cache = Cache(cache_root, protocol, method, dataset)
             start = time.perf_counter()
-            computed = export(dataset, method, protocol, cache, args.batch_size, args.workers, args.recompute)
+            batch_size = args.batch_size or (16 if method.extractor and method.extractor.device.type == "cuda" else 1)
+            computed = export(dataset, method, protocol, cache, batch_size, args.workers, args.recompute)
             timings[f"export {method.label} @ {protocol.name} ({computed} images computed)"] = (
                 time.perf_counter() - start
             )
             start = time.perf_counter()
-            keep = protocol.name == "descriptor" and args.match_pictures > 0
-            method_records, pooled, matches = pair_metrics(dataset, method, protocol, cache, keep_matches=keep)
+            method_records, pooled, matches = pair_metrics(
+                dataset, method, protocol, cache, args.workers, frozenset((p.sequence, p.index) for p in pictured)
+            )
             timings[f"metrics {method.label} @ {protocol.name}"] = time.perf_counter() - start
             for record in method_records:
                 record["protocol"] = protocol.name
@@ -673,11 +701,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resize", choices=RESIZE_MODES, default="reference",
                         help="reference: resize + centre crop to the protocol's size (default); "
                         "short_side: short side to --short-side; none: as they are")  # fmt: skip
-    parser.add_argument("--short-side", type=int, default=480, help="short side for --resize short_side (480)")
+    parser.add_argument(
+        "--short-side", type=int,
+        help="side for --resize short_side (default: the protocol's height, 240 / 480 as glue-factory)",
+    )  # fmt: skip
     parser.add_argument("--split", choices=SPLITS, default="all")
     parser.add_argument("--max-sequences", type=int, help="only the first N sequences (quick checks)")
     parser.add_argument("--device", default="auto", help="SuperPoint device: auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per SuperPoint call (8)")
+    parser.add_argument("--batch-size", type=int, help="images per SuperPoint call (default 16 on CUDA, 1 on CPU)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="threads for reading and OpenCV")
     parser.add_argument("--detection-threshold", type=float, help="SuperPoint threshold (default: the weights')")
     parser.add_argument("--recompute", action="store_true", help="ignore cached predictions")
@@ -688,11 +719,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.argv = argv
+    unknown = [m for m in args.methods.split(",") if m.strip() and m.strip() not in ALL_METHODS]
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {','.join(ALL_METHODS)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
-    report = run(args)
+    try:
+        report = run(args)
+    except (HPatchesError, WeightsError) as error:
+        parser.error(str(error))
     print(f"wrote {Path(args.output) / 'report.md'} in {time.perf_counter() - start:.1f} s")
     for protocol, per_method in report["aggregates"].items():
         metric = "repeatability" if protocol == "detector" else "correct_e3"

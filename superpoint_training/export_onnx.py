@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 import time
@@ -107,9 +108,16 @@ def export_onnx(
         options["dynamo"] = False
         if dynamic:
             options["dynamic_axes"] = {name: {0: "batch"} for name in ("image", *OUTPUT_NAMES)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer chatter (constant folding, deprecations) drowns the report
-        torch.onnx.export(module, (example,), str(output), **options)
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    try:
+        # Tracer chatter (constant folding, deprecations, "torchvision is not installed") drowns the report.
+        onnx_log.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (example,), str(output), **options)
+    finally:
+        onnx_log.setLevel(level)
     _add_metadata(output, extractor, height, width, batch)
     return output
 

@@ -85,6 +85,11 @@ def _randint(rng: np.random.Generator, low: float, high: float) -> int:
     return int(rng.integers(low, max(high, low + 1)))
 
 
+def _thickness(rng: np.random.Generator, low: float, high: float) -> int:
+    """A line thickness in [low, high), at least 1 (small drawing sizes)."""
+    return max(1, _randint(rng, low, high))
+
+
 def random_color(rng: np.random.Generator, background: int) -> int:
     """A gray level at least 30 away from ``background`` (shifted by 128 when too close)."""
     color = int(rng.integers(256))
@@ -248,7 +253,7 @@ def draw_lines(img: np.ndarray, rng: np.random.Generator, nb_lines: int = 10) ->
         if _segments_cross(starts, ends, p1, p2):
             continue
         starts, ends = np.concatenate([starts, p1]), np.concatenate([ends, p2])
-        thickness = _randint(rng, min_dim * 0.01, min_dim * 0.02)
+        thickness = _thickness(rng, min_dim * 0.01, min_dim * 0.02)
         cv2.line(img, tuple(map(int, p1[0])), tuple(map(int, p2[0])), random_color(rng, background), thickness)
     return np.stack([starts, ends], axis=1).reshape(-1, 2)
 
@@ -328,7 +333,7 @@ def draw_star(img: np.ndarray, rng: np.random.Generator, nb_branches: int = 6) -
     h, w = img.shape
     num = _randint(rng, 3, nb_branches)
     min_dim = min(h, w)
-    thickness = _randint(rng, min_dim * 0.01, min_dim * 0.02)
+    thickness = _thickness(rng, min_dim * 0.01, min_dim * 0.02)
     rad = max(rng.random() * min_dim / 2, min_dim / 5)
     x, y = _randint(rng, rad, w - rad), _randint(rng, rad, h - rad)
     slices = np.linspace(0, 2 * math.pi, num + 1)
@@ -372,7 +377,7 @@ def draw_checkerboard(
 
     min_dim = min(h, w)
     nb_row_lines, nb_col_lines = _randint(rng, 2, rows + 2), _randint(rng, 2, cols + 2)
-    thickness = _randint(rng, min_dim * 0.01, min_dim * 0.015)
+    thickness = _thickness(rng, min_dim * 0.01, min_dim * 0.015)
     for _ in range(nb_row_lines):
         i, j1, j2 = rng.integers(rows + 1), rng.integers(cols + 1), rng.integers(cols + 1)
         cv2.line(img, vertex(i, j1), vertex(i, j2), random_color(rng, background), thickness)
@@ -415,7 +420,7 @@ def draw_stripes(
         cv2.fillConvexPoly(img, quad, int(color))
 
     nb_row_lines, nb_col_lines = _randint(rng, 2, 5), _randint(rng, 2, num + 2)
-    thickness = _randint(rng, min_dim * 0.01, min_dim * 0.015)
+    thickness = _thickness(rng, min_dim * 0.01, min_dim * 0.015)
     for _ in range(nb_row_lines):
         row = int(rng.choice([0, num + 1]))
         c1, c2 = rng.integers(num + 1), rng.integers(num + 1)
@@ -456,7 +461,7 @@ def draw_cube(
     face_color = random_color(rng, background)
     for face in faces:
         cv2.fillPoly(img, [cube[face].reshape(-1, 1, 2).astype(np.int32)], face_color)
-    thickness = _randint(rng, min_dim * 0.003, min_dim * 0.015)
+    thickness = _thickness(rng, min_dim * 0.003, min_dim * 0.015)
     for face in faces:
         for k in range(4):
             edge_color = (face_color + 128 + _randint(rng, -64, 64)) % 256

@@ -4,7 +4,9 @@ The trainer (:mod:`superpoint_training.trainer`) owns everything that does not d
 model's objective: devices, DDP, the optimizer, checkpoints, logging, signals. A task owns the rest:
 
 - ``model_config()``: the network to build (MagicPoint: v6 without descriptor head);
-- ``augment(batch)``: batched augmentation on the device (homographic warps), training only;
+- ``augment(batch)``: batched augmentation on the device (homographic warps, and photometric
+  changes when ``photometric_on_device``: then the dataset is built with ``apply_photometric=False``),
+  training only;
 - ``loss(model, batch)``: the loss and the scalars to log, plus the outputs kept for images;
 - ``validate(model, batches)``: the validation metrics (a dict of floats);
 - ``images(batch, outputs)``: a few (3, H, W) pictures for TensorBoard.
@@ -35,6 +37,9 @@ class Task:
     def __init__(self, config: dict, device: torch.device):
         self.config = config
         self.device = device
+        where = config["train"].get("photometric", "auto")
+        # photometric augmentation batched on the device (a GPU), or per sample in the DataLoader workers
+        self.photometric_on_device = where == "device" or (where == "auto" and device.type == "cuda")
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(**self.config["model"])
@@ -72,12 +77,17 @@ class MagicPointTask(Task):
 
     def __init__(self, config: dict, device: torch.device):
         super().__init__(config, device)
+        augmentation = config["data"].get("augmentation", {})
+        self.photometric = None
+        if self.photometric_on_device and augmentation.get("photometric", {}).get("enable", False):
+            from .augmentation import PhotometricAugmentation
+
+            self.photometric = PhotometricAugmentation(augmentation["photometric"])
         self.homographic = None
-        homographic = config["data"].get("augmentation", {}).get("homographic", {})
-        if homographic.get("enable", False):
+        if augmentation.get("homographic", {}).get("enable", False):
             from .homographies import HomographicAugmentation
 
-            self.homographic = HomographicAugmentation(homographic)
+            self.homographic = HomographicAugmentation(augmentation["homographic"])
 
     def model_config(self) -> ModelConfig:
         model_config = super().model_config()
@@ -86,6 +96,8 @@ class MagicPointTask(Task):
         return model_config
 
     def augment(self, batch: dict) -> dict:
+        if self.photometric is not None:  # the reference's order: photometric, then homographic
+            batch = dict(batch, image=self.photometric(batch["image"]))
         if self.homographic is not None:
             batch = self.homographic(batch)
         return batch

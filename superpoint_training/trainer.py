@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 DEFAULTS: dict = {
     "task": "magicpoint",
-    "data": {"name": "synthetic_shapes"},  # plus the dataset's own defaults (see dataset_defaults)
+    "data": {"name": "synthetic_shapes"},  # plus the dataset's own keys (see merge_data_config)
     "model": {"variant": "v6", "descriptor_dim": 0},
     "train": {
         "iterations": 50000,
@@ -62,6 +62,7 @@ DEFAULTS: dict = {
         "channels_last": False,
         "compile": False,
         "num_workers": 4,
+        "photometric": "auto",  # where: auto (device on CUDA, else workers), device, workers
         "num_threads": 0,  # torch CPU threads per process; 0 keeps torch's default
         "log_every": 100,  # host sync: loss check, progress bar, TensorBoard scalars
         "image_every": 1000,  # TensorBoard images; 0 disables
@@ -91,9 +92,10 @@ DEFAULTS: dict = {
     },
 }
 
-# name -> "module:attribute" of a Dataset class taking (data_config, split); registered factories
-# may also be callables. A class attribute ``default_config`` (dict) gives the keys of ``data``.
-# ``data.name`` may also be a "module:attribute" path itself.
+# name -> "module:attribute" of a Dataset class taking (data_config, split), or a callable.
+# The ``data`` section is checked by the class's ``merge_config(data)`` (static or in its module),
+# else merged strictly over its ``default_config`` attribute. ``data.name`` may itself be a
+# "module:attribute" path (a dataset outside the registry).
 DATASETS: dict[str, str | Callable[..., Dataset]] = {
     "synthetic_shapes": "superpoint_training.datasets.synthetic:SyntheticShapes",
 }
@@ -109,34 +111,46 @@ def register_dataset(name: str, factory: str | Callable[..., Dataset]) -> None:
 
 
 def _dataset_factory(name: str) -> Callable[..., Dataset]:
-    if name not in DATASETS and ":" in name:  # "package.module:Class", a dataset outside the registry
+    if name not in DATASETS and ":" in name:
         register_dataset(name, name)
     if name not in DATASETS:
         raise ConfigError(f"data.name: unknown dataset {name!r} (known: {', '.join(DATASETS)})")
     factory = DATASETS[name]
     if isinstance(factory, str):
         module, attribute = factory.split(":")
-        factory = getattr(importlib.import_module(module), attribute)
+        try:
+            factory = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ConfigError(f"data.name: cannot import dataset {factory!r} ({error})") from error
     return factory
 
 
-def dataset_defaults(name: str) -> dict:
-    """The ``data`` section's defaults for dataset ``name``."""
-    defaults = getattr(_dataset_factory(name), "default_config", None)
-    return {"name": name, **copy.deepcopy(defaults or {})}
+def merge_data_config(data: Mapping) -> dict:
+    """The ``data`` section checked and completed by its dataset; errors name ``data.<key>``."""
+    name = data.get("name", DEFAULTS["data"]["name"])
+    if not isinstance(name, str):
+        raise ConfigError(f"data.name: expected a string, got {name!r}")
+    factory = _dataset_factory(name)
+    merge = getattr(factory, "merge_config", None) or getattr(sys.modules.get(factory.__module__), "merge_config", None)
+    try:
+        if merge is not None:
+            return dict(merge({k: v for k, v in data.items()}))
+        defaults = {"name": name, **copy.deepcopy(getattr(factory, "default_config", None) or {})}
+        return merge_strict(defaults, data)
+    except ConfigError as error:
+        raise ConfigError(f"data.{error}") from None
 
 
 def build_config(source: str | os.PathLike | Mapping | None, overrides=None) -> dict:
     """Merge a YAML file (or mapping) and ``KEY.PATH=VALUE`` overrides strictly over the defaults."""
     user = read_yaml(source) if isinstance(source, (str, os.PathLike)) else dict(source or {})
-    probe = load_config(user, {**DEFAULTS, "data": {}}, overrides)  # data left open to find its name
-    name = probe["data"].get("name", DEFAULTS["data"]["name"])
-    defaults = {**DEFAULTS, "data": dataset_defaults(name)}
+    where = f"{source}: " if isinstance(source, (str, os.PathLike)) else ""
     try:
-        config = load_config(user, defaults, overrides)
+        config = load_config(user, {**DEFAULTS, "data": {}}, overrides)  # data is the dataset's to check
+        config["data"] = merge_data_config(config["data"])
+        _validate(config)
     except ConfigError as error:
-        raise ConfigError(f"{source}: {error}" if isinstance(source, (str, os.PathLike)) else str(error)) from None
-    _validate(config)
+        raise ConfigError(f"{where}{error}") from None
     return config
 
 
@@ -152,6 +166,7 @@ def _validate(config: dict) -> None:
     check(train["learning_rate"] > 0, "train.learning_rate", "must be positive")
     check(train["optimizer"] in ("adam", "adamw"), "train.optimizer", "must be adam or adamw")
     check(train["precision"] in ("fp32", "bf16", "fp16"), "train.precision", "must be fp32, bf16 or fp16")
+    check(train["photometric"] in ("auto", "device", "workers"), "train.photometric", "must be auto, device or workers")
     for key in ("log_every", "checkpoint_every"):
         check(train[key] > 0, f"train.{key}", "must be positive")
     for key in ("image_every", "keep_every", "num_workers", "num_threads"):
@@ -227,7 +242,10 @@ class _StopSignal:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
-        print(f"\n{signal.Signals(signum).name}: saving a checkpoint and stopping (Ctrl+C again to abort)", file=sys.stderr)
+        print(
+            f"\n{signal.Signals(signum).name}: saving a checkpoint and stopping (Ctrl+C again to abort)",
+            file=sys.stderr,
+        )
 
     def __enter__(self) -> _StopSignal:
         import threading
@@ -418,18 +436,21 @@ class Trainer:
     def _build_data(self) -> None:
         cfg = self.config["train"]
         factory = _dataset_factory(self.config["data"]["name"])
+        options = {"apply_photometric": False} if self.task.photometric_on_device else {}
         if self.dist.is_main:  # let one process fill the dataset cache before the others read it
-            train_set = factory(self.config["data"], TRAIN_SPLIT)
+            train_set = factory(self.config["data"], TRAIN_SPLIT, **options)
             self.dist.barrier()
         else:
             self.dist.barrier()
-            train_set = factory(self.config["data"], TRAIN_SPLIT)
+            train_set = factory(self.config["data"], TRAIN_SPLIT, **options)
         per_process = cfg["batch_size"] // self.dist.world_size
         if len(train_set) < per_process:
             raise ConfigError(f"train.batch_size: {per_process} per process > {len(train_set)} training images")
         generator = torch.Generator().manual_seed(cfg["seed"] + self.start_iteration)
         if self.dist.enabled:
-            sampler = DistributedSampler(train_set, shuffle=True, seed=cfg["seed"] + self.start_iteration, drop_last=True)
+            sampler = DistributedSampler(
+                train_set, shuffle=True, seed=cfg["seed"] + self.start_iteration, drop_last=True
+            )
         else:
             sampler = RandomSampler(train_set, generator=generator)
         workers = cfg["num_workers"]
@@ -503,13 +524,18 @@ class Trainer:
 
             interactive = sys.stderr.isatty()
             self.progress = tqdm(
-                total=total, initial=self.start_iteration, desc=self.experiment, dynamic_ncols=True,
-                mininterval=0.5 if interactive else 30.0, smoothing=0.05,
+                total=total,
+                initial=self.start_iteration,
+                desc=self.experiment,
+                dynamic_ncols=True,
+                mininterval=0.5 if interactive else 30.0,
+                smoothing=0.05,
             )
         if self.pretrained_note:
             self._print(f"initialised from {self.pretrained_note}")
         if self.start_iteration:
             self._print(f"resumed {self.checkpoint_path} at iteration {self.start_iteration}")
+        self.final_iteration, self.final_loss = self.start_iteration, float("nan")
         if self.start_iteration >= total:
             self._print(f"already trained for {self.start_iteration} >= {total} iterations")
             return
@@ -544,10 +570,10 @@ class Trainer:
 
             validate_now = iteration == total or (val_cfg["every"] and iteration % val_cfg["every"] == 0)
             save_now = iteration == total or iteration % cfg["checkpoint_every"] == 0
-            sync = iteration % cfg["log_every"] == 0 or validate_now or save_now or stop.requested
-            if not self.dist.enabled and stop.requested:
-                sync = True
-            if not sync:
+            # DDP processes must meet at the same iterations: a stop request waits for the next
+            # scheduled sync there; a single process stops at once.
+            sync = iteration % cfg["log_every"] == 0 or validate_now or save_now
+            if not sync and not (stop.requested and not self.dist.enabled):
                 continue
             mean_loss = float(loss_sum) / since
             diverged, stopping = self.dist.any(not math.isfinite(mean_loss), stop.requested)
@@ -567,7 +593,9 @@ class Trainer:
                     self.writer.add_scalar(f"train/{key}", float(value) / since, iteration)
                 self.writer.add_scalar("train/iterations_per_second", rate, iteration)
                 self.writer.add_scalar("train/learning_rate", self.optimizer.param_groups[0]["lr"], iteration)
-                if cfg["image_every"] and (iteration // cfg["image_every"]) > ((iteration - since) // cfg["image_every"]):
+                if cfg["image_every"] and (iteration // cfg["image_every"]) > (
+                    (iteration - since) // cfg["image_every"]
+                ):
                     for name, picture in self.task.images(batch, outputs).items():
                         self.writer.add_image(name, picture, iteration)
                 if self.progress is not None:

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from helpers import random_state_dict
+
 from superpoint_training import Extractor
 from superpoint_training.extract import find_images, main
 from superpoint_training.feature_io import FeatureStore

@@ -77,3 +77,11 @@ def test_shipped_configs_are_valid():
     reference = build_config(root / "magic-point_shapes.yaml")
     assert reference["train"]["batch_size"] == 64 and reference["train"]["learning_rate"] == 1e-3
     assert reference["train"]["iterations"] == 50000 and reference["train"]["optimizer"] == "adam"
+
+
+def test_exponent_without_dot_is_a_number(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  learning_rate: 1e-4\n")  # PyYAML reads this as the string "1e-4"
+    assert load_config(path, DEFAULTS_SMALL)["train"]["learning_rate"] == 1e-4
+    with pytest.raises(ConfigError, match="train.learning_rate"):
+        merge_strict(DEFAULTS_SMALL, {"train": {"learning_rate": "fast"}})

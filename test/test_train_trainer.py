@@ -101,8 +101,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 def test_pretrained_model(tmp_path):
     run(tmp_path, "first", overrides=["train.iterations=2", "validation.every=0"])
     source = load_superpoint(tmp_path / "first" / "weights.pth").model.state_dict()
-    trainer = run(tmp_path, "second", overrides=["train.iterations=1", "validation.every=0", "train.learning_rate=1e-12"],
-                  pretrained=str(tmp_path / "first" / "weights.pth"))
+    trainer = run(
+        tmp_path,
+        "second",
+        overrides=["train.iterations=1", "validation.every=0", "train.learning_rate=1e-12"],
+        pretrained=str(tmp_path / "first" / "weights.pth"),
+    )
     weight = trainer.model.state_dict()["backbone.0.0.conv.weight"].cpu()
     assert torch.allclose(weight, source["backbone.0.0.conv.weight"], atol=1e-6)
     with pytest.raises(ValueError, match="no tensor matches"):
@@ -132,17 +136,46 @@ def test_cli_help_and_bad_key(tmp_path):
     config = _write_config(tmp_path)
     out = subprocess.run(
         [sys.executable, "-m", "superpoint_training.train", str(config), "x", "--set", "train.lerning_rate=1"],
-        capture_output=True, text=True, env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
     )
     assert out.returncode == 2 and "train.lerning_rate" in out.stderr
+
+
+def test_cli_trains_the_ci_config_on_synthetic_shapes(tmp_path):
+    """The README's command on the tiny CI config: real Synthetic Shapes data, augmentation, checkpoint."""
+    env = _env(tmp_path)
+    env["SUPERPOINT_DATA_DIR"] = str(tmp_path / "data")
+    config = TEST_DIR.parent / "config" / "magic-point_shapes_ci.yaml"
+    command = [sys.executable, "-m", "superpoint_training.train", str(config), "ci", "--no_progress"]
+    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "validation at iteration 4" in out.stdout and "mAP" in out.stdout
+    loaded = load_superpoint(tmp_path / "ci" / "weights.pth")
+    assert loaded.checkpoint["iteration"] == 4 and loaded.checkpoint["config"]["data"]["name"] == "synthetic_shapes"
+    features = Extractor(loaded, device="cpu", warmup=False)(np.zeros((48, 64), np.uint8))
+    assert features.keypoints.shape[1] == 2
 
 
 def test_ddp_two_cpu_processes_gloo(tmp_path):
     config = _write_config(tmp_path)
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "superpoint_training.train", str(config), "ddp", "--no_progress",
-        "--set", "train.iterations=3", "--set", "train.batch_size=4",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "superpoint_training.train",
+        str(config),
+        "ddp",
+        "--no_progress",
+        "--set",
+        "train.iterations=3",
+        "--set",
+        "train.batch_size=4",
     ]
     out = subprocess.run(command, capture_output=True, text=True, env=_env(tmp_path), timeout=240)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 class Rectangles(Dataset):
     default_config = {"size": 16, "image_size": [48, 64], "seed": 0}
 
-    def __init__(self, config: dict, split: str):
+    def __init__(self, config: dict, split: str, apply_photometric: bool = True):
         self.config = config
         self.offset = {"training": 0, "validation": 10_000, "test": 20_000}[split]
 

@@ -1,0 +1,221 @@
+"""The detector node's work without the middleware: frame queue, conversion, batched extraction,
+message building and the debug drawing.
+
+:class:`FrameQueue` keeps the newest frames of each camera and drops older ones while the extractor
+is busy (latency first). :class:`DetectionPipeline` turns one batch of image messages (one per
+camera) into Features messages with a single :class:`~superpoint_training.extractor.Extractor`
+call, timing each stage. Imports without rclpy, so the stage benchmark runs on any GPU machine.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .features_message import DESCRIPTOR_ENCODINGS, features_to_message
+from .image_conversion import DEFAULT_MAX_PIXELS, ImageConversionError, compressed_msg_to_numpy, image_msg_to_numpy
+
+
+@dataclass
+class Frame:
+    """One received image message; ``received`` is ``time.perf_counter()`` at arrival."""
+
+    camera: int
+    msg: Any
+    compressed: bool = False
+    received: float = field(default_factory=time.perf_counter)
+
+
+class FrameQueue:
+    """Per-camera queues of at most ``depth`` frames; a new frame pushes out the oldest (counted).
+
+    ``take`` returns the oldest waiting frame of every camera that has one, so frames that arrive
+    together from several cameras go to the device in one batch. With ``batch_wait`` > 0 it waits
+    that long after the first frame for the other cameras (not past the moment all have one).
+    """
+
+    def __init__(self, cameras: int, depth: int = 1):
+        self._queues = [deque() for _ in range(cameras)]
+        self._depth = max(1, int(depth))
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped = [0] * cameras
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    @depth.setter
+    def depth(self, value: int) -> None:
+        with self._cond:
+            self._depth = max(1, int(value))
+
+    def put(self, frame: Frame) -> int:
+        """Queue ``frame``; returns how many older frames of its camera were dropped for it."""
+        with self._cond:
+            queue = self._queues[frame.camera]
+            queue.append(frame)
+            dropped = 0
+            while len(queue) > self._depth:
+                queue.popleft()
+                dropped += 1
+            self.dropped[frame.camera] += dropped
+            self._cond.notify()
+            return dropped
+
+    def take(self, batch_wait: float = 0.0, timeout: float | None = None) -> list[Frame]:
+        """Oldest frame of each camera with one; [] on timeout or when closed."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._closed or any(self._queues), timeout):
+                return []
+            if self._closed:
+                return []
+            if batch_wait > 0 and len(self._queues) > 1:
+                deadline = time.monotonic() + batch_wait
+                while not self._closed and not all(self._queues):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            return [queue.popleft() for queue in self._queues if queue]
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage on one batch (extraction includes the upload to the device)."""
+
+    batch_size: int = 0
+    convert: float = 0.0
+    extract: float = 0.0
+    build: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.convert + self.extract + self.build
+
+
+@dataclass
+class Result:
+    """The outcome for one frame: a Features message, or the conversion error that skipped it."""
+
+    frame: Frame
+    message: Any = None
+    image: np.ndarray | None = None
+    keypoints: Any = None
+    error: ImageConversionError | None = None
+
+
+class DetectionPipeline:
+    """Image messages -> numpy -> one Extractor call -> Features messages of ``msg_cls``.
+
+    ``msg_cls``: the rclpy ``superpoint_ros.msg.Features`` or a rosbags Features type.
+    ``synchronize``: wait for the device after extraction so that stage times are exact on a GPU
+    (the benchmark sets it; the node does not need it).
+    """
+
+    def __init__(
+        self,
+        extractor: Any,
+        msg_cls: type,
+        descriptor_encoding: str = "float32",
+        weights_label: str = "",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        synchronize: bool = False,
+    ):
+        self.extractor = extractor
+        self.msg_cls = msg_cls
+        self.descriptor_encoding = descriptor_encoding
+        self.weights_label = weights_label
+        self.max_pixels = max_pixels
+        self.synchronize = synchronize
+        self.lock = threading.Lock()  # held while extracting; configure() takes it too
+
+    @property
+    def descriptor_encoding(self) -> str:
+        return self._encoding
+
+    @descriptor_encoding.setter
+    def descriptor_encoding(self, value: str) -> None:
+        if value not in DESCRIPTOR_ENCODINGS:
+            raise ValueError(f"descriptor_encoding must be one of {DESCRIPTOR_ENCODINGS}, got {value!r}")
+        self._encoding = value
+
+    def configure(self, **options: Any) -> None:
+        """Change extractor options between batches (ValueError leaves the old ones)."""
+        with self.lock:
+            self.extractor.configure(**options)
+
+    def convert(self, frame: Frame) -> np.ndarray:
+        if frame.compressed:
+            return compressed_msg_to_numpy(frame.msg, self.max_pixels)
+        return image_msg_to_numpy(frame.msg, self.max_pixels)
+
+    def process(self, frames: list[Frame], keep_images: bool = False) -> tuple[list[Result], StageTimes]:
+        """Convert, extract (one call for the batch) and build the messages; one Result per frame."""
+        times = StageTimes()
+        start = time.perf_counter()
+        results = [Result(frame) for frame in frames]
+        good: list[Result] = []
+        for result in results:
+            try:
+                result.image = self.convert(result.frame)
+                good.append(result)
+            except ImageConversionError as error:
+                result.error = error
+        converted = time.perf_counter()
+        times.convert = converted - start
+        times.batch_size = len(good)
+        if not good:
+            return results, times
+        with self.lock:
+            features = self.extractor.extract([r.image for r in good])
+            if self.synchronize and self.extractor.device.type == "cuda":
+                import torch
+
+                torch.cuda.synchronize(self.extractor.device)
+        extracted = time.perf_counter()
+        times.extract = extracted - converted
+        encoding = self._encoding
+        for result, feats in zip(good, features, strict=True):
+            result.message = features_to_message(
+                self.msg_cls,
+                result.frame.msg.header,
+                feats,
+                image_size=result.image.shape[:2],
+                encoding=encoding,
+                weights=self.weights_label,
+            )
+            if keep_images:
+                result.keypoints = feats.keypoints
+            else:
+                result.image = None
+        times.build = time.perf_counter() - extracted
+        return results, times
+
+
+def draw_keypoints(image: np.ndarray, keypoints: Any, radius: int = 1, colour=(0, 255, 0)) -> np.ndarray:
+    """An RGB uint8 copy of ``image`` with a (2 radius + 1)-pixel square on each keypoint (vectorised)."""
+    if image.dtype != np.uint8:
+        image = np.clip(np.asarray(image, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    canvas = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image.copy()
+    points = keypoints.detach().cpu().numpy() if hasattr(keypoints, "detach") else np.asarray(keypoints)
+    if len(points) == 0:
+        return canvas
+    height, width = canvas.shape[:2]
+    xy = np.rint(points).astype(np.int64)
+    offsets = np.arange(-radius, radius + 1)
+    xs = np.clip(xy[:, 0:1, None] + offsets[None, None, :], 0, width - 1)
+    ys = np.clip(xy[:, 1:2, None] + offsets[None, :, None], 0, height - 1)
+    xs, ys = np.broadcast_arrays(xs, ys)
+    canvas[ys.reshape(-1), xs.reshape(-1)] = colour
+    return canvas

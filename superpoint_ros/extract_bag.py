@@ -1,0 +1,440 @@
+"""Extract SuperPoint features from the image topics of a recorded bag into a new ROS 2 bag (and HDF5).
+
+Reads ROS 2 bags (mcap or sqlite3 storage: the bag folder, or a bare .mcap/.db3 file) and ROS 1
+.bag files with the ``rosbags`` library, so it runs without rclpy or a ROS installation. Every
+sensor_msgs/Image encoding the detector node supports and sensor_msgs/CompressedImage (JPEG, PNG)
+are decoded in background threads while the Extractor runs on batches of frames. Each image gives
+one superpoint_ros/msg/Features message with the image's header (stamp and frame id) on
+``<image topic>/features``, written at the image message's bag time. The output bag registers the
+Features type from the package's own msg/ definitions, so `ros2 bag` users who built the package
+can play it.
+
+Times for --start/--end are seconds: values below 1e9 are offsets from the first message of the
+bag, larger values are absolute (Unix) times.
+
+A bag that is damaged part way (a truncated .mcap, a corrupt chunk or database page) is read up to
+the damage; the output is closed properly and the summary says where reading stopped. Messages
+that cannot be decoded are skipped and listed with their topic and time.
+
+Examples::
+
+    python -m superpoint_ros.extract_bag recording/ --output recording_features/
+    python -m superpoint_ros.extract_bag run.bag --topics /camera/image_raw --output run_features \\
+        --storage sqlite3 --device cuda --precision fp16 --max_keypoints 1000
+    python -m superpoint_ros.extract_bag drive.mcap --topics /cam0/image_raw/compressed \\
+        --start 30 --end 90 --copy-other-topics --h5 drive.h5 --output drive_features --force
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .bag_io import (
+    IMAGE_TYPES,
+    STORAGES,
+    BagError,
+    BagOutput,
+    Frame,
+    MessagePump,
+    Passthrough,
+    ReadFailure,
+    format_time,
+    input_storage,
+    open_bag,
+    prepare_output,
+)
+from .features_message import DESCRIPTOR_ENCODINGS, features_to_message
+
+ABSOLUTE_TIME = 1e9  # seconds: --start/--end at or above this are Unix times, below are offsets
+DEFAULT_FEATURES_TOPIC = "{topic}/features"
+SHOWN_SKIPS = 10
+
+
+@dataclass
+class Summary:
+    """What one extraction did; ``lines()`` is the report printed at the end."""
+
+    output: Path
+    h5: Path | None = None
+    bag_start: int | None = None
+    topics: dict[str, str] = field(default_factory=dict)  # image topic -> features topic
+    frames: int = 0
+    keypoints: int = 0
+    copied: int = 0
+    skipped: list[tuple[str, int, str]] = field(default_factory=list)
+    skipped_count: int = 0
+    stopped: str | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped is None
+
+    def lines(self) -> list[str]:
+        rate = f", {self.frames / self.seconds:.1f} frames/s" if self.seconds > 0 and self.frames else ""
+        lines = list(self.notes)
+        lines.append(
+            f"wrote {self.frames} Features messages ({self.keypoints / max(self.frames, 1):.1f} keypoints per "
+            f"frame) to {self.output} in {self.seconds:.1f} s{rate}"
+        )
+        for image_topic, features_topic in self.topics.items():
+            lines.append(f"  {image_topic} -> {features_topic}")
+        if self.h5 is not None:
+            lines.append(f"features also in {self.h5}")
+        if self.copied:
+            lines.append(f"copied {self.copied} messages of other topics")
+        if self.skipped_count:
+            lines.append(f"skipped {self.skipped_count} undecodable image messages:")
+            for topic, stamp, reason in self.skipped:
+                lines.append(f"  {topic} at {format_time(stamp, self.bag_start)}: {reason}")
+            if self.skipped_count > len(self.skipped):
+                lines.append(f"  ... and {self.skipped_count - len(self.skipped)} more")
+        if self.stopped:
+            lines.append(f"STOPPED EARLY: {self.stopped}")
+            lines.append(f"the output is a complete, readable bag of everything before that point: {self.output}")
+        return lines
+
+
+def resolve_time(seconds: float | None, bag_start: int) -> int | None:
+    """--start/--end seconds to bag nanoseconds (offsets below 1e9 s count from ``bag_start``)."""
+    if seconds is None:
+        return None
+    nanoseconds = round(seconds * 1e9)
+    return nanoseconds if seconds >= ABSOLUTE_TIME else bag_start + nanoseconds
+
+
+def select_topics(reader: Any, requested: list[str] | None) -> tuple[Callable[[Any], bool], list[str]]:
+    """A predicate for the image connections to extract, and the topic names it selects."""
+    topics = {name: info.msgtype for name, info in reader.topics.items()}
+    image_topics = sorted(name for name, msgtype in topics.items() if msgtype in IMAGE_TYPES)
+    recovered = not topics and hasattr(reader, "damage")  # truncated mcap: topics appear while reading
+    if not requested:
+        if recovered:
+            return (lambda c: c.msgtype in IMAGE_TYPES), []
+        if not image_topics:
+            raise BagError(f"the bag has no Image or CompressedImage topics (topics: {', '.join(sorted(topics))})")
+        chosen = image_topics
+    else:
+        chosen = []
+        for name in requested:
+            if name not in topics and "/" + name.lstrip("/") in topics:
+                name = "/" + name.lstrip("/")
+            if recovered:
+                chosen.append(name)
+            elif name not in topics:
+                raise BagError(f"topic {name!r} is not in the bag (image topics: {', '.join(image_topics) or 'none'})")
+            elif topics[name] not in IMAGE_TYPES:
+                raise BagError(f"topic {name!r} has type {topics[name]}, not Image or CompressedImage")
+            else:
+                chosen.append(name)
+    wanted = set(chosen)
+    return (lambda c: c.topic in wanted and c.msgtype in IMAGE_TYPES), chosen
+
+
+def features_topic_for(template: str, topic: str) -> str:
+    name = template.format(topic=topic.rstrip("/"))
+    return name if name.startswith("/") else "/" + name
+
+
+@dataclass
+class _Slot:
+    item: Frame | Passthrough
+    payload: bytes | None = None
+    done: bool = False
+
+
+def extract_bag(
+    inputs: list[Path],
+    output: Path,
+    extractor: Any,
+    *,
+    topics: list[str] | None = None,
+    storage: str | None = None,
+    features_topic: str = DEFAULT_FEATURES_TOPIC,
+    h5: Path | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    copy_other_topics: bool = False,
+    batch_size: int = 16,
+    descriptor_encoding: str = "float32",
+    workers: int = 2,
+    force: bool = False,
+    progress: bool = True,
+) -> Summary:
+    """Extract features of the image topics of ``inputs`` into the ROS 2 bag ``output``.
+
+    ``extractor`` is a :class:`superpoint_training.Extractor`. Returns a :class:`Summary`; raises
+    :class:`BagError` for unusable arguments or an unreadable bag before anything is written.
+    """
+    if descriptor_encoding not in DESCRIPTOR_ENCODINGS:
+        raise ValueError(f"descriptor encoding must be one of {DESCRIPTOR_ENCODINGS}, got {descriptor_encoding!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if "{topic}" not in features_topic and (topics is None or len(topics) != 1):
+        raise ValueError(f"--features-topic {features_topic!r} needs '{{topic}}' when several topics are extracted")
+    inputs = [Path(p) for p in inputs]
+    output = Path(output)
+    storage = storage or input_storage(inputs[0])
+    storage = "mcap" if storage == "ros1" else storage
+    prepare_output(output, force, inputs)
+    if h5 is not None:
+        h5 = Path(h5)
+        prepare_output(h5, force, inputs)
+        from superpoint_training.feature_io import file_kind
+
+        file_kind(h5)
+
+    reader, note = open_bag(inputs)
+    summary = Summary(output=output, h5=h5)
+    if note:
+        summary.notes.append(f"note: {note}")
+    try:
+        is_image, chosen = select_topics(reader, topics)
+        bag_start = reader.start_time
+        summary.bag_start = bag_start if bag_start < 2**63 - 1 else None
+        start_ns = resolve_time(start, bag_start)
+        stop_ns = resolve_time(end, bag_start)
+        if start_ns is not None and stop_ns is not None and stop_ns <= start_ns:
+            raise BagError(f"empty time range: --end ({end}) is not after --start ({start})")
+        out_topics = {t: features_topic_for(features_topic, t) for t in chosen}
+        clash = set(out_topics.values()) & set(reader.topics)
+        if clash and copy_other_topics:
+            raise BagError(f"features topics {sorted(clash)} already exist in the input: choose --features-topic")
+        total = _expected_frames(reader, chosen, start_ns, stop_ns)
+        _run(reader, output, storage, h5, extractor, is_image, features_topic, copy_other_topics, batch_size,
+             descriptor_encoding, workers, start_ns, stop_ns, total, progress, summary)
+    finally:
+        reader.close()
+    return summary
+
+
+def _expected_frames(reader: Any, chosen: list[str], start: int | None, stop: int | None) -> int | None:
+    """Image messages to expect (for the ETA): counts from the index, scaled to the time range."""
+    infos = reader.topics
+    if not chosen or any(t not in infos for t in chosen):
+        return None
+    count = sum(infos[t].msgcount for t in chosen)
+    first, last = reader.start_time, reader.end_time
+    if (start is None and stop is None) or last <= first:
+        return count
+    low, high = max(first, start or first), min(last, stop or last)
+    return max(0, round(count * (high - low) / (last - first)))
+
+
+def _run(reader: Any, output: Path, storage: str, h5: Path | None, extractor: Any, is_image: Callable,
+         template: str, copy_others: bool, batch_size: int, encoding: str, workers: int,
+         start_ns: int | None, stop_ns: int | None, total: int | None, progress: bool, summary: Summary) -> None:
+    bag = BagOutput(output, storage, reader)
+    store = None
+    weights = extractor.weights_description
+    if h5 is not None:
+        from superpoint_training.feature_io import FeatureStore
+
+        config = {**dataclasses.asdict(extractor.config), "resize": extractor.resize,
+                  "precision": extractor.precision, "descriptor_dim": extractor.descriptor_dim}
+        store = FeatureStore.open(h5, "w", weights=weights, config=config)
+    h5_keys: set[str] = set()
+    pending: deque[_Slot] = deque()
+    groups: dict[tuple, list[_Slot]] = {}
+    waiting = 0  # decoded frames not yet extracted
+    max_waiting = 4 * batch_size
+    clock = time.perf_counter()
+
+    def run(group: list[_Slot]) -> None:
+        nonlocal waiting
+        frames = [slot.item for slot in group]
+        batch = extractor.upload([f.image for f in frames])
+        results = extractor.extract_batch(batch, as_list=True)
+        for slot, frame, features in zip(group, frames, results, strict=True):
+            if store is not None:
+                features = features.numpy()
+                base = key = f"{frame.topic.strip('/')}/{frame.stamp[0] * 1_000_000_000 + frame.stamp[1]}"
+                while key in h5_keys:  # repeated stamps: keep every frame
+                    key = f"{base}_{len(h5_keys)}"
+                h5_keys.add(key)
+                store.write(key, features, topic=frame.topic, stamp_sec=frame.stamp[0], stamp_nanosec=frame.stamp[1],
+                            frame_id=frame.frame_id, bag_time_ns=frame.time)
+            msg = features_to_message(bag.features_cls, bag.header(frame.stamp, frame.frame_id), features,
+                                      image_size=features.image_size, encoding=encoding, weights=weights)
+            slot.payload = bag.serialize(msg)
+            slot.done = True
+            slot.item.image = None
+            summary.keypoints += len(features)
+        waiting -= len(group)
+        bar.update(len(group))
+
+    def flush() -> None:
+        while pending and pending[0].done:
+            slot = pending.popleft()
+            item = slot.item
+            if isinstance(item, Passthrough):
+                bag.copy(item)
+            elif slot.payload is not None:
+                topic = features_topic_for(template, item.topic)
+                summary.topics.setdefault(item.topic, topic)
+                bag.write_features(topic, item.time, slot.payload)
+                summary.frames += 1
+
+    bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    try:
+        with MessagePump(reader, is_image, copy_others, start_ns, stop_ns, workers=workers,
+                         depth=max(16, 4 * batch_size)) as pump:
+            for item in pump:
+                if isinstance(item, ReadFailure):
+                    where = "before any message was read"
+                    if item.last is not None:
+                        where = f"after the last good message, {item.last[0]} at {format_time(item.last[1], summary.bag_start)}"
+                    summary.stopped = f"cannot read the bag further ({item.error}), {where}"
+                    break
+                slot = _Slot(item)
+                pending.append(slot)
+                if isinstance(item, Passthrough):
+                    slot.done = True
+                elif item.error is not None:
+                    slot.done = True
+                    summary.skipped_count += 1
+                    if len(summary.skipped) < SHOWN_SKIPS:
+                        summary.skipped.append((item.topic, item.time, item.error))
+                    bar.update(1)
+                    bar.set_postfix(skipped=summary.skipped_count)
+                else:
+                    key = (item.image.shape, item.image.dtype.str)
+                    group = groups.setdefault(key, [])
+                    group.append(slot)
+                    waiting += 1
+                    if len(group) >= batch_size:
+                        run(groups.pop(key))
+                    elif waiting >= max_waiting:  # many image sizes at once: bound the memory
+                        run(groups.pop(max(groups, key=lambda k: len(groups[k]))))
+                flush()
+        for group in groups.values():
+            run(group)
+        groups.clear()
+        flush()
+    except KeyboardInterrupt:
+        summary.stopped = "interrupted (Ctrl-C)"
+        for group in groups.values():  # keep what was already decoded
+            run(group)
+        flush()
+    finally:
+        bar.close()
+        summary.copied = bag.copied
+        bag.close()
+        if store is not None:
+            store.close()
+        summary.seconds = time.perf_counter() - clock
+    if summary.stopped is None and getattr(reader, "damage", None):
+        summary.stopped = f"cannot read the bag further ({reader.damage})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from superpoint_training.extractor import PRECISIONS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m superpoint_ros.extract_bag",
+        description="Extract SuperPoint features from the image topics of a ROS 1 or ROS 2 bag into a ROS 2 bag "
+        "of superpoint_ros/msg/Features messages (and optionally HDF5). Needs no ROS installation.",
+        epilog="examples:" + __doc__.split("Examples::", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="ROS 2 bag folder, .mcap or .db3 file, or one or more ROS 1 .bag files")
+    parser.add_argument("--output", "-o", required=True, help="output ROS 2 bag folder (must not exist without --force)")
+    parser.add_argument("--topics", nargs="+", default=None,
+                        help="Image/CompressedImage topics to extract (default: every image topic)")
+    parser.add_argument("--features-topic", default=DEFAULT_FEATURES_TOPIC,
+                        help="output topic name, '{topic}' is the image topic (default: %(default)s)")
+    parser.add_argument("--storage", choices=STORAGES, default=None,
+                        help="output storage (default: the input's for ROS 2 bags, mcap for ROS 1)")
+    parser.add_argument("--h5", type=Path, default=None,
+                        help="also write the features to this .h5 file (project layout, keys <topic>/<stamp ns>)")
+    parser.add_argument("--start", type=float, default=None,
+                        help="first bag time, seconds: offset from the bag's start, or Unix time if >= 1e9")
+    parser.add_argument("--end", type=float, default=None, help="end of the time range (exclusive), as --start")
+    parser.add_argument("--copy-other-topics", action="store_true",
+                        help="carry every other topic through to the output bag (ROS 1 messages converted)")
+    parser.add_argument("--force", action="store_true", help="replace existing outputs")
+    group = parser.add_argument_group("extractor (same options as the detector node)")
+    group.add_argument("--weights", default="default", help="weights file or name (default: %(default)s)")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
+    group.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="network precision")
+    group.add_argument("--max_keypoints", "--max-keypoints", type=int, default=None,
+                       help="keep at most this many keypoints per image (default: all above threshold)")
+    group.add_argument("--detection_threshold", "--detection-threshold", type=float, default=None,
+                       help="score threshold (default: the weights format's, 0.005)")
+    group.add_argument("--nms_radius", "--nms-radius", type=int, default=None,
+                       help="max-pool NMS radius in pixels (default: the weights format's, 4)")
+    group.add_argument("--remove_borders", "--remove-borders", type=int, default=None,
+                       help="drop keypoints this close to the edge (default: the weights format's, 4)")
+    group.add_argument("--resize", type=int, default=None,
+                       help="resize so that the longer side has this many pixels (keypoints stay in image pixels)")
+    group.add_argument("--descriptor-encoding", "--descriptor_encoding", choices=DESCRIPTOR_ENCODINGS,
+                       default="float32", help="Features.descriptor_encoding (int8 is 4x smaller)")
+    group.add_argument("--batch-size", "--batch_size", type=int, default=16,
+                       help="frames of equal size per device call (default: %(default)s)")
+    group.add_argument("--workers", type=int, default=2, help="image decoding threads (default: %(default)s)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from superpoint_training.extractor import Extractor
+    from superpoint_training.weights import WeightsError
+
+    try:
+        # check cheap things before loading the network
+        inputs = [Path(p) for p in args.inputs]
+        input_storage(inputs[0])
+        if not args.force:
+            prepare_output(Path(args.output), False, inputs)
+        extractor = Extractor(
+            args.weights,
+            args.device,
+            detection_threshold=args.detection_threshold,
+            nms_radius=args.nms_radius,
+            remove_borders=args.remove_borders,
+            max_keypoints=args.max_keypoints,
+            precision=args.precision,
+            resize=args.resize,
+        )
+        if not args.quiet:
+            print(f"SuperPoint: {extractor.weights_description} on {extractor.device} ({args.precision})",
+                  file=sys.stderr)
+        summary = extract_bag(
+            inputs,
+            Path(args.output),
+            extractor,
+            topics=args.topics,
+            storage=args.storage,
+            features_topic=args.features_topic,
+            h5=args.h5,
+            start=args.start,
+            end=args.end,
+            copy_other_topics=args.copy_other_topics,
+            batch_size=args.batch_size,
+            descriptor_encoding=args.descriptor_encoding,
+            workers=args.workers,
+            force=args.force,
+            progress=not args.quiet,
+        )
+    except (BagError, OSError, ValueError, WeightsError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(summary.lines()))
+    return 0 if summary.complete and summary.frames else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

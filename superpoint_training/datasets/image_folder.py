@@ -1,0 +1,315 @@
+"""A folder of real images (MS-COCO's ``train2014/`` or any folder), with exported keypoint labels.
+
+Used by homographic adaptation (:mod:`superpoint_training.export_detections`: the images) and by
+training rounds on real images (MagicPoint on COCO, SuperPoint: images plus the exported labels).
+
+Images: every file with an image extension under ``images`` (recursively, sorted by path), read as
+gray and preprocessed as the reference's ``ratio_preserving_resize``: scaled so that it covers
+``resize`` (H, W), then centre-cropped (``resize: []`` keeps each image's own size). A relative
+``images`` path is taken under ``$SUPERPOINT_DATA_DIR`` when that is set (the reference's
+``DATA_PATH``), else under the working directory.
+
+Labels (``labels``): an export name under ``$SUPERPOINT_EXPER_DIR/outputs/`` or a folder; the
+label of ``<images>/a/b.jpg`` is ``<labels>/a/b.npz`` (:data:`LABEL_FORMAT`). Images without a
+label file are skipped with a warning (the export skips unreadable images); a label whose
+``image_size`` differs from the preprocessed image is an error naming both files.
+
+Splits: ``validation`` is the first ``validation_size`` images, ``training`` the rest (the
+reference trained on all of them, the validation images included). Items: ``image`` (1, H, W)
+float in [0, 1], ``keypoint_map`` (H, W) float 0/1, ``valid_mask`` (H, W) ones, ``name``.
+
+Augmentation: ``augmentation.photometric`` is applied here per training sample (numpy, in the
+DataLoader workers), unless ``warped_pair.enable`` is set: SuperPoint training then warps the clean
+image on the device and applies the photometric augmentation to both images of the pair there (the
+reference's order). ``augmentation.homographic`` is the trainer task's job (on the device).
+
+    python -m superpoint_training.datasets.image_folder skimage data/skimage_photos   # a tiny real folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..augmentation import DEFAULT_CONFIG as PHOTOMETRIC_DEFAULTS
+from ..augmentation import PRESETS as PHOTOMETRIC_PRESETS
+from ..augmentation import PhotometricAugmentation, merge_photometric_config
+from ..config import ConfigError, merge_strict
+from ..homographies import DEFAULT_CONFIG as HOMOGRAPHIC_DEFAULTS
+from ..homographies import HomographicAugmentation
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
+
+LABEL_FORMAT = """One .npz per image (numpy.load(path)):
+  keypoints      (N, 2) float32  x, y pixels in the preprocessed image, (0, 0) = centre of the top-left pixel
+  scores         (N,)   float32  aggregated probability at each keypoint (descending)
+  points         (N, 2) int32    row, col: the reference's 'points' field, for its readers
+  image_size     (2,)   int32    H, W of the preprocessed image the labels refer to
+  original_size  (2,)   int32    H, W of the image file
+  prob           (H, W) float16  the aggregated probability map (absent with --pred_only)
+  counts         (H, W) uint8    how many warps saw each pixel (absent with --pred_only)
+  meta           str            JSON: weights, homographies, aggregation, thresholds, resize
+"""
+
+# The reference's coco.py defaults and magic-point_coco_train.yaml's augmentation values.
+DEFAULT_CONFIG: dict[str, Any] = {
+    "name": "image_folder",
+    "images": "COCO/train2014",
+    "labels": "",
+    "resize": [240, 320],
+    "validation_size": 100,
+    "truncate": 0,  # keep only the first N images (0: all)
+    "extensions": list(IMAGE_EXTENSIONS),
+    "validation_patches": "",  # SuperPoint: warped validation pairs (superpoint_training.patches)
+    "augmentation": {
+        "photometric": {**PHOTOMETRIC_DEFAULTS, "enable": True, "params": PHOTOMETRIC_PRESETS["magicpoint_coco"]},
+        "homographic": {**HOMOGRAPHIC_DEFAULTS, "enable": False},
+    },
+    "warped_pair": {**HOMOGRAPHIC_DEFAULTS, "enable": False},
+}
+SPLIT_ALIASES = {"training": "training", "train": "training", "validation": "validation", "val": "validation",
+                 "test": "validation"}
+
+
+def merge_config(config: Mapping | None) -> dict[str, Any]:
+    """The ``data`` section merged over :data:`DEFAULT_CONFIG`; errors name the key.
+
+    As in the reference, an augmentation section that gives ``params`` replaces the default params
+    (what it leaves out takes the functions' own defaults).
+    """
+    config = copy.deepcopy(dict(config or {}))
+    augmentation = config.pop("augmentation", None) or {}
+    warped_pair = config.pop("warped_pair", None) or {}
+    base = {k: v for k, v in DEFAULT_CONFIG.items() if k not in ("augmentation", "warped_pair")}
+    merged = merge_strict(base, config)
+    if not isinstance(augmentation, Mapping):
+        raise ConfigError(f"augmentation: expected a mapping, got {augmentation!r}")
+    unknown = set(augmentation) - {"photometric", "homographic"}
+    if unknown:
+        raise ConfigError(f"augmentation.{sorted(unknown)[0]}: unknown key (known: homographic, photometric)")
+    photometric = {**DEFAULT_CONFIG["augmentation"]["photometric"], **dict(augmentation.get("photometric") or {})}
+    homographic = {**DEFAULT_CONFIG["augmentation"]["homographic"], **dict(augmentation.get("homographic") or {})}
+    merged["augmentation"] = {
+        "photometric": merge_photometric_config(photometric, "augmentation.photometric"),
+        "homographic": HomographicAugmentation(homographic, "augmentation.homographic").config,
+    }
+    merged["warped_pair"] = HomographicAugmentation(
+        {**DEFAULT_CONFIG["warped_pair"], **dict(warped_pair)}, "warped_pair"
+    ).config
+    resize = merged["resize"]
+    if resize and (len(resize) != 2 or not all(isinstance(v, int) and v > 0 for v in resize)):
+        raise ConfigError(f"resize: expected [height, width] positive ints or [], got {resize!r}")
+    return merged
+
+
+def data_path(text: str | os.PathLike) -> Path:
+    """A data path: ``~`` and ``$VARS`` expanded; relative ones under ``$SUPERPOINT_DATA_DIR`` when set."""
+    path = Path(os.path.expandvars(os.path.expanduser(str(text))))
+    root = os.environ.get("SUPERPOINT_DATA_DIR")
+    return path if path.is_absolute() or not root else Path(root) / path
+
+
+def labels_path(text: str | os.PathLike) -> Path:
+    """A label folder: an existing folder, or an export name under ``$SUPERPOINT_EXPER_DIR/outputs/``."""
+    path = Path(os.path.expandvars(os.path.expanduser(str(text))))
+    if path.is_absolute() or path.is_dir():
+        return path
+    return Path(os.environ.get("SUPERPOINT_EXPER_DIR", "experiments")) / "outputs" / path
+
+
+def list_images(folder: Path, extensions=IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted); two files that would share a label are an error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    wanted = {e.lower() for e in extensions}
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in wanted and p.is_file())
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        key = path.relative_to(folder).with_suffix("")
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {path} would share the label file {key}.npz: rename one")
+        seen[key] = path
+    return paths
+
+
+def label_file(labels: Path, image_root: Path, image: Path) -> Path:
+    """``<labels>/<image path relative to image_root, suffix .npz>``."""
+    return labels / image.relative_to(image_root).with_suffix(".npz")
+
+
+def preprocess(gray: np.ndarray, resize: tuple[int, int] | list[int] | None) -> np.ndarray:
+    """The reference's ``ratio_preserving_resize``: scale to cover ``resize`` (H, W), centre crop.
+
+    The new size is truncated to integers as there; area interpolation when shrinking.
+    """
+    if not resize:
+        return gray
+    th, tw = resize
+    h, w = gray.shape
+    scale = max(th / h, tw / w)
+    nh, nw = max(th, int(h * scale + 1e-6)), max(tw, int(w * scale + 1e-6))
+    if (nh, nw) != (h, w):
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        gray = cv2.resize(gray, (nw, nh), interpolation=interpolation)
+    y, x = (nh - th) // 2, (nw - tw) // 2
+    return np.ascontiguousarray(gray[y : y + th, x : x + tw])
+
+
+def read_gray(path: str | os.PathLike) -> np.ndarray | None:
+    """An image file as gray uint8 (BT.601 weights, as the extractor), or None when it cannot be read."""
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
+    if image is None or image.size == 0:
+        return None
+    if image.dtype == np.uint16:
+        image = (image / 257).round().astype(np.uint8)
+    if image.dtype != np.uint8:
+        return None
+    if image.ndim == 3:
+        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+        image = cv2.cvtColor(image, code) if image.shape[2] in (3, 4) else image[..., 0]
+    return image
+
+
+def load_label(path: Path) -> dict[str, np.ndarray]:
+    """keypoints (N, 2) and image_size (H, W) of a label file; errors name the file."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "keypoints" in data:
+                keypoints = data["keypoints"].astype(np.float32).reshape(-1, 2)
+            elif "points" in data:  # the reference's (row, col) layout
+                keypoints = data["points"][:, ::-1].astype(np.float32).reshape(-1, 2)
+            else:
+                raise ValueError("no 'keypoints' (or 'points') array")
+            size = tuple(int(v) for v in data["image_size"]) if "image_size" in data else None
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"{path}: unreadable label file ({error})") from error
+    return {"keypoints": keypoints, "image_size": size}
+
+
+def keypoint_map(keypoints: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
+    """(N, 2) xy points to an (H, W) 0/1 map (rounded; points outside are dropped)."""
+    h, w = shape
+    kmap = torch.zeros((h, w), dtype=torch.float32)
+    if len(keypoints):
+        points = np.round(keypoints).astype(np.int64)
+        keep = (points[:, 0] >= 0) & (points[:, 0] < w) & (points[:, 1] >= 0) & (points[:, 1] < h)
+        points = torch.from_numpy(points[keep])
+        kmap[points[:, 1], points[:, 0]] = 1.0
+    return kmap
+
+
+class ImageFolder(Dataset):
+    """Images of a folder with their exported labels; see the module docstring.
+
+    ``labels_required`` (default: when ``labels`` is set) drops images without a label file.
+    """
+
+    # The trainer merges the data section over this; the augmentation sections are checked here.
+    default_config = {**{k: v for k, v in DEFAULT_CONFIG.items()}, "augmentation": {}, "warped_pair": {}}
+
+    def __init__(self, config: Mapping | None, split: str = "training"):
+        if split not in SPLIT_ALIASES:
+            raise ValueError(f"unknown split {split!r} (known: {', '.join(SPLIT_ALIASES)})")
+        self.config = merge_config(config)
+        self.split = SPLIT_ALIASES[split]
+        self.root = data_path(self.config["images"])
+        paths = list_images(self.root, self.config["extensions"])
+        if self.config["truncate"]:
+            paths = paths[: self.config["truncate"]]
+        self.labels = labels_path(self.config["labels"]) if self.config["labels"] else None
+        if self.labels is not None:
+            if not self.labels.is_dir():
+                raise FileNotFoundError(f"label folder not found: {self.labels} (data.labels: {self.config['labels']})")
+            labelled = [p for p in paths if label_file(self.labels, self.root, p).is_file()]
+            if len(labelled) < len(paths):
+                missing = next(p for p in paths if not label_file(self.labels, self.root, p).is_file())
+                log.warning("%d of %d images in %s have no label in %s (skipped), e.g. %s",
+                            len(paths) - len(labelled), len(paths), self.root, self.labels, missing.name)
+            paths = labelled
+        if not paths:
+            raise ValueError(f"no usable images in {self.root}" + (f" with labels in {self.labels}" if self.labels else ""))
+        n_val = min(self.config["validation_size"], len(paths))
+        self.paths = paths[:n_val] if self.split == "validation" else paths[n_val:] or paths
+        photometric = PhotometricAugmentation(self.config["augmentation"]["photometric"])
+        augment = self.split == "training" and photometric.enabled and not self.config["warped_pair"]["enable"]
+        self.photometric = photometric if augment else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def label_file(self, index: int) -> Path:
+        assert self.labels is not None
+        return label_file(self.labels, self.root, self.paths[index])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.paths[index]
+        gray = read_gray(path)
+        if gray is None:
+            raise ValueError(f"{path}: cannot read the image")
+        gray = preprocess(gray, self.config["resize"])
+        item: dict[str, Any] = {"name": str(path.relative_to(self.root).with_suffix(""))}
+        if self.labels is not None:
+            label = load_label(self.label_file(index))
+            if label["image_size"] is not None and label["image_size"] != gray.shape:
+                raise ValueError(
+                    f"{self.label_file(index)}: labels for an image of size {label['image_size']} but {path} "
+                    f"is {gray.shape} after preprocessing (resize {self.config['resize']}): re-export the labels "
+                    "with the same data.resize"
+                )
+            item["keypoint_map"] = keypoint_map(label["keypoints"], gray.shape)
+        if self.photometric is not None:
+            gray = self.photometric(gray)
+        item["image"] = torch.from_numpy(gray).float().div(255)[None]
+        item["valid_mask"] = torch.ones(gray.shape, dtype=torch.float32)
+        return item
+
+
+def write_skimage_photos(folder: str | os.PathLike) -> list[Path]:
+    """Write the real photos that ship with scikit-image as PNG files (a tiny real image folder)."""
+    from ..synthetic_hpatches import skimage_photos
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, rgb in skimage_photos():
+        path = folder / f"{name}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m superpoint_training.datasets.image_folder",
+        description="Image-folder helpers: write the scikit-image photos as a tiny real image folder.",
+        epilog="example:\n  python -m superpoint_training.datasets.image_folder skimage data/skimage_photos\n\n"
+        + LABEL_FORMAT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=["skimage"])
+    parser.add_argument("output", help="folder to write into")
+    args = parser.parse_args(argv)
+    written = write_skimage_photos(args.output)
+    print(f"wrote {len(written)} photos to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
