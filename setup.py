@@ -51,6 +51,7 @@ setup(
             "superpoint-weights=superpoint_training.weights:main",
             "superpoint-export-onnx=superpoint_training.export_onnx:main",
             "superpoint-train=superpoint_training.train:main",
+            "superpoint-extract-bag=superpoint_ros.extract_bag:main",
         ]
     },
 )

@@ -120,7 +120,7 @@ def photo(height: int, width: int, rgb: bool) -> np.ndarray:
 
 
 def timed(fn: Callable[[], object], sync: Callable[[], None], repeats: int, max_seconds: float,
-          warmup: int) -> tuple[dict[str, float], object]:
+          warmup: int, clock: Callable[[], float] = time.perf_counter) -> tuple[dict[str, float], object]:
     """Median and minimum seconds of ``fn`` over up to ``repeats`` runs (at least 2) within ``max_seconds``."""
     result = None
     for _ in range(warmup):
@@ -128,10 +128,10 @@ def timed(fn: Callable[[], object], sync: Callable[[], None], repeats: int, max_
         sync()
     times: list[float] = []
     while len(times) < max(repeats, 1) and (len(times) < 2 or sum(times) < max_seconds):
-        start = time.perf_counter()
+        start = clock()
         result = fn()
         sync()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return {"median": statistics.median(times), "min": min(times), "runs": len(times)}, result
 
 
@@ -229,11 +229,13 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
         "input": "RGB uint8" if args.rgb else "gray uint8",
         "devices": {str(d): device_name(d) for d in devices},
         "stat": args.stat,
+        "clock": args.clock,
         "load_start": os.getloadavg()[0],
     }
     rows: list[dict] = []
     for device in devices:
         sync = (lambda d=device: torch.cuda.synchronize(d)) if device.type == "cuda" else (lambda: None)
+        clock = time.process_time if args.clock == "cpu" and device.type == "cpu" else time.perf_counter
         extractors: dict[str, Extractor] = {}
         for (height, width) in sizes:
             for batch in batches:
@@ -259,7 +261,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
                         def ours(extractor=extractor, images=images):
                             return [f.numpy() for f in extractor(images)]
 
-                        stats, result = timed(ours, sync, args.repeats, args.max_seconds, args.warmup)
+                        stats, result = timed(ours, sync, args.repeats, args.max_seconds, args.warmup, clock)
                         seconds = stats[args.stat]
                     except (RuntimeError, NotImplementedError) as error:  # e.g. fp16 kernels missing on a CPU
                         row["skipped"] = f"{type(error).__name__}: {str(error).splitlines()[0][:80]}"
@@ -278,11 +280,12 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
                     if fp32_result is not None and precision != "fp32":
                         row["kp_agreement"], row["desc_cosine"] = agreement(summary, fp32_result)
                     if args.breakdown:
-                        row["network_ms_per_frame"] = 1000 * network_time(extractor, images, sync, args) / batch
+                        seconds_net = network_time(extractor, images, sync, args, clock)
+                        row["network_ms_per_frame"] = 1000 * seconds_net / batch
                     if not args.no_baseline:
                         baseline = BaselinePipeline(extractor.model, device, extractor.dtype, extractor.config)
                         b_stats, b_result = timed(lambda b=baseline, im=images: b(im), sync, args.repeats,
-                                                  args.max_seconds, min(args.warmup, 1))
+                                                  args.max_seconds, min(args.warmup, 1), clock)
                         b_seconds = b_stats[args.stat]
                         row["baseline_ms_per_frame"] = 1000 * b_seconds / batch
                         row["speedup"] = b_seconds / seconds
@@ -294,15 +297,15 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
     return meta, rows
 
 
-def network_time(extractor: Extractor, images: list[np.ndarray], sync, args) -> float:
+def network_time(extractor: Extractor, images: list[np.ndarray], sync, args, clock) -> float:
     """Seconds of the network alone on an uploaded batch (the rest is upload, post-processing, download)."""
-    batch = extractor.upload(images).to(extractor.dtype)
+    batch = extractor.upload(images).to(extractor.dtype).contiguous(memory_format=torch.channels_last)
 
     def forward():
         with torch.inference_mode():
             return extractor.model(batch)
 
-    return timed(forward, sync, args.repeats, args.max_seconds, args.warmup)[0][args.stat]
+    return timed(forward, sync, args.repeats, args.max_seconds, args.warmup, clock)[0][args.stat]
 
 
 COLUMNS = [
@@ -337,7 +340,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         f"torch {meta['torch']}; weights: {meta['weights']}; max_keypoints {meta['max_keypoints']}; "
         f"input {meta['input']}; load average (1 min) {meta['load_start']:.1f} at start, {meta['load_end']:.1f} "
         "at end  ",
-        f"Times: {meta['stat']} ms per frame from host uint8 images to host keypoints/scores/descriptors; baseline = "
+        f"Times: {meta['stat']} {'process CPU time' if meta['clock'] == 'cpu' else 'wall-clock'} ms per frame from host uint8 images to host keypoints/scores/descriptors; baseline = "
         "straightforward eager pipeline (per-image nonzero/top-k/grid_sample).",
         "",
         "| " + " | ".join(title for _, title, _ in columns) + " |",
@@ -376,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default: %(default)s)")
     parser.add_argument("--stat", choices=["median", "min"], default="median",
                         help="statistic of the timed runs to report; 'min' resists other load on shared machines")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="'cpu': process CPU time on CPU devices, with --threads 1 a measure of the work that other "
+                        "load on a shared machine hardly disturbs (CUDA rows always use the wall clock)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--rgb", action="store_true", help="RGB input instead of gray")
     parser.add_argument("--no-baseline", action="store_true", help="skip the eager baseline")

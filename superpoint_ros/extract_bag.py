@@ -171,10 +171,12 @@ def extract_bag(
     workers: int = 2,
     force: bool = False,
     progress: bool = True,
+    weights_label: str | None = None,
 ) -> Summary:
     """Extract features of the image topics of ``inputs`` into the ROS 2 bag ``output``.
 
-    ``extractor`` is a :class:`superpoint_training.Extractor`. Returns a :class:`Summary`; raises
+    ``extractor`` is a :class:`superpoint_training.Extractor`. ``weights_label`` fills
+    Features.weights (default: the extractor's weights description). Returns a :class:`Summary`; raises
     :class:`BagError` for unusable arguments or an unreadable bag before anything is written.
     """
     if descriptor_encoding not in DESCRIPTOR_ENCODINGS:
@@ -212,8 +214,17 @@ def extract_bag(
         if clash and copy_other_topics:
             raise BagError(f"features topics {sorted(clash)} already exist in the input: choose --features-topic")
         total = _expected_frames(reader, chosen, start_ns, stop_ns)
-        _run(reader, output, storage, h5, extractor, is_image, features_topic, copy_other_topics, batch_size,
-             descriptor_encoding, workers, start_ns, stop_ns, total, progress, summary)
+        options = _Options(
+            template=features_topic,
+            encoding=descriptor_encoding,
+            weights=extractor.weights_description if weights_label is None else weights_label,
+            batch_size=batch_size,
+            workers=workers,
+            copy_others=copy_other_topics,
+            start=start_ns,
+            stop=stop_ns,
+        )
+        _run(reader, output, storage, h5, extractor, options, is_image, total, progress, summary)
     finally:
         reader.close()
     return summary
@@ -232,101 +243,131 @@ def _expected_frames(reader: Any, chosen: list[str], start: int | None, stop: in
     return max(0, round(count * (high - low) / (last - first)))
 
 
-def _run(reader: Any, output: Path, storage: str, h5: Path | None, extractor: Any, is_image: Callable,
-         template: str, copy_others: bool, batch_size: int, encoding: str, workers: int,
-         start_ns: int | None, stop_ns: int | None, total: int | None, progress: bool, summary: Summary) -> None:
+@dataclass
+class _Options:
+    template: str
+    encoding: str
+    weights: str
+    batch_size: int
+    workers: int
+    copy_others: bool
+    start: int | None
+    stop: int | None
+
+
+class _Extraction:
+    """Batches decoded frames by size, extracts them and writes the results in bag order.
+
+    Items (frames, copies of other topics) wait in ``pending`` in the order they were read; a
+    frame is done once its batch ran. Done items at the head are written, so the output bag is in
+    the input's order although batches complete out of order.
+    """
+
+    def __init__(self, bag: BagOutput, store: Any, extractor: Any, options: _Options, summary: Summary, bar: Any):
+        self.bag, self.store, self.extractor, self.options = bag, store, extractor, options
+        self.summary, self.bar = summary, bar
+        self.pending: deque[_Slot] = deque()
+        self.groups: dict[tuple, list[_Slot]] = {}
+        self.waiting = 0  # decoded frames not yet extracted
+        self.h5_keys: set[str] = set()
+
+    def add(self, item: Frame | Passthrough) -> None:
+        slot = _Slot(item)
+        self.pending.append(slot)
+        if isinstance(item, Passthrough):
+            slot.done = True
+        elif item.error is not None:
+            slot.done = True
+            self.summary.skipped_count += 1
+            if len(self.summary.skipped) < SHOWN_SKIPS:
+                self.summary.skipped.append((item.topic, item.time, item.error))
+            self.bar.update(1)
+            self.bar.set_postfix(skipped=self.summary.skipped_count)
+        else:
+            key = (item.image.shape, item.image.dtype.str)
+            group = self.groups.setdefault(key, [])
+            group.append(slot)
+            self.waiting += 1
+            if len(group) >= self.options.batch_size:
+                self.run(self.groups.pop(key))
+            elif self.waiting >= 4 * self.options.batch_size:  # many image sizes at once: bound the memory
+                self.run(self.groups.pop(max(self.groups, key=lambda k: len(self.groups[k]))))
+        self.flush()
+
+    def finish(self) -> None:
+        """Extract the partial batches and write everything that is left."""
+        while self.groups:
+            self.run(self.groups.pop(next(iter(self.groups))))
+        self.flush()
+
+    def run(self, group: list[_Slot]) -> None:
+        frames: list[Frame] = [slot.item for slot in group]  # type: ignore[misc]
+        batch = self.extractor.upload([frame.image for frame in frames])
+        results = self.extractor.extract_batch(batch, as_list=True)
+        for slot, frame, features in zip(group, frames, results, strict=True):
+            if self.store is not None:
+                features = features.numpy()
+                self._store(frame, features)
+            msg = features_to_message(self.bag.features_cls, self.bag.header(frame.stamp, frame.frame_id), features,
+                                      image_size=features.image_size, encoding=self.options.encoding,
+                                      weights=self.options.weights)
+            slot.payload = self.bag.serialize(msg)
+            slot.done = True
+            frame.image = None
+            self.summary.keypoints += len(features)
+        self.waiting -= len(group)
+        self.bar.update(len(group))
+
+    def _store(self, frame: Frame, features: Any) -> None:
+        base = key = f"{frame.topic.strip('/')}/{frame.stamp[0] * 1_000_000_000 + frame.stamp[1]}"
+        while key in self.h5_keys:  # repeated stamps: keep every frame
+            key = f"{base}_{len(self.h5_keys)}"
+        self.h5_keys.add(key)
+        self.store.write(key, features, topic=frame.topic, stamp_sec=frame.stamp[0], stamp_nanosec=frame.stamp[1],
+                         frame_id=frame.frame_id, bag_time_ns=frame.time)
+
+    def flush(self) -> None:
+        while self.pending and self.pending[0].done:
+            slot = self.pending.popleft()
+            item = slot.item
+            if isinstance(item, Passthrough):
+                self.bag.copy(item)
+            elif slot.payload is not None:
+                topic = features_topic_for(self.options.template, item.topic)
+                self.summary.topics.setdefault(item.topic, topic)
+                self.bag.write_features(topic, item.time, slot.payload)
+                self.summary.frames += 1
+
+
+def _run(reader: Any, output: Path, storage: str, h5: Path | None, extractor: Any, options: _Options,
+         is_image: Callable, total: int | None, progress: bool, summary: Summary) -> None:
+    clock = time.perf_counter()
     bag = BagOutput(output, storage, reader)
     store = None
-    weights = extractor.weights_description
     if h5 is not None:
         from superpoint_training.feature_io import FeatureStore
 
         config = {**dataclasses.asdict(extractor.config), "resize": extractor.resize,
                   "precision": extractor.precision, "descriptor_dim": extractor.descriptor_dim}
-        store = FeatureStore.open(h5, "w", weights=weights, config=config)
-    h5_keys: set[str] = set()
-    pending: deque[_Slot] = deque()
-    groups: dict[tuple, list[_Slot]] = {}
-    waiting = 0  # decoded frames not yet extracted
-    max_waiting = 4 * batch_size
-    clock = time.perf_counter()
-
-    def run(group: list[_Slot]) -> None:
-        nonlocal waiting
-        frames = [slot.item for slot in group]
-        batch = extractor.upload([f.image for f in frames])
-        results = extractor.extract_batch(batch, as_list=True)
-        for slot, frame, features in zip(group, frames, results, strict=True):
-            if store is not None:
-                features = features.numpy()
-                base = key = f"{frame.topic.strip('/')}/{frame.stamp[0] * 1_000_000_000 + frame.stamp[1]}"
-                while key in h5_keys:  # repeated stamps: keep every frame
-                    key = f"{base}_{len(h5_keys)}"
-                h5_keys.add(key)
-                store.write(key, features, topic=frame.topic, stamp_sec=frame.stamp[0], stamp_nanosec=frame.stamp[1],
-                            frame_id=frame.frame_id, bag_time_ns=frame.time)
-            msg = features_to_message(bag.features_cls, bag.header(frame.stamp, frame.frame_id), features,
-                                      image_size=features.image_size, encoding=encoding, weights=weights)
-            slot.payload = bag.serialize(msg)
-            slot.done = True
-            slot.item.image = None
-            summary.keypoints += len(features)
-        waiting -= len(group)
-        bar.update(len(group))
-
-    def flush() -> None:
-        while pending and pending[0].done:
-            slot = pending.popleft()
-            item = slot.item
-            if isinstance(item, Passthrough):
-                bag.copy(item)
-            elif slot.payload is not None:
-                topic = features_topic_for(template, item.topic)
-                summary.topics.setdefault(item.topic, topic)
-                bag.write_features(topic, item.time, slot.payload)
-                summary.frames += 1
-
+        store = FeatureStore.open(h5, "w", weights=extractor.weights_description, config=config)
     bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    work = _Extraction(bag, store, extractor, options, summary, bar)
     try:
-        with MessagePump(reader, is_image, copy_others, start_ns, stop_ns, workers=workers,
-                         depth=max(16, 4 * batch_size)) as pump:
+        with MessagePump(reader, is_image, options.copy_others, options.start, options.stop,
+                         workers=options.workers, depth=max(16, 4 * options.batch_size)) as pump:
             for item in pump:
                 if isinstance(item, ReadFailure):
                     where = "before any message was read"
                     if item.last is not None:
-                        where = f"after the last good message, {item.last[0]} at {format_time(item.last[1], summary.bag_start)}"
+                        last_topic, last_time = item.last
+                        where = f"after the last good message, {last_topic} at {format_time(last_time, summary.bag_start)}"
                     summary.stopped = f"cannot read the bag further ({item.error}), {where}"
                     break
-                slot = _Slot(item)
-                pending.append(slot)
-                if isinstance(item, Passthrough):
-                    slot.done = True
-                elif item.error is not None:
-                    slot.done = True
-                    summary.skipped_count += 1
-                    if len(summary.skipped) < SHOWN_SKIPS:
-                        summary.skipped.append((item.topic, item.time, item.error))
-                    bar.update(1)
-                    bar.set_postfix(skipped=summary.skipped_count)
-                else:
-                    key = (item.image.shape, item.image.dtype.str)
-                    group = groups.setdefault(key, [])
-                    group.append(slot)
-                    waiting += 1
-                    if len(group) >= batch_size:
-                        run(groups.pop(key))
-                    elif waiting >= max_waiting:  # many image sizes at once: bound the memory
-                        run(groups.pop(max(groups, key=lambda k: len(groups[k]))))
-                flush()
-        for group in groups.values():
-            run(group)
-        groups.clear()
-        flush()
+                work.add(item)
+        work.finish()
     except KeyboardInterrupt:
         summary.stopped = "interrupted (Ctrl-C)"
-        for group in groups.values():  # keep what was already decoded
-            run(group)
-        flush()
+        work.finish()  # keep what was already decoded
     finally:
         bar.close()
         summary.copied = bag.copied
@@ -334,12 +375,11 @@ def _run(reader: Any, output: Path, storage: str, h5: Path | None, extractor: An
         if store is not None:
             store.close()
         summary.seconds = time.perf_counter() - clock
-    if summary.stopped is None and getattr(reader, "damage", None):
-        summary.stopped = f"cannot read the bag further ({reader.damage})"
 
 
 def build_parser() -> argparse.ArgumentParser:
     from superpoint_training.extractor import PRECISIONS
+    from superpoint_training.keypoints import DESCRIPTOR_SAMPLING
 
     parser = argparse.ArgumentParser(
         prog="python -m superpoint_ros.extract_bag",
@@ -369,14 +409,16 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--weights", default="default", help="weights file or name (default: %(default)s)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
     group.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="network precision")
-    group.add_argument("--max_keypoints", "--max-keypoints", type=int, default=None,
-                       help="keep at most this many keypoints per image (default: all above threshold)")
+    group.add_argument("--max_keypoints", "--max-keypoints", type=int, default=1000,
+                       help="keep the best N keypoints per image, -1 keeps all (default: %(default)s, as the node)")
     group.add_argument("--detection_threshold", "--detection-threshold", type=float, default=None,
                        help="score threshold (default: the weights format's, 0.005)")
     group.add_argument("--nms_radius", "--nms-radius", type=int, default=None,
                        help="max-pool NMS radius in pixels (default: the weights format's, 4)")
     group.add_argument("--remove_borders", "--remove-borders", type=int, default=None,
                        help="drop keypoints this close to the edge (default: the weights format's, 4)")
+    group.add_argument("--descriptor_sampling", "--descriptor-sampling", choices=DESCRIPTOR_SAMPLING, default=None,
+                       help="descriptor sampling convention (default: the weights format's)")
     group.add_argument("--resize", type=int, default=None,
                        help="resize so that the longer side has this many pixels (keypoints stay in image pixels)")
     group.add_argument("--descriptor-encoding", "--descriptor_encoding", choices=DESCRIPTOR_ENCODINGS,
@@ -405,9 +447,10 @@ def main(argv: list[str] | None = None) -> int:
             detection_threshold=args.detection_threshold,
             nms_radius=args.nms_radius,
             remove_borders=args.remove_borders,
-            max_keypoints=args.max_keypoints,
+            max_keypoints=None if args.max_keypoints < 0 else args.max_keypoints,
+            descriptor_sampling=args.descriptor_sampling,
             precision=args.precision,
-            resize=args.resize,
+            resize=args.resize or None,
         )
         if not args.quiet:
             print(f"SuperPoint: {extractor.weights_description} on {extractor.device} ({args.precision})",
@@ -428,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             force=args.force,
             progress=not args.quiet,
+            weights_label=str(args.weights),  # as the detector node labels its messages
         )
     except (BagError, OSError, ValueError, WeightsError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -14,8 +14,9 @@ nearest ground-truth stamp (within ``--max-time-difference``). Frame stamps come
 (``1311868169.163498.png``) or the bag's header stamps; without stamps frames are numbered.
 
 Writes into ``--output``: ``pairs.csv`` (one line per method, gap and pair), ``summary.json`` and
-``summary.md`` (medians per method and gap, settings, timings), ``trajectory.png`` (gap-1 trajectories,
-each step scaled to the ground truth's step length for display, and the per-pair errors).
+``summary.md`` (medians per method and gap, settings, timings), ``trajectory.png`` (per method and gap,
+the pairs (0, g), (g, 2g)... chained from frame 0's true pose, each step scaled to the ground truth's
+step length since monocular steps have none; and the per-pair errors).
 
 Examples::
 
@@ -164,15 +165,19 @@ def read_bag(
     max_frames: int | None = None,
 ) -> tuple[list[Frame], CameraModel | None]:
     """Frames of one image topic (Image or CompressedImage) of a ROS 1/2 bag, and its first CameraInfo."""
-    from rosbags.highlevel import AnyReader
-    from rosbags.typesys import Stores, get_typestore
-
+    from .bag_io import BagError, open_bag
     from .image_conversion import compressed_msg_to_numpy, image_msg_to_numpy
 
     image_types = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
     frames: list[Frame] = []
     camera = None
-    with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
+    try:
+        reader, note = open_bag([path])
+    except BagError as error:
+        raise VOInputError(str(error)) from error
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+    try:
         topics = {c.topic: c.msgtype for c in reader.connections}
         if topic is None:
             candidates = sorted(t for t, m in topics.items() if m in image_types)
@@ -202,6 +207,8 @@ def read_bag(
             convert = compressed_msg_to_numpy if connection.msgtype.endswith("CompressedImage") else image_msg_to_numpy
             stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
             frames.append(Frame(stamp, _to_gray(convert(msg)), f"{topic}#{index - 1}"))
+    finally:
+        reader.close()
     if not frames:
         raise VOInputError(f"{path}: no frames on {topic}")
     return frames, camera
@@ -349,21 +356,21 @@ def summarise(rows: list[dict], method: str, gap: int) -> dict:
 
 
 def chain_trajectory(
-    poses: dict[tuple[int, int], RelativePose], count: int, gt_poses: list[np.ndarray | None]
+    poses: dict[tuple[int, int], RelativePose], count: int, gt_poses: list[np.ndarray | None], gap: int = 1
 ) -> np.ndarray:
-    """Camera positions (count, 3) in the world frame from the gap-1 steps, anchored at frame 0's ground truth.
+    """Camera positions in the world frame of frames 0, gap, 2 gap... chained from that gap's pairs.
 
-    Each step takes the ground truth's step length (monocular steps have none); a step without a pose
-    (lost) leaves the camera where it was.
+    Anchored at frame 0's ground truth; each step takes the ground truth's step length (monocular
+    steps have none); a step without a pose (lost) leaves the camera where it was.
     """
     T = gt_poses[0].copy() if gt_poses and gt_poses[0] is not None else np.eye(4)
     positions = [T[:3, 3].copy()]
-    for i in range(count - 1):
-        pose = poses.get((i, i + 1))
+    for i in range(0, count - gap, gap):
+        pose = poses.get((i, i + gap))
         if pose is not None and pose.has_pose and pose.status == Status.OK:
             step = pose.T_prev_cur.copy()
-            if gt_poses[i] is not None and gt_poses[i + 1] is not None:
-                step[:3, 3] *= np.linalg.norm(gt_poses[i + 1][:3, 3] - gt_poses[i][:3, 3])
+            if gt_poses[i] is not None and gt_poses[i + gap] is not None:
+                step[:3, 3] *= np.linalg.norm(gt_poses[i + gap][:3, 3] - gt_poses[i][:3, 3])
             T = T @ step
         positions.append(T[:3, 3].copy())
     return np.array(positions)
@@ -376,11 +383,16 @@ def plot(output: Path, trajectories: dict[str, np.ndarray], rows: list[dict], ga
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 5))
-    styles = {"ground truth": "k-", "superpoint": "C0.-", "orb": "C1.-"}
     for name, xyz in trajectories.items():
-        axes[0].plot(xyz[:, 0], xyz[:, 1], styles.get(name, ".-"), label=name)
-        axes[0].plot(xyz[:1, 0], xyz[:1, 1], "ks")
-    axes[0].set(xlabel="x (m)", ylabel="y (m)", title="trajectory, top view (gap 1, GT step lengths)")
+        method, _, gap = name.partition(" gap ")
+        if name == "ground truth":
+            style = {"color": "k", "linestyle": "-"}
+        else:
+            style = {"color": f"C{METHODS.index(method)}", "linestyle": "-" if gap == str(gaps[0]) else "--", "marker": "."}
+        axes[0].plot(xyz[:, 0], xyz[:, 1], label=name, **style)
+    start = next(iter(trajectories.values()))[0]
+    axes[0].plot(start[0], start[1], "ks")
+    axes[0].set(xlabel="x (m)", ylabel="y (m)", title="trajectory, top view (chained pairs, GT step lengths)")
     axes[0].axis("equal")
     axes[0].legend()
     for axis, key, label in (
@@ -530,8 +542,9 @@ def run(args: argparse.Namespace) -> dict:
             "extract_ms_per_frame": 1e3 * feats.extract_seconds / len(frames),
             "match_pose_ms_per_pair": 1e3 * seconds / max(1, len(method_rows)),
         }
-        if 1 in gaps:
-            trajectories[method] = chain_trajectory(poses, len(frames), gt_poses)
+        for gap in gaps:
+            if gap < len(frames):
+                trajectories[f"{method} gap {gap}"] = chain_trajectory(poses, len(frames), gt_poses, gap)
     tracker_summary = _run_tracker(features["superpoint"], frames, camera, config, extractor.device)
     summary = {
         "command": " ".join(["python -m superpoint_ros.vo", *sys.argv[1:]]) if args.command is None else args.command,

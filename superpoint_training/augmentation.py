@@ -233,16 +233,20 @@ def additive_shade(
     sizes = _randint(kernel_size_range[0], kernel_size_range[1], (b,), generator)
     sizes = sizes + (sizes % 2 == 0)  # odd, as in the reference
 
-    # Inside an ellipse rotated by angle: a dx^2 + 2 c dx dy + d dy^2 <= 1.
+    # Inside an ellipse rotated by angle: a dx^2 + 2 c dx dy + d dy^2 <= 1. Tested on 2x2 pixel blocks
+    # (4x cheaper): the mask is then blurred with sigma >= 7 px for the reference's kernel sizes.
     cos, sin = torch.cos(angle), torch.sin(angle)
     inv_x, inv_y = 1 / axes[..., 0] ** 2, 1 / axes[..., 1] ** 2
     a = (cos**2 * inv_x + sin**2 * inv_y).to(device)[..., None, None]
     c = (cos * sin * (inv_x - inv_y)).to(device)[..., None, None]
     d = (sin**2 * inv_x + cos**2 * inv_y).to(device)[..., None, None]
-    dx = torch.arange(w, device=device, dtype=torch.float32) - centre[..., 0, None, None].to(device)  # (b, n, 1, W)
-    dy = torch.arange(h, device=device, dtype=torch.float32)[:, None] - centre[..., 1, None, None].to(device)
-    inside = (a * dx * dx + d * dy * dy) + (2 * c * dy) * dx <= 1  # (b, n, H, W)
+    xs = torch.arange(0, w, 2, device=device, dtype=torch.float32) + 0.5
+    ys = torch.arange(0, h, 2, device=device, dtype=torch.float32)[:, None] + 0.5
+    dx = xs - centre[..., 0, None, None].to(device)  # (b, n, 1, W/2)
+    dy = ys - centre[..., 1, None, None].to(device)  # (b, n, H/2, 1)
+    inside = (a * dx * dx + d * dy * dy) + (2 * c * dy) * dx <= 1  # (b, n, H/2, W/2)
     mask = inside.any(dim=1, keepdim=True).float()
+    mask = mask.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)[..., :h, :w]
     mask = gaussian_blur(mask, sizes)
     shade = 1 - _per_image(transparency.to(device)) * mask
     return (x * shade).clamp(0, 255)

@@ -136,6 +136,15 @@ def write_label(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
+def remove_stale_temporaries(output: Path, targets: list[Path]) -> None:
+    """Delete temporary files that an interrupted run left for the labels still to be written."""
+    wanted = {(t.parent, t.name) for t in targets}
+    for tmp in output.rglob(".*.tmp"):
+        name = tmp.name[1:].rsplit(".", 2)[0]  # ".<label>.npz.<pid>.tmp" -> "<label>.npz"
+        if (tmp.parent, name) in wanted:
+            tmp.unlink(missing_ok=True)
+
+
 def label_arrays(
     keypoints: torch.Tensor,
     scores: torch.Tensor,
@@ -204,6 +213,7 @@ def export(
     output.mkdir(parents=True, exist_ok=True)
     shard = paths[rank::world]
     pending = [p for p in shard if not label_file(output, root, p).is_file()]
+    remove_stale_temporaries(output, [label_file(output, root, p) for p in pending])
     done_before = len(shard) - len(pending)
 
     source = resolve_weights(experiment, weights)

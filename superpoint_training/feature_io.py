@@ -270,7 +270,10 @@ class FeatureStore:
                 group.create_dataset(name, data=array, **options)
             group.attrs["image_size"] = np.asarray(image_size, dtype=np.int64)
             for name, value in attrs.items():
-                group.attrs[name] = value
+                try:
+                    group.attrs[name] = value
+                except (TypeError, ValueError) as error:
+                    raise FeatureFileError(f"attribute {name!r}: HDF5 cannot store {value!r} ({error})") from error
         else:
             for name in (*DATASETS, "image_size", "attrs"):
                 self._arrays.pop(f"{key}/{name}", None)

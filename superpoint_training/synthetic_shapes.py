@@ -493,7 +493,7 @@ DRAWERS: dict[str, Callable[..., np.ndarray]] = {
 # One image
 
 
-def _settings(config: Mapping | None) -> tuple[tuple[int, int], dict, tuple[int, int], int]:
+def settings(config: Mapping | None) -> tuple[tuple[int, int], dict, tuple[int, int], int]:
     """(image_size, params, resize, blur_size) from a dataset config (see datasets.synthetic) or defaults."""
     if config is None:
         return DEFAULT_IMAGE_SIZE, copy.deepcopy(DEFAULT_PARAMS), DEFAULT_RESIZE, DEFAULT_BLUR_SIZE
@@ -513,9 +513,15 @@ def generate_image(primitive: str, seed: int, config: Mapping | None = None) -> 
     Returns the image (uint8 (H, W) at the config's ``preprocessing.resize``) and its corners
     (float32 (N, 2) (x, y) in that image). The same (primitive, seed, config) gives the same image.
     """
+    return draw_image(primitive, seed, *settings(config))
+
+
+def draw_image(
+    primitive: str, seed: int, image_size: tuple[int, int], params: Mapping, resize: tuple[int, int], blur_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``generate_image`` with the settings already unpacked (``settings(config)``), for bulk generation."""
     if primitive not in DRAWERS:
         raise KeyError(f"unknown primitive {primitive!r} (known: {', '.join(PRIMITIVES)})")
-    image_size, params, resize, blur_size = _settings(config)
     rng = np.random.default_rng(seed)
     image = generate_background(rng, image_size, **params["generate_background"])
     points = DRAWERS[primitive](image, rng, **params.get(primitive, {}))

@@ -18,8 +18,8 @@ def _only(operation: str, preset: str = "shapes") -> PhotometricAugmentation:
 
 @pytest.fixture
 def batch(photo_gray) -> torch.Tensor:
-    image = torch.from_numpy(cv2.resize(photo_gray, (160, 120), interpolation=cv2.INTER_AREA)).float() / 255
-    return image[None, None].repeat(6, 1, 1, 1)
+    image = torch.from_numpy(cv2.resize(photo_gray, (80, 60), interpolation=cv2.INTER_AREA)).float() / 255
+    return image[None, None].repeat(4, 1, 1, 1)
 
 
 def test_presets_hold_the_reference_values():
@@ -124,6 +124,7 @@ def test_motion_blur_kernel_matches_the_reference_rule():
 
 def test_numpy_uint8_in_numpy_uint8_out(photo_gray):
     augment = PhotometricAugmentation(photometric_config("superpoint_coco"))
+    photo_gray = np.ascontiguousarray(photo_gray[::2, ::2])
     out = augment(photo_gray, torch.Generator().manual_seed(0))
     assert out.dtype == np.uint8 and out.shape == photo_gray.shape
     assert np.abs(out.astype(int) - photo_gray).mean() > 0.5

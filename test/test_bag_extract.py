@@ -61,7 +61,10 @@ def images(photo_rgb) -> list[BagImage]:
 
 
 class Reference(dict):
-    """(topic, time) -> the Extractor's own output for that image as the converters decode it, on demand."""
+    """(topic, time) -> the Extractor's own output for that image as the converters decode it.
+
+    Computed on first use, for all images in one call (the Extractor batches equal sizes).
+    """
 
     def __init__(self, images: list[BagImage], extractor: Extractor):
         super().__init__()
@@ -70,9 +73,13 @@ class Reference(dict):
         self.typestore = get_typestore(Stores.ROS2_JAZZY)
 
     def __missing__(self, key: tuple[str, int]):
-        msgtype, msg = image_message(self.typestore, self.images[key])
-        decoded = compressed_msg_to_numpy(msg) if msgtype.endswith("CompressedImage") else image_msg_to_numpy(msg)
-        self[key] = self.extractor(decoded).numpy()
+        decoded = []
+        for item in self.images.values():
+            msgtype, msg = image_message(self.typestore, item)
+            convert = compressed_msg_to_numpy if msgtype.endswith("CompressedImage") else image_msg_to_numpy
+            decoded.append(convert(msg))
+        for name, features in zip(self.images, self.extractor(decoded), strict=True):
+            self[name] = features.numpy()
         return self[key]
 
 

@@ -12,6 +12,7 @@ import torch
 from superpoint_training.config import ConfigError
 from superpoint_training.datasets import SyntheticShapes, generate_synthetic_shapes
 from superpoint_training.datasets import synthetic as ds
+from superpoint_training.synthetic_shapes import generate_image
 
 TINY = {
     "primitives": ["draw_polygon", "draw_ellipses", "draw_checkerboard"],
@@ -45,7 +46,7 @@ def test_content_matches_generate_image_and_ignores_worker_count(cache, tmp_path
     _, directory = cache
     images, keypoints, offsets = ds.load_entry(directory / "draw_polygon_validation.npz")
     config = ds.merge_config(TINY)
-    image, points = ds.generate_image("draw_polygon", ds.image_seed(0, "draw_polygon", "validation", 1), config)
+    image, points = generate_image("draw_polygon", ds.image_seed(0, "draw_polygon", "validation", 1), config)
     np.testing.assert_array_equal(images[1], image)
     np.testing.assert_array_equal(keypoints[offsets[1]:offsets[2]], points)
     serial = generate_synthetic_shapes({**TINY, "primitives": ["draw_polygon"]}, root=tmp_path, workers=1,

@@ -42,7 +42,7 @@ from ..augmentation import PRESETS as PHOTOMETRIC_PRESETS
 from ..augmentation import PhotometricAugmentation, merge_photometric_config, parse_primitives
 from ..config import ConfigError, merge_strict
 from ..homographies import SHAPES_HOMOGRAPHIC, HomographicAugmentation
-from ..synthetic_shapes import DEFAULT_PARAMS, PRIMITIVES, generate_image
+from ..synthetic_shapes import DEFAULT_PARAMS, PRIMITIVES, draw_image, settings
 
 GENERATOR_VERSION = 1  # bump when a change of synthetic_shapes.py changes the images
 SPLITS: tuple[str, ...] = ("training", "validation", "test")
@@ -235,9 +235,10 @@ def _worker_init() -> None:
 def _generate_chunk(task: tuple) -> tuple:
     primitive, split, start, stop, config = task
     images, keypoints = [], []
+    unpacked = settings(config)
     for index in range(start, stop):
-        image, points = generate_image(primitive, image_seed(config["generation"]["random_seed"], primitive, split,
-                                                             index), config)
+        seed = image_seed(config["generation"]["random_seed"], primitive, split, index)
+        image, points = draw_image(primitive, seed, *unpacked)
         images.append(image)
         keypoints.append(points)
     return primitive, split, start, np.stack(images), keypoints

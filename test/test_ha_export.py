@@ -1,0 +1,117 @@
+"""The export CLI end to end on a tiny folder: label files, unreadable images, resume after an interruption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from superpoint_training import export_detections
+from superpoint_training.datasets.image_folder import ImageFolder, load_label
+from superpoint_training.homographic_adaptation import HomographicAdaptation
+from superpoint_training.model import ModelConfig, SuperPoint
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "magic-point_coco_export.yaml"
+FAST = [
+    "--set", "model.homography_adaptation.num=3",
+    "--set", "data.resize=[32, 40]",
+    "--set", "data.num_workers=0",
+    "--set", "model.detection_threshold=0.0",  # random weights: keep points whatever their score
+    "--device", "cpu", "--no_progress",
+]
+
+
+@pytest.fixture()
+def folder(tmp_path, photo_gray, monkeypatch) -> Path:
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    cv2.imwrite(str(images / "a.png"), photo_gray[:60, :80])
+    cv2.imwrite(str(images / "b.jpg"), photo_gray[100:180, 100:200])
+    cv2.imwrite(str(images / "sub" / "c.png"), photo_gray[50:110, 200:300])
+    (images / "broken.jpg").write_bytes(b"not an image")
+    torch.manual_seed(0)
+    model = SuperPoint(ModelConfig(variant="v6", descriptor_dim=0))
+    record = {"format": "superpoint_ros", "model_config": model.config.to_dict(), "model": model.state_dict()}
+    torch.save(record, tmp_path / "mp.pth")
+    monkeypatch.setenv("SUPERPOINT_EXPER_DIR", str(tmp_path / "exper"))
+    return tmp_path
+
+
+def run(folder: Path, *extra: str) -> int:
+    argv = [str(CONFIG), "none", "--export_name", "ha", "--weights", str(folder / "mp.pth"),
+            "--images", str(folder / "images"), "--batch_size", "2", *FAST, *extra]
+    return export_detections.main(argv)
+
+
+def test_export_writes_labels_skips_unreadable_and_resumes(folder, capsys):
+    assert run(folder) == 0
+    out = folder / "exper" / "outputs" / "ha"
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npz"))
+    assert files == ["a.npz", "b.npz", "sub/c.npz"]
+    assert "1 unreadable images skipped" in capsys.readouterr().err
+    assert (out / "unreadable.txt").read_text().strip().endswith("broken.jpg")
+    with np.load(out / "a.npz") as label:
+        assert label["image_size"].tolist() == [32, 40] and label["original_size"].tolist() == [60, 80]
+        assert label["keypoints"].shape[1] == 2 and len(label["keypoints"]) == len(label["scores"]) > 0
+        assert label["prob"].shape == (32, 40) and label["counts"].max() <= 3
+        assert np.array_equal(label["points"], np.round(label["keypoints"][:, ::-1]).astype(np.int32))
+        assert '"num": 3' in str(label["meta"])
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.npz")}
+    assert run(folder, "--pred_only") == 0  # nothing left to do: finished labels are not rewritten
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npz")} == stamps
+    summary = (out / "summary.yaml").read_text()
+    assert "written: 0" in summary and "already_exported: 3" in summary
+    # the labels feed the image-folder dataset (same preprocessing)
+    dataset = ImageFolder({"images": str(folder / "images"), "labels": "ha", "resize": [32, 40],
+                           "validation_size": 0}, "training")
+    item = dataset[0]
+    assert item["image"].shape == (1, 32, 40) and item["keypoint_map"].sum() == len(load_label(out / "a.npz")["keypoints"])
+
+
+def test_interrupted_export_resumes_without_half_files(folder, monkeypatch):
+    calls = {"n": 0}
+    original = HomographicAdaptation.__call__
+
+    def interrupted(self, images, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, images, **kwargs)
+
+    monkeypatch.setattr(HomographicAdaptation, "__call__", interrupted)
+    out = folder / "exper" / "outputs" / "ha"
+    out.mkdir(parents=True)
+    (out / ".b.npz.999.tmp").write_bytes(b"half a file from a killed run")
+    with pytest.raises(KeyboardInterrupt):
+        run(folder, "--batch_size", "1")
+    finished = sorted(p.name for p in out.rglob("*.npz"))
+    assert finished == ["a.npz"]
+    for path in out.rglob("*.npz"):
+        np.load(path)["keypoints"]  # complete files only
+    stamp = (out / "a.npz").stat().st_mtime_ns
+    monkeypatch.setattr(HomographicAdaptation, "__call__", original)
+    assert run(folder, "--batch_size", "1") == 0
+    assert sorted(p.name for p in out.rglob("*.npz")) == ["a.npz", "b.npz", "c.npz"]
+    assert (out / "a.npz").stat().st_mtime_ns == stamp
+    assert not list(out.rglob("*.tmp"))
+    assert "already_exported: 1" in (out / "summary.yaml").read_text()
+
+
+def test_label_size_mismatch_names_the_file(folder):
+    assert run(folder) == 0
+    dataset = ImageFolder({"images": str(folder / "images"), "labels": "ha", "resize": [24, 32],
+                           "validation_size": 0}, "training")
+    with pytest.raises(ValueError, match=r"a\.npz.*\(32, 40\).*a\.png"):
+        dataset[0]
+
+
+def test_bad_config_and_missing_experiment_are_clear_errors(folder, capsys):
+    assert run(folder, "--set", "model.homography_adaptation.aggregation=median") == 2
+    assert "model.homography_adaptation.aggregation" in capsys.readouterr().err
+    (folder / "exper" / "empty_experiment").mkdir(parents=True)
+    argv = [str(CONFIG), "empty_experiment", "--export_name", "x", "--images", str(folder / "images"), *FAST]
+    assert export_detections.main(argv) == 2
+    assert "has no weights.pth" in capsys.readouterr().err

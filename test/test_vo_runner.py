@@ -1,0 +1,109 @@
+"""The offline VO runner: ground-truth handling, the TUM fr2_desk snippet (skipped when absent) and a bag."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from superpoint_ros.tracking import rotation_angle_deg
+from superpoint_ros.vo import associate, load_tum_trajectory, main, quaternion_to_matrix, relative_groundtruth
+
+TUM = Path(__file__).resolve().parents[2] / "shared" / "data" / "tum_fr2_desk"
+
+
+def test_groundtruth_reading_association_and_relative_motion(tmp_path):
+    path = tmp_path / "gt.txt"
+    half = np.sqrt(0.5)
+    path.write_text(
+        "# timestamp tx ty tz qx qy qz qw\n"
+        "10.00 0 0 0 0 0 0 1\n"
+        f"10.10 1 0 0 0 0 {half} {half}\n"  # 90 degrees about z, moved 1 m along x
+        "10.20 2 0 0 0 0 0 1\n"
+    )
+    stamps, poses = load_tum_trajectory(path)
+    assert stamps.tolist() == [10.0, 10.1, 10.2]
+    np.testing.assert_allclose(poses[1][:3, :3], [[0, -1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-12)
+    assert associate([10.005, 10.16, 11.0, None], stamps, 0.02) == [0, None, None, None]
+    assert associate([10.19], stamps, 0.02) == [2]
+    R, t = relative_groundtruth(poses[0], poses[1])  # x_1 = R x_0 + t
+    origin_in_1 = R @ np.zeros(3) + t
+    np.testing.assert_allclose(origin_in_1, np.linalg.inv(poses[1])[:3, 3])
+    assert rotation_angle_deg(R) == pytest.approx(90.0)
+    np.testing.assert_allclose(quaternion_to_matrix(0, 0, 0, 2.0), np.eye(3))
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2 3\n")
+    with pytest.raises(ValueError, match="expected 8 values"):
+        load_tum_trajectory(bad)
+
+
+@pytest.mark.skipif(not TUM.is_dir(), reason=f"TUM snippet not found at {TUM}")
+def test_runner_on_the_tum_snippet(tmp_path):
+    output = tmp_path / "vo"
+    argv = [
+        str(TUM / "rgb"),
+        "--camera", str(TUM / "camera.txt"),
+        "--groundtruth", str(TUM / "groundtruth.txt"),
+        "--output", str(output),
+        "--gaps", "1", "5",
+        "--max-frames", "6",
+        "--max-keypoints", "512",
+        "--device", "cpu",
+        "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert set(summary["methods"]) == {"superpoint", "orb"} and summary["frames"] == 6
+    for method in ("superpoint", "orb"):
+        gaps = summary["methods"][method]["gaps"]
+        assert gaps["1"]["pairs"] == 5 and gaps["5"]["pairs"] == 1
+        assert sum(gaps["1"]["statuses"].values()) == 5
+    orb = summary["methods"]["orb"]["gaps"]
+    # the snippet's README: ORB + essential matrix agree with the ground truth to 0.2-1.1 degrees
+    assert orb["1"]["ok"] == 5 and orb["1"]["median_rotation_error_deg"] < 2.0
+    assert orb["5"]["median_rotation_error_deg"] < 2.0 and orb["5"]["median_translation_direction_error_deg"] < 20.0
+    assert orb["5"]["median_gt_rotation_deg"] == pytest.approx(12.9, abs=0.5)
+    if "UNTRAINED" not in summary["weights"]:
+        sp = summary["methods"]["superpoint"]["gaps"]
+        assert sp["5"]["ok"] == 1 and sp["5"]["median_rotation_error_deg"] < 3.0
+    with open(output / "pairs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 12 and {r["method"] for r in rows} == {"superpoint", "orb"}
+    assert (output / "trajectory.png").stat().st_size > 10_000
+    assert "| orb | 5 |" in (output / "summary.md").read_text()
+
+
+def test_runner_reads_a_bag_and_reports_bad_input(tmp_path, capsys):
+    import cv2
+    from skimage import data
+
+    from superpoint_ros.bag_io import BagImage, write_image_bag
+
+    photo = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY), (400, 300))
+    images = [
+        BagImage("/cam/image", 1_000_000_000 + i * 100_000_000, np.ascontiguousarray(photo[20 + 3 * i : 260 + 3 * i, 30 + 4 * i : 350 + 4 * i]), "mono8")
+        for i in range(3)
+    ]
+    bag = tmp_path / "bag"
+    write_image_bag(bag, "mcap", images)
+    camera = tmp_path / "camera.txt"
+    camera.write_text("300 300 160 120\n")
+    weights = tmp_path / "random.pth"
+    import torch
+    from helpers import random_state_dict
+
+    torch.save(random_state_dict("v6"), weights)
+    output = tmp_path / "out"
+    argv = [str(bag), "--camera", str(camera), "--output", str(output), "--gaps", "1", "--weights", str(weights),
+            "--max-keypoints", "256", "--device", "cpu", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["frames"] == 3 and summary["methods"]["orb"]["gaps"]["1"]["pairs"] == 2
+    assert summary["groundtruth"] == "none"
+    # no intrinsics anywhere: a clear error, exit status 2
+    assert main([str(bag), "--output", str(tmp_path / "x"), "--weights", str(weights), "--quiet"]) == 2
+    assert "no intrinsics" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing"), "--camera", str(camera), "--output", str(tmp_path / "y")]) == 2
