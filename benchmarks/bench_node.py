@@ -55,8 +55,8 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if str(REPO) not in sys.path:  # appended: a sourced colcon build (with superpoint_ros.msg) comes first
+    sys.path.append(str(REPO))
 
 from superpoint_ros.image_conversion import numpy_to_image_fields  # noqa: E402
 
@@ -162,7 +162,7 @@ def _run_dds(kind: str, cameras: int, args: argparse.Namespace, domain_id: int, 
             "weights": args.weights, "device": args.device, "precision": args.precision, "cameras": names,
             "max_keypoints": args.max_keypoints, "frame_queue": 1, "diagnostics_period": 1.0}}}))
         command = [str(_node_executable()), "--ros-args", "--params-file", str(params)]
-        ready = "camera %d:" % (cameras - 1)
+        ready = f"camera {cameras - 1}:"
     else:
         reply_type = Header
         command = [sys.executable, __file__, "_echo", "--cameras", str(cameras)]

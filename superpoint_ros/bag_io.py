@@ -1,9 +1,9 @@
 """Reading and writing bags for the bag tool, with the ``rosbags`` library (no rclpy, no ROS install).
 
 - :func:`open_bag` opens ROS 2 bags (a folder with ``metadata.yaml``, or a bare ``.mcap``/``.db3``
-  file) and ROS 1 ``.bag`` files. An ``.mcap`` file without its summary and footer (the recorder
-  was killed, the copy was cut short) cannot be opened by rosbags; it is read instead by
-  :class:`TruncatedMcap`, record by record up to the first damaged byte.
+  file) and ROS 1 ``.bag`` files. An ``.mcap`` file that rosbags cannot open (no summary and
+  footer because the recorder was killed or the copy was cut short, or a damaged index) is read
+  instead by :class:`TruncatedMcap`, record by record up to the first damaged byte.
 - :class:`MessagePump` reads messages in a background thread and decodes images in a small thread
   pool (OpenCV and the deserialiser release the GIL for the heavy parts), handing them out in bag
   order through a bounded queue, so that decoding overlaps inference and memory stays bounded.
@@ -87,12 +87,15 @@ def open_bag(paths: list[Path]) -> Any:
         return reader, None
     except (AnyReaderError, OSError, ValueError, KeyError) as error:
         mcap = _single_mcap(paths)
-        if mcap is None or not TruncatedMcap.looks_truncated(mcap):
-            hint = " (a ROS 1 bag cut short needs `rosbag reindex` first)" if paths[0].suffix == ".bag" else ""
+        if mcap is None or not TruncatedMcap.starts_like_mcap(mcap):
+            hints = {".bag": " (a ROS 1 bag cut short needs `rosbag reindex` first)",
+                     ".db3": " (a damaged SQLite file may be rescued with `sqlite3 in.db3 .recover | sqlite3 out.db3`)"}
+            hint = hints.get(paths[0].suffix, "")
             raise BagError(f"cannot open {', '.join(map(str, paths))}: {error}{hint}") from error
         recovered = TruncatedMcap(mcap)
         recovered.open()
-        return recovered, f"{mcap} has no MCAP summary or footer (truncated): reading its records in order up to the damage"
+        return recovered, (f"{mcap} cannot be opened through its index ({error}; truncated?): "
+                           "reading its records in order up to the damage")
 
 
 def _single_mcap(paths: list[Path]) -> Path | None:
@@ -160,16 +163,12 @@ class TruncatedMcap:
         self._decompress = _decompressors()
 
     @staticmethod
-    def looks_truncated(path: Path) -> bool:
-        """A file that starts like ROS 2 MCAP but does not end with the MCAP magic."""
+    def starts_like_mcap(path: Path) -> bool:
         try:
             with path.open("rb") as handle:
-                head = handle.read(8)
-                handle.seek(-8, 2)
-                tail = handle.read(8)
+                return handle.read(8) == _MCAP_MAGIC
         except OSError:
             return False
-        return head == _MCAP_MAGIC and tail != _MCAP_MAGIC
 
     def open(self) -> None:
         with self.path.open("rb") as handle:
@@ -387,8 +386,9 @@ def decode_frame(reader: Any, connection: Any, time: int, raw: bytes) -> Frame:
 class MessagePump:
     """Reads ``reader`` in a thread; iterate to get Frame / Passthrough / ReadFailure items in bag order.
 
-    Messages whose connection ``is_image`` accepts are decoded by ``workers`` threads; at most
-    ``depth`` messages are in flight. Other topics are handed out as Passthrough when ``copy_others``.
+    Messages whose connection ``is_image`` accepts are converted to numpy: CompressedImage payloads
+    by ``workers`` threads, raw Images in the reader thread (a view or one colour conversion is
+    cheaper than the hand-over). At most ``depth`` messages are in flight. Other topics are handed out as Passthrough when ``copy_others``.
     """
 
     def __init__(
@@ -442,8 +442,10 @@ class MessagePump:
             if isinstance(self.reader, TruncatedMcap):
                 connections = []  # its channels are discovered while reading: filtered below
             for connection, time, raw in self.reader.messages(connections, start=self.start, stop=self.stop):
-                if self.is_image(connection):
+                if self.is_image(connection) and connection.msgtype == COMPRESSED_TYPE:
                     item: Any = self._pool.submit(decode_frame, self.reader, connection, time, raw)
+                elif self.is_image(connection):  # raw pixels: cheaper to convert here than to hand over
+                    item = decode_frame(self.reader, connection, time, raw)
                 elif self.copy_others:
                     item = Passthrough(connection, time, raw)
                 else:
@@ -505,11 +507,13 @@ def features_typestore() -> Any:
 class BagOutput:
     """A ROS 2 bag being written: Features topics plus, optionally, copies of other topics.
 
-    ``close()`` always finishes the file (index, summary, metadata.yaml), also after an error
-    while reading the input, so the output stays a valid bag.
+    Serialising and writing run in a background thread (in the order the calls were made), so
+    that file I/O overlaps the extraction; a failure there is raised by the next call or by
+    ``close()``. ``close()`` always finishes the file (index, summary, metadata.yaml), also after
+    an error while reading the input, so the output stays a valid bag.
     """
 
-    def __init__(self, path: Path, storage: str, reader: Any):
+    def __init__(self, path: Path, storage: str, reader: Any, depth: int = 64):
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         if storage not in STORAGES:
@@ -527,24 +531,56 @@ class BagOutput:
         self._copies: dict[int, tuple[Any, Callable]] = {}
         self.written = 0
         self.copied = 0
+        self._jobs: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="bag-writer", daemon=True)
+        self._thread.start()
 
     def header(self, stamp: tuple[int, int], frame_id: str) -> Any:
         return self._header_cls(stamp=self._time_cls(sec=stamp[0], nanosec=stamp[1]), frame_id=frame_id)
 
-    def write_features(self, topic: str, time: int, payload: bytes) -> None:
-        """Write one serialized Features message (``serialize``) on ``topic`` at bag time ``time``."""
+    def write_features(self, topic: str, time: int, msg: Any) -> None:
+        """Write a Features message (of ``features_cls``) on ``topic`` at bag time ``time``."""
+        self._submit(self._write_features, topic, time, msg)
+
+    def copy(self, item: Passthrough) -> None:
+        """Write a message of another topic, converted to ROS 2 CDR when the input is a ROS 1 bag."""
+        self._submit(self._copy, item)
+
+    def close(self) -> None:
+        """Finish the queued writes and the file; re-raises a failure of the writer thread."""
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        if self.writer.storage is not None:
+            self.writer.close()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    # -- the writer thread ----------------------------------------------------------------------
+    def _submit(self, job: Callable, *args: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        self._jobs.put((job, args))
+
+    def _work(self) -> None:
+        while (task := self._jobs.get()) is not None:
+            if self._error is None:
+                try:
+                    task[0](*task[1])
+                except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+                    self._error = error
+
+    def _write_features(self, topic: str, time: int, msg: Any) -> None:
         connection = self._features.get(topic)
         if connection is None:
             connection = self.writer.add_connection(topic, FEATURES_TYPE, typestore=self.typestore)
             self._features[topic] = connection
-        self.writer.write(connection, time, payload)
+        self.writer.write(connection, time, self.typestore.serialize_cdr(msg, FEATURES_TYPE))
         self.written += 1
 
-    def serialize(self, msg: Any) -> bytes:
-        return self.typestore.serialize_cdr(msg, FEATURES_TYPE)
-
-    def copy(self, item: Passthrough) -> None:
-        """Write a message of another topic, converted to ROS 2 CDR when the input is a ROS 1 bag."""
+    def _copy(self, item: Passthrough) -> None:
         key = id(item.connection)
         if key not in self._copies:
             from rosbags.convert.converter import create_connections_converters
@@ -554,10 +590,6 @@ class BagOutput:
         connection, convert = self._copies[key]
         self.writer.write(connection, item.time, convert(item.raw))
         self.copied += 1
-
-    def close(self) -> None:
-        if self.writer.storage is not None:
-            self.writer.close()
 
 
 # -- writing test and benchmark bags ----------------------------------------------------------------

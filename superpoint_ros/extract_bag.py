@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from collections import deque
@@ -48,6 +49,7 @@ from .bag_io import (
     MessagePump,
     Passthrough,
     ReadFailure,
+    TruncatedMcap,
     format_time,
     input_storage,
     open_bag,
@@ -118,7 +120,7 @@ def select_topics(reader: Any, requested: list[str] | None) -> tuple[Callable[[A
     """A predicate for the image connections to extract, and the topic names it selects."""
     topics = {name: info.msgtype for name, info in reader.topics.items()}
     image_topics = sorted(name for name, msgtype in topics.items() if msgtype in IMAGE_TYPES)
-    recovered = not topics and hasattr(reader, "damage")  # truncated mcap: topics appear while reading
+    recovered = isinstance(reader, TruncatedMcap)  # its topics appear while reading
     if not requested:
         if recovered:
             return (lambda c: c.msgtype in IMAGE_TYPES), []
@@ -150,7 +152,7 @@ def features_topic_for(template: str, topic: str) -> str:
 @dataclass
 class _Slot:
     item: Frame | Passthrough
-    payload: bytes | None = None
+    message: Any = None
     done: bool = False
 
 
@@ -168,7 +170,7 @@ def extract_bag(
     copy_other_topics: bool = False,
     batch_size: int = 16,
     descriptor_encoding: str = "float32",
-    workers: int = 2,
+    workers: int | None = None,
     force: bool = False,
     progress: bool = True,
     weights_label: str | None = None,
@@ -219,7 +221,7 @@ def extract_bag(
             encoding=descriptor_encoding,
             weights=extractor.weights_description if weights_label is None else weights_label,
             batch_size=batch_size,
-            workers=workers,
+            workers=workers or min(8, os.cpu_count() or 1),
             copy_others=copy_other_topics,
             start=start_ns,
             stop=stop_ns,
@@ -233,7 +235,7 @@ def extract_bag(
 def _expected_frames(reader: Any, chosen: list[str], start: int | None, stop: int | None) -> int | None:
     """Image messages to expect (for the ETA): counts from the index, scaled to the time range."""
     infos = reader.topics
-    if not chosen or any(t not in infos for t in chosen):
+    if isinstance(reader, TruncatedMcap) or not chosen or any(t not in infos for t in chosen):
         return None
     count = sum(infos[t].msgcount for t in chosen)
     first, last = reader.start_time, reader.end_time
@@ -311,7 +313,7 @@ class _Extraction:
             msg = features_to_message(self.bag.features_cls, self.bag.header(frame.stamp, frame.frame_id), features,
                                       image_size=features.image_size, encoding=self.options.encoding,
                                       weights=self.options.weights)
-            slot.payload = self.bag.serialize(msg)
+            slot.message = msg
             slot.done = True
             frame.image = None
             self.summary.keypoints += len(features)
@@ -332,10 +334,10 @@ class _Extraction:
             item = slot.item
             if isinstance(item, Passthrough):
                 self.bag.copy(item)
-            elif slot.payload is not None:
+            elif slot.message is not None:
                 topic = features_topic_for(self.options.template, item.topic)
                 self.summary.topics.setdefault(item.topic, topic)
-                self.bag.write_features(topic, item.time, slot.payload)
+                self.bag.write_features(topic, item.time, slot.message)
                 self.summary.frames += 1
 
 
@@ -370,11 +372,13 @@ def _run(reader: Any, output: Path, storage: str, h5: Path | None, extractor: An
         work.finish()  # keep what was already decoded
     finally:
         bar.close()
-        summary.copied = bag.copied
-        bag.close()
-        if store is not None:
-            store.close()
-        summary.seconds = time.perf_counter() - clock
+        try:
+            bag.close()
+        finally:
+            summary.copied = bag.copied
+            if store is not None:
+                store.close()
+            summary.seconds = time.perf_counter() - clock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -425,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
                        default="float32", help="Features.descriptor_encoding (int8 is 4x smaller)")
     group.add_argument("--batch-size", "--batch_size", type=int, default=16,
                        help="frames of equal size per device call (default: %(default)s)")
-    group.add_argument("--workers", type=int, default=2, help="image decoding threads (default: %(default)s)")
+    group.add_argument("--workers", type=int, default=None,
+                       help="image decoding threads (default: the number of CPUs, at most 8)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     return parser
 

@@ -421,7 +421,10 @@ class _Frame:
 def _as_tensor(values: Any, device: torch.device) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
         return values.to(device)
-    return torch.from_numpy(np.ascontiguousarray(values, np.float32)).to(device)
+    array = np.ascontiguousarray(values, np.float32)
+    if not array.flags.writeable:  # e.g. a view of a message's buffer: torch wants memory it may write
+        array = array.copy()
+    return torch.from_numpy(array).to(device)
 
 
 class FrameTracker:
@@ -473,6 +476,8 @@ class FrameTracker:
             raise ValueError(
                 f"descriptors {tuple(descriptors_t.shape)} do not match {keypoints_t.shape[0]} keypoints"
             )
+        if descriptors_t.shape[1] == 0:
+            raise ValueError("the features carry no descriptors (descriptor_dim 0, e.g. MagicPoint weights): nothing to match")
         if config.bucketing and keypoints_t.shape[0] > 0:
             if image_size is None:
                 extent = keypoints_t.max(0).values

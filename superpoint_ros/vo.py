@@ -524,6 +524,8 @@ def run(args: argparse.Namespace) -> dict:
     from superpoint_training.extractor import Extractor
 
     extractor = Extractor(args.weights, args.device, max_keypoints=args.max_keypoints)
+    if extractor.descriptor_dim == 0:
+        raise VOInputError(f"{extractor.weights_description} have no descriptor head (MagicPoint): nothing to match")
     features = {"superpoint": superpoint_features(frames, extractor, progress)}
     if not args.no_orb:
         features["orb"] = orb_features(frames, progress)

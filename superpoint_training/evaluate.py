@@ -414,6 +414,8 @@ def markdown_report(report: dict) -> str:
         "every metric of that pair (corner_error in px, n0/n1 points in the shared view, n_matches,",
         "n_correct), to find the pairs behind a number. Repeatability and homography correctness follow",
         "rpautrat's evaluation code; matching score and NN mAP are not in the reference (see Settings).",
+        "In the match pictures, green lines are matches within 3 px of the true reprojection, red ones are wrong;",
+        "the pairs drawn are the last pair (1-6 on HPatches, the largest change) of the first sequences.",
         "",
     ]
     return "\n".join(lines)
@@ -598,6 +600,8 @@ def run(args: argparse.Namespace) -> dict:
     protocols = [PROTOCOLS[p] for p in (("detector", "descriptor") if args.protocol == "both" else (args.protocol,))]
     protocols = [dataclasses.replace(p, short_side=args.short_side or p.size[0]) for p in protocols]
     torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     methods = build_methods(names, args.weights or ["default"], args.device, args.detection_threshold)
     timings: dict[str, float] = {}
     records: list[dict] = []
@@ -710,6 +714,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="SuperPoint device: auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--batch-size", type=int, help="images per SuperPoint call (default 16 on CUDA, 1 on CPU)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="threads for reading and OpenCV")
+    parser.add_argument(
+        "--threads", type=int,
+        help="torch CPU threads (default: torch's); 1 is fastest on a CPU shared with other jobs",
+    )  # fmt: skip
     parser.add_argument("--detection-threshold", type=float, help="SuperPoint threshold (default: the weights')")
     parser.add_argument("--recompute", action="store_true", help="ignore cached predictions")
     parser.add_argument("--no-plots", action="store_true")

@@ -165,13 +165,15 @@ class HomographicAdaptation:
         if homographies is None and self.config["num"] > 1:
             homographies = self.sample(b, (h, w), device, generator)
         if homographies is not None and homographies.shape[1] > 0:
-            flat = homographies.to(device, torch.float32).reshape(-1, 3, 3)
+            flat = homographies.to(device, torch.float64).reshape(-1, 3, 3)
+            inverse = torch.linalg.inv(flat).float()  # one batched call, in float64 for accuracy
+            flat = flat.float()
             owner = torch.arange(b, device=device).repeat_interleave(homographies.shape[1])
             chunk = self.chunk_size or (256 if device.type == "cuda" else 8)
             for start in range(0, flat.shape[0], chunk):
                 index = owner[start : start + chunk]
                 forward = flat[start : start + chunk]
-                source_grid, source_ok = self._map(torch.linalg.inv(forward), (h, w))
+                source_grid, source_ok = self._map(inverse[start : start + chunk], (h, w))
                 warped = F.grid_sample(images[index], source_grid, mode="bilinear", align_corners=False)
                 mask = erode(source_ok, self.kernel)
                 warped_prob = self.score(warped).float() * mask

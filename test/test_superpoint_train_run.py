@@ -49,52 +49,78 @@ def write_folder(root: Path) -> None:
         np.savez(labels / f"p{i}.npz", keypoints=corner_labels(gray), image_size=np.array(SIZE))
 
 
-def test_a_few_iterations_lower_both_losses():
+@pytest.fixture()
+def one_thread():
+    """One torch thread: on a few shared cores, two threads on tiny images are several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_few_iterations_lower_both_losses(one_thread):
     torch.manual_seed(0)
     config = trainer.build_config(CONFIG, [
         "data.images=unused", "data.labels=", "data.validation_patches=",
-        "data.augmentation.photometric.enable=false", "loss.lambda_d=250.0", "loss.lambda_loss=0.001",
+        "data.augmentation.photometric.enable=false", "loss.lambda_d=250.0", "loss.lambda_loss=1.0",
     ])
     task = SuperPointTask(config, torch.device("cpu"))
     model = SuperPoint(task.model_config())
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gray = photos()
+    gray = photos()[:2]
     images = torch.from_numpy(np.stack(gray)).float().div(255)[:, None]
     kmaps = torch.zeros(len(gray), *SIZE)
     for i, g in enumerate(gray):
         xy = np.round(corner_labels(g)).astype(int)
         kmaps[i, xy[:, 1], xy[:, 0]] = 1
     batch = {"image": images, "keypoint_map": kmaps, "valid_mask": torch.ones(len(gray), *SIZE)}
-    fixed = task.augment({k: v.clone() for k, v in batch.items()})  # one fixed pair set to measure on
+    fixed = task.pairs(batch, torch.Generator().manual_seed(5))  # one fixed set of pairs to measure on
 
     def measure() -> dict[str, float]:
-        model.eval()
-        with torch.no_grad():
+        with torch.no_grad():  # training mode: BatchNorm on batch statistics, as in the loss being optimised
             _, scalars, _ = task.loss(model, fixed)
-        model.train()
         return {k: float(v) for k, v in scalars.items()}
 
     before = measure()
-    for _ in range(25):
+    for _ in range(8):
         loss, _, _ = task.loss(model, task.augment(batch))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     after = measure()
-    assert after["detector_loss"] < before["detector_loss"]
+    assert after["detector_loss"] < 0.8 * before["detector_loss"]
     assert after["warped_detector_loss"] < before["warped_detector_loss"]
-    assert after["descriptor_loss"] < before["descriptor_loss"]
+    assert after["descriptor_loss"] < 0.5 * before["descriptor_loss"]
     assert after["nonfinite_batches"] == 0
 
 
-def test_train_cli_end_to_end_with_validation_patches(tmp_path, monkeypatch):
+def test_nan_guards(one_thread):
+    config = trainer.build_config(CONFIG, ["data.images=unused", "data.labels=", "data.validation_patches="])
+    task = SuperPointTask(config, torch.device("cpu"))
+    model = SuperPoint(task.model_config())
+    images = torch.rand(2, 1, *SIZE)
+    images[0, 0, :5, :5] = float("nan")
+    batch = task.augment({"image": images, "keypoint_map": torch.zeros(2, *SIZE)})
+    assert torch.isfinite(batch["image"]).all() and torch.isfinite(batch["warped_image"]).all()
+    loss, scalars, _ = task.loss(model, batch)
+    assert torch.isfinite(loss) and scalars["nonfinite_batches"] == 0
+    # a batch whose loss is not finite gives no gradient and is counted
+    batch["homography"] = torch.full((2, 3, 3), float("nan"))
+    task.weights["lambda_d"] = float("inf")
+    loss, scalars, _ = task.loss(model, batch)
+    loss.backward()
+    assert loss.item() == 0 and scalars["nonfinite_batches"] == 1
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_train_cli_end_to_end_with_validation_patches(tmp_path, monkeypatch, one_thread):
     write_folder(tmp_path)
     monkeypatch.setenv("SUPERPOINT_EXPER_DIR", str(tmp_path / "exper"))
     overrides = [
         f"data.images={tmp_path / 'images'}", "data.labels=labels", f"data.resize={list(SIZE)}",
         "data.validation_size=2", "data.validation_patches=patches",
         "train.iterations=2", "train.batch_size=2", "train.num_workers=0", "train.device=cpu",
-        "train.num_threads=1", "train.log_every=1", "train.checkpoint_every=2", "train.image_every=1",
+        "train.log_every=1", "train.checkpoint_every=2", "train.image_every=1",
         "validation.every=2", "validation.batch_size=2",
     ]
     from superpoint_training import train as train_cli

@@ -266,3 +266,11 @@ def test_tracks_message_round_trip_with_rosbags_types():
     np.testing.assert_array_equal(decoded.ended_track_ids, result.ended_track_ids)
     assert decoded.status == Status.OK and decoded.image_size == SIZE
     assert decoded.previous_stamp == pytest.approx(10.25, abs=1e-6) and len(decoded) == result.num_matches
+
+
+def test_features_without_descriptors_are_refused():
+    tracker = FrameTracker(TrackerConfig(), device="cpu")
+    with pytest.raises(ValueError, match="no descriptors"):
+        tracker.process(np.zeros((5, 2), np.float32), np.zeros((5, 0), np.float32), CAMERA)
+    with pytest.raises(ValueError, match="do not match"):
+        tracker.process(np.zeros((5, 2), np.float32), np.zeros((4, 8), np.float32), CAMERA)

@@ -315,8 +315,12 @@ def _generate_entries(directory: Path, config: dict, todo: list, sizes: Mapping,
             for task in tasks:
                 consume(_generate_chunk(task))
         else:
+            # Not "fork": a child forked from a process whose OpenCV / torch thread pools are running can
+            # hang. The fork server starts clean, imports this module once, and forks the workers from it.
             methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+            if "forkserver" in methods:
+                context.set_forkserver_preload(["superpoint_training.datasets.synthetic"])
             with context.Pool(min(workers, len(tasks)), initializer=_worker_init) as pool:
                 for result in pool.imap_unordered(_generate_chunk, tasks):
                     consume(result)
@@ -495,9 +499,17 @@ def main(argv: list[str] | None = None) -> int:
         config = merge_config(config)
     except ConfigError as error:
         parser.error(str(error))
+    sizes = config["generation"]["split_sizes"]
+    target = (Path(args.root) if args.root else default_root()) / cache_key(config)
+    missing = sum(sizes[s] for p in config["primitives"] for s in SPLITS if not _entry_complete(_file(target, p, s)))
+    workers = _cpu_count() if args.workers is None else max(args.workers, 1)
     start = time.perf_counter()
     directory = generate_synthetic_shapes(config, args.root, args.workers, not args.no_progress)
     elapsed = time.perf_counter() - start
+    if missing:
+        rate = missing / max(elapsed, 1e-9)
+        print(f"generated {missing} images in {elapsed:.1f} s: {rate:.1f} images/s, "
+              f"{rate / min(workers, max(missing, 1)):.1f} per worker (workers: {workers}, start-up included)")
     if args.verify:
         for primitive in config["primitives"]:
             for split in SPLITS:
@@ -508,9 +520,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{error}; regenerating", file=sys.stderr)
                     remove_entry(path)
         directory = generate_synthetic_shapes(config, args.root, args.workers, not args.no_progress)
-    sizes = config["generation"]["split_sizes"]
     count = len(config["primitives"]) * sum(sizes.values())
-    print(f"{directory}: {len(config['primitives'])} primitives x {sizes} = {count} images ({elapsed:.1f} s)")
+    print(f"{directory}: {len(config['primitives'])} primitives x {sizes} = {count} images")
     if args.contact_sheet:
         sheet = write_contact_sheet(directory, args.contact_sheet, config["primitives"], args.per_primitive)
         print(f"contact sheet: {sheet}")
