@@ -69,7 +69,7 @@ def input_storage(path: Path) -> str:
 
 
 # -- reading ------------------------------------------------------------------------------------
-def open_bag(paths: list[Path]) -> Any:
+def open_bag(paths: list[Path]) -> tuple[Any, str | None]:
     """An open reader over ``paths`` with AnyReader's interface (see :class:`TruncatedMcap`).
 
     Returns ``(reader, note)``; ``note`` is None, or says that the bag is truncated and is read
@@ -526,15 +526,18 @@ class BagOutput:
         self._time_cls = self.typestore.types["builtin_interfaces/msg/Time"]
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         self.writer = Writer(path, version=Writer.VERSION_LATEST, storage_plugin=plugin)
-        self.writer.open()
         self._features: dict[str, Any] = {}
         self._copies: dict[int, tuple[Any, Callable]] = {}
         self.written = 0
         self.copied = 0
         self._jobs: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
+        self._ready = threading.Event()
         self._thread = threading.Thread(target=self._work, name="bag-writer", daemon=True)
-        self._thread.start()
+        self._thread.start()  # opens the bag: an SQLite connection only serves the thread that made it
+        self._ready.wait()
+        if self._error is not None:
+            raise BagError(f"cannot create the bag {path}: {self._error}") from self._error
 
     def header(self, stamp: tuple[int, int], frame_id: str) -> Any:
         return self._header_cls(stamp=self._time_cls(sec=stamp[0], nanosec=stamp[1]), frame_id=frame_id)
@@ -552,8 +555,6 @@ class BagOutput:
         if self._thread.is_alive():
             self._jobs.put(None)
             self._thread.join()
-        if self.writer.storage is not None:
-            self.writer.close()
         if self._error is not None:
             error, self._error = self._error, None
             raise error
@@ -565,12 +566,23 @@ class BagOutput:
         self._jobs.put((job, args))
 
     def _work(self) -> None:
+        try:
+            self.writer.open()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            self._error = error
+            return
+        finally:
+            self._ready.set()
         while (task := self._jobs.get()) is not None:
             if self._error is None:
                 try:
                     task[0](*task[1])
                 except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
                     self._error = error
+        try:
+            self.writer.close()
+        except BaseException as error:  # noqa: BLE001
+            self._error = self._error or error
 
     def _write_features(self, topic: str, time: int, msg: Any) -> None:
         connection = self._features.get(topic)

@@ -133,7 +133,7 @@ def select_topics(reader: Any, requested: list[str] | None) -> tuple[Callable[[A
             if name not in topics and "/" + name.lstrip("/") in topics:
                 name = "/" + name.lstrip("/")
             if recovered:
-                chosen.append(name)
+                chosen.append("/" + name.lstrip("/"))
             elif name not in topics:
                 raise BagError(f"topic {name!r} is not in the bag (image topics: {', '.join(image_topics) or 'none'})")
             elif topics[name] not in IMAGE_TYPES:
@@ -185,8 +185,6 @@ def extract_bag(
         raise ValueError(f"descriptor encoding must be one of {DESCRIPTOR_ENCODINGS}, got {descriptor_encoding!r}")
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    if "{topic}" not in features_topic and (topics is None or len(topics) != 1):
-        raise ValueError(f"--features-topic {features_topic!r} needs '{{topic}}' when several topics are extracted")
     inputs = [Path(p) for p in inputs]
     output = Path(output)
     storage = storage or input_storage(inputs[0])
@@ -205,6 +203,8 @@ def extract_bag(
         summary.notes.append(f"note: {note}")
     try:
         is_image, chosen = select_topics(reader, topics)
+        if "{topic}" not in features_topic and len(chosen) != 1:
+            raise BagError(f"--features-topic {features_topic!r} needs '{{topic}}' unless exactly one topic is extracted")
         bag_start = reader.start_time
         summary.bag_start = bag_start if bag_start < 2**63 - 1 else None
         start_ns = resolve_time(start, bag_start)

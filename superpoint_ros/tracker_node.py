@@ -83,9 +83,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("device", T.STRING, "auto", "Torch device for matching: auto (CUDA if available), cpu, cuda...",
                   runtime=False),
     ParameterSpec("mutual", T.BOOL, _D.mutual, "Keep only mutual nearest-neighbour matches."),
-    ParameterSpec("ratio", T.DOUBLE, _D.ratio, "Lowe's ratio test on descriptor distances (0: off).",
+    ParameterSpec("ratio", T.DOUBLE, _D.ratio or 0.0, "Lowe's ratio test on descriptor distances (0: off).",
                   range=(0.0, 1.0)),
-    ParameterSpec("max_distance", T.DOUBLE, _D.max_distance, "Largest L2 distance of a match between unit "
+    ParameterSpec("max_distance", T.DOUBLE, _D.max_distance or 0.0, "Largest L2 distance of a match between unit "
                   "descriptors (0: off).", range=(0.0, 2.0)),
     ParameterSpec("bucket_rows", T.INTEGER, 0, "Bucketing grid rows (0: no bucketing).", range=(0, 100)),
     ParameterSpec("bucket_cols", T.INTEGER, 0, "Bucketing grid columns (0: no bucketing).", range=(0, 100)),
@@ -101,7 +101,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   range=(0.5, 0.999999)),
     ParameterSpec("min_parallax_px", T.DOUBLE, _D.min_parallax_px, "Median match displacement below which the "
                   "camera counts as still (low_parallax, identity step); 0: off.", range=(0.0, 100.0)),
-    ParameterSpec("max_frame_gap", T.DOUBLE, _D.max_frame_gap, "Seconds between frame stamps beyond which "
+    ParameterSpec("max_frame_gap", T.DOUBLE, _D.max_frame_gap or 0.0, "Seconds between frame stamps beyond which "
                   "the stream has a gap (lost; tracks restart); 0: off.", range=(0.0, 3600.0)),
     ParameterSpec("odom_frame", T.STRING, "odom", "Frame id of the odometry (the first camera pose)."),
     ParameterSpec("child_frame", T.STRING, "", "Child frame id of the odometry; empty: the features' "

@@ -194,9 +194,11 @@ class CameraModel:
 class TrackerConfig:
     """Matching, bucketing, RANSAC and stream-check settings (the tracker node's parameters)."""
 
+    # Matching defaults: hloc's "NN-superpoint" (mutual nearest neighbours, L2 distance at most 0.7,
+    # the nn_thresh of Magic Leap's SuperPoint demo); RANSAC removes the remaining outliers.
     mutual: bool = True  # keep only mutual nearest neighbours
-    ratio: float | None = 0.9  # Lowe's ratio test on L2 distances (None: off)
-    max_distance: float | None = 1.0  # L2 bound for unit descriptors, in [0, 2] (None: off)
+    ratio: float | None = None  # Lowe's ratio test on L2 distances (None: off)
+    max_distance: float | None = 0.7  # L2 bound for unit descriptors, in [0, 2] (None: off)
     bucket_rows: int = 0  # bucketing grid; 0 rows, 0 cols or 0 per cell: off
     bucket_cols: int = 0
     bucket_max_per_cell: int = 0

@@ -245,12 +245,12 @@ def export(
                 bar.update(len(items))
         else:
 
-            def run(item):
+            def extract_one(item):
                 image = dataset.load(*item).image
                 f = baselines.extract(image, method.family, protocol.nms_radius, protocol.export_max)
                 return item, f, image.shape
 
-            for item, f, shape in prefetch(pool, run, todo, 4 * max(1, workers)):
+            for item, f, shape in prefetch(pool, extract_one, todo, 4 * max(1, workers)):
                 cache.save(*item, f.keypoints, f.scores, f.descriptors if keep_descriptors else None, shape)
                 bar.update(1)
     bar.close()
@@ -592,6 +592,16 @@ def machine_description(device: str) -> str:
 
 def run(args: argparse.Namespace) -> dict:
     """The whole evaluation; returns the report dict (also written to OUTPUT/report.json)."""
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> dict:
     output = Path(args.output)
     plots_dir = output / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -599,9 +609,6 @@ def run(args: argparse.Namespace) -> dict:
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     protocols = [PROTOCOLS[p] for p in (("detector", "descriptor") if args.protocol == "both" else (args.protocol,))]
     protocols = [dataclasses.replace(p, short_side=args.short_side or p.size[0]) for p in protocols]
-    torch.set_grad_enabled(False)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     methods = build_methods(names, args.weights or ["default"], args.device, args.detection_threshold)
     timings: dict[str, float] = {}
     records: list[dict] = []

@@ -18,6 +18,7 @@ detector loss on both images; register it in :data:`TASKS`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from .detector_metrics import evaluate_detector
 from .keypoints import logits_to_scores
 from .losses import detector_loss
-from .model import ModelConfig
+from .model import STRIDE, ModelConfig
 
 
 class Task:
@@ -44,6 +45,12 @@ class Task:
     def model_config(self) -> ModelConfig:
         return ModelConfig(**self.config["model"])
 
+    def initialise(self, model: torch.nn.Module) -> None:
+        """Adjust a freshly built model before training (pretrained weights and checkpoints load after)."""
+        prior = self.config["train"].get("dustbin_prior", 0.0)
+        if prior > 0:
+            set_dustbin_prior(model, prior)
+
     def augment(self, batch: dict) -> dict:
         return batch
 
@@ -55,6 +62,17 @@ class Task:
 
     def images(self, batch: dict, outputs: dict, count: int = 4) -> dict[str, torch.Tensor]:
         return {}
+
+
+def set_dustbin_prior(model: torch.nn.Module, probability: float) -> None:
+    """Bias the detector's last layer so that, with the other 64 logits at 0, the dustbin starts at
+    ``probability`` (the class prior; most cells hold no corner). The reference starts from the
+    default initialisation (dustbin 1/65) and spends its first thousands of steps learning this prior
+    through a BatchNorm bias, which a short run cannot afford."""
+    bias = math.log(probability / (1 - probability) * (STRIDE**2))
+    last = model.detector[-1].bn if model.config.variant == "v6" else model.convPb
+    with torch.no_grad():
+        last.bias[-1] = bias
 
 
 def _overlay(images: torch.Tensor, keypoint_map: torch.Tensor, heatmap: torch.Tensor | None) -> torch.Tensor:

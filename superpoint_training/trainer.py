@@ -62,6 +62,7 @@ DEFAULTS: dict = {
         "channels_last": False,
         "compile": False,
         "num_workers": 4,
+        "dustbin_prior": 0.0,  # > 0: start the dustbin at this probability (not the reference; for short runs)
         "photometric": "auto",  # where: auto (device on CUDA, else workers), device, workers
         "num_threads": 0,  # torch CPU threads per process; 0 keeps torch's default
         "log_every": 100,  # host sync: loss check, progress bar, TensorBoard scalars
@@ -171,6 +172,7 @@ def _validate(config: dict) -> None:
         check(train[key] > 0, f"train.{key}", "must be positive")
     for key in ("image_every", "keep_every", "num_workers", "num_threads"):
         check(train[key] >= 0, f"train.{key}", "must be >= 0")
+    check(0 <= train["dustbin_prior"] < 1, "train.dustbin_prior", "must be in [0, 1)")
     check(validation["every"] >= 0, "validation.every", "must be >= 0")
     check(validation["batch_size"] > 0, "validation.batch_size", "must be positive")
 
@@ -405,6 +407,7 @@ class Trainer:
         self.task: Task = TASKS[self.config["task"]](self.config, self.device)
         torch.manual_seed(cfg["seed"])  # same initial weights on every process
         self.model = SuperPoint(self.task.model_config())
+        self.task.initialise(self.model)
         self.pretrained_note = load_pretrained(self.model, self.pretrained) if self.pretrained else None
         self.model.to(self.device)
         if cfg["channels_last"]:

@@ -160,6 +160,8 @@ def test_topic_filter_and_time_range(tmp_path, extractor, images, reference):
     assert any((tmp_path / "abs").glob("*.db3"))
     with pytest.raises(BagError, match="not in the bag"):
         extract_bag([path], tmp_path / "bad", extractor, topics=["/nope"], progress=False)
+    with pytest.raises(BagError, match="needs '{topic}'"):
+        extract_bag([path], tmp_path / "bad", extractor, features_topic="/features", progress=False)
     with pytest.raises(BagError, match="empty time range"):
         extract_bag([path], tmp_path / "bad", extractor, start=2, end=1, progress=False)
 
@@ -248,6 +250,11 @@ def test_truncated_mcap_keeps_a_valid_output(tmp_path, extractor, images, refere
     last = images[summary.frames - 1]
     assert f"{last.topic} at {last.time // 10**9}.{last.time % 10**9:09d} s" in report
     check_features(read_bag(tmp_path / "out"), images[: summary.frames], reference)
+    # topic selection works on a damaged file too (its topics are only known while reading it)
+    jpeg = extract_bag([cut], tmp_path / "jpeg", extractor, topics=["cam/jpeg"], progress=False)
+    expected = [item for item in images[: summary.frames] if item.topic == "/cam/jpeg"]
+    assert jpeg.frames == len(expected) and not jpeg.complete
+    check_features(read_bag(tmp_path / "jpeg"), expected, reference)
 
 
 def test_undecodable_messages_are_skipped_and_named(tmp_path, extractor, images, reference):
@@ -321,3 +328,15 @@ def test_imports_without_rclpy():
             "print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_features_type_hash_matches_the_ros_build():
+    """`ros2 bag` checks the type hash: the one rosbags computes must equal rosidl's of the built package."""
+    import json
+
+    built = sorted(Path(__file__).resolve().parents[1].glob("build_ros/install/**/msg/Features.json"))
+    if not built:
+        pytest.skip("no colcon build of the package (scripts/setup.sh)")
+    description = json.loads(built[0].read_text())
+    expected = {h["type_name"]: h["hash_string"] for h in description["type_hashes"]}
+    assert features_typestore().hash_rihs01("superpoint_ros/msg/Features") == expected["superpoint_ros/msg/Features"]

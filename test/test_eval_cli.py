@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from superpoint_training import evaluate
 from superpoint_training.synthetic_hpatches import build
@@ -24,7 +25,7 @@ def small_set(tmp_path_factory):
 def first_run(small_set, tmp_path_factory):
     output = tmp_path_factory.mktemp("report")
     argv = ["--dataset", str(small_set), "--output", str(output), "--resize", "none", "--weights", "untrained"]
-    argv += ["--device", "cpu", "--workers", "2", "--match-pictures", "1"]
+    argv += ["--device", "cpu", "--workers", "2", "--threads", "1", "--match-pictures", "1"]
     assert evaluate.main(argv) == 0
     return output, argv
 
@@ -77,7 +78,9 @@ def test_second_run_reads_the_cache(first_run):
     output, argv = first_run
     args = evaluate.build_parser().parse_args([*argv, "--no-plots"])
     args.argv = argv
+    threads = torch.get_num_threads()
     report = evaluate.run(args)
+    assert torch.get_num_threads() == threads  # --threads does not leak out of run()
     exports = [name for name in report["timings"] if name.startswith("export")]
     assert len(exports) == 9 and all("(0 images computed)" in name for name in exports)
 

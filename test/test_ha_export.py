@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from superpoint_training import export_detections
 from superpoint_training.datasets.image_folder import ImageFolder, load_label
@@ -22,6 +23,15 @@ FAST = [
     "--set", "model.detection_threshold=0.0",  # random weights: keep points whatever their score
     "--device", "cpu", "--no_progress",
 ]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a few shared cores, two threads on tiny images are several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture()
@@ -115,3 +125,17 @@ def test_bad_config_and_missing_experiment_are_clear_errors(folder, capsys):
     argv = [str(CONFIG), "empty_experiment", "--export_name", "x", "--images", str(folder / "images"), *FAST]
     assert export_detections.main(argv) == 2
     assert "has no weights.pth" in capsys.readouterr().err
+
+
+def test_ranks_share_the_images_without_talking(folder, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        assert run(folder, "--pred_only") == 0
+    out = folder / "exper" / "outputs" / "ha"
+    assert sorted(p.name for p in out.rglob("*.npz")) == ["a.npz", "b.npz", "c.npz"]
+    written = [yaml.safe_load((out / f"summary_rank{r}.yaml").read_text())["written"] for r in (0, 1)]
+    assert sorted(written) == [1, 2]  # 4 files, one unreadable, split by rank
+    with np.load(out / "a.npz") as label:
+        assert "prob" not in label and "keypoints" in label
