@@ -100,10 +100,27 @@ def machine() -> str:
 # ------------------------------------------------------------------------------------------------
 # dds mode
 # ------------------------------------------------------------------------------------------------
+LOOPBACK_PROFILE = REPO / "config" / "fastdds_loopback.xml"
+
+
+def set_transport(transport: str) -> None:
+    """Configure Fast DDS for this process and its children, loopback only either way.
+
+    ``shm``: shared memory only (Fast DDS's default segment loses many best-effort 640x480 frames);
+    ``udp``: UDP on 127.0.0.1 with 4 MB socket buffers (config/fastdds_loopback.xml).
+    """
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    if transport == "shm":
+        os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "SHM"
+        os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
+    else:
+        os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
+        os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(LOOPBACK_PROFILE)
+
+
 def _ros_env(domain_id: int) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(domain_id), FASTDDS_BUILTIN_TRANSPORTS="SHM",
-               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
+    env.update(ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -257,9 +274,10 @@ def run_dds(args: argparse.Namespace) -> list[dict]:
     domain_id = 100 + os.getpid() % 100 if args.domain_id is None else args.domain_id
     images = photos(args.size, 4)
     rows = []
+    set_transport(args.transport)
     for cameras in args.cameras:
         for kind in ("echo", "node"):
-            row = _run_dds(kind, cameras, args, domain_id, images)
+            row = {"transport": args.transport, **_run_dds(kind, cameras, args, domain_id, images)}
             print(f"  {row}", file=sys.stderr)
             rows.append(row)
     return rows
@@ -388,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--max-keypoints", type=int, default=1000)
     parser.add_argument("--encoding", default="float32", choices=["float32", "int8"], help="descriptor encoding")
+    parser.add_argument("--transport", choices=["udp", "shm"], default="udp",
+                        help="Fast DDS transport, loopback only: udp (127.0.0.1, 4 MB buffers) or shm (dds)")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: 100 + pid %% 100)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this file")
     args = parser.parse_args(argv)
@@ -403,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         results["int8"] = run_int8(args)
     print(f"Machine: {machine()}  \nDate: {datetime.datetime.now().isoformat(timespec='seconds')}  \n"
           f"Command: `python {shlex.join(['benchmarks/bench_node.py', *(argv or sys.argv[1:])])}`\n")
-    titles = {"dds": "Image published -> features received (DDS, shared memory)",
+    titles = {"dds": "Image published -> features received (DDS, loopback)",
               "stages": "Node stages without DDS (per batch)", "int8": "int8 descriptors vs float32"}
     for name, rows in results.items():
         print(markdown(titles[name], rows))

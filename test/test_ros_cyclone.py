@@ -10,6 +10,7 @@ No ``from __future__ import annotations`` here: cyclonedds reads the field annot
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,25 +32,7 @@ cyclonedds = pytest.importorskip("cyclonedds")
 from cyclonedds.idl import IdlStruct  # noqa: E402
 from cyclonedds.idl.types import float32, int32, sequence, uint8, uint32  # noqa: E402
 
-FASTDDS_LOOPBACK_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
-<profiles xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
-  <transport_descriptors>
-    <transport_descriptor>
-      <transport_id>udp_loopback</transport_id>
-      <type>UDPv4</type>
-      <interfaceWhiteList><address>127.0.0.1</address></interfaceWhiteList>
-      <sendBufferSize>4194304</sendBufferSize>
-      <receiveBufferSize>4194304</receiveBufferSize>
-    </transport_descriptor>
-  </transport_descriptors>
-  <participant profile_name="loopback_only" is_default_profile="true">
-    <rtps>
-      <useBuiltinTransports>false</useBuiltinTransports>
-      <userTransports><transport_id>udp_loopback</transport_id></userTransports>
-    </rtps>
-  </participant>
-</profiles>
-"""
+FASTDDS_LOOPBACK_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_loopback.xml"
 CYCLONE_LOOPBACK_CONFIG = """<CycloneDDS><Domain Id="any">
   <General><Interfaces><NetworkInterface address="127.0.0.1"/></Interfaces>
     <AllowMulticast>false</AllowMulticast><MaxMessageSize>65500B</MaxMessageSize></General>
@@ -107,9 +90,8 @@ def test_cyclone_dds_exchanges_images_and_features_with_the_node(tmp_path, photo
 
     weights = write_random_weights(tmp_path / "random_v6.pth")
     params = write_params(tmp_path / "params.yaml", {"weights": str(weights), "device": "cpu", "max_keypoints": 64})
-    profile = tmp_path / "fastdds_loopback.xml"
-    profile.write_text(FASTDDS_LOOPBACK_PROFILE)
-    env = node_environment({"FASTRTPS_DEFAULT_PROFILES_FILE": str(profile), "FASTDDS_DEFAULT_PROFILES_FILE": str(profile)})
+    profile = str(FASTDDS_LOOPBACK_PROFILE)
+    env = node_environment({"FASTRTPS_DEFAULT_PROFILES_FILE": profile, "FASTDDS_DEFAULT_PROFILES_FILE": profile})
     env.pop("FASTDDS_BUILTIN_TRANSPORTS")
     node = NodeProcess(
         [NODE_EXECUTABLE, "--ros-args", "--params-file", params, "-r", "image:=/cyclone_test/image",
