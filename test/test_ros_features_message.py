@@ -148,21 +148,23 @@ def test_unknown_encoding_is_refused(store, features):
 
 def test_rclpy_message_class(features, store):
     """The colcon-built class: array.array fields (rclpy's fast path) and bytes equal to rosbags' CDR."""
-    generated = pytest.importorskip("superpoint_ros.msg", reason="needs the colcon-built package (scripts/test.sh)")
+    from ros_fixtures import features_class
+
+    ros_features = features_class()  # skips without the colcon build
     from rclpy.serialization import deserialize_message, serialize_message
     from std_msgs.msg import Header
 
     header = Header(frame_id="camera")
     header.stamp.sec, header.stamp.nanosec = 12, 345
     for encoding in ("float32", "int8"):
-        msg = features_to_message(generated.Features, header, features, (240, 320), encoding, "untrained")
+        msg = features_to_message(ros_features, header, features, (240, 320), encoding, "untrained")
         assert isinstance(msg.keypoints, array.array) and isinstance(msg.descriptor_data, array.array)
         raw = serialize_message(msg)
         bag_msg = features_to_message(
             store.types["superpoint_ros/msg/Features"], bag_header(store), features, (240, 320), encoding, "untrained"
         )
         assert bytes(raw) == bytes(store.serialize_cdr(bag_msg, "superpoint_ros/msg/Features"))
-        decoded = features_from_message(deserialize_message(raw, generated.Features))
+        decoded = features_from_message(deserialize_message(raw, ros_features))
         np.testing.assert_array_equal(decoded.keypoints, features.keypoints.numpy())
         assert decoded.header.stamp.nanosec == 345 and decoded.descriptor_encoding == encoding
 

@@ -183,3 +183,17 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
     assert checkpoint["iteration"] == 3
     assert not any(k.startswith("module.") for k in checkpoint["model"])
     assert "done: iteration 3" in out.stdout
+
+
+def test_dustbin_prior_initialisation(tmp_path):
+    from superpoint_training.model import ModelConfig, SuperPoint
+    from superpoint_training.tasks import set_dustbin_prior
+
+    for variant in ("v6", "v1"):
+        model = SuperPoint(ModelConfig(variant=variant, descriptor_dim=0)).eval()
+        set_dustbin_prior(model, 0.95)
+        if variant == "v6":
+            logits, _ = model(torch.rand(1, 1, 16, 16))
+            assert torch.allclose(torch.softmax(logits, 1)[:, -1], torch.tensor(0.95), atol=0.01)
+    trainer = run(tmp_path, overrides=["train.iterations=1", "train.dustbin_prior=0.9", "validation.every=0"])
+    assert trainer.config["train"]["dustbin_prior"] == 0.9
