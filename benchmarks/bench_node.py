@@ -191,8 +191,7 @@ def _run_dds(kind: str, cameras: int, args: argparse.Namespace, domain_id: int, 
     node = rclpy.create_node(f"bench_{kind}_client", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    latencies: list[float] = []
-    replies: set[tuple[int, int]] = set()
+    replies: dict[tuple[int, int], float] = {}  # (camera, stamp) -> latency
     recording = threading.Event()
 
     def on_reply(camera: int, msg) -> None:
@@ -200,8 +199,7 @@ def _run_dds(kind: str, cameras: int, args: argparse.Namespace, domain_id: int, 
         header = msg.header if hasattr(msg, "header") else msg
         sent = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
         if recording.is_set():
-            latencies.append((now - sent) * 1e-9)
-            replies.add((camera, sent))
+            replies[(camera, sent)] = (now - sent) * 1e-9
 
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     publishers = []
@@ -254,7 +252,8 @@ def _run_dds(kind: str, cameras: int, args: argparse.Namespace, domain_id: int, 
         node.destroy_node()
         rclpy.try_shutdown(context=context)
         os.unlink(log.name)
-    received = len(set(sent) & replies)
+    latencies = [replies[key] for key in sent if key in replies]  # frames sent while measuring
+    received = len(latencies)
     p50, p99 = percentiles(latencies)
     return {"path": "node" if kind == "node" else "transport only (echo)", "cameras": cameras,
             "rate_hz": args.rate, "size": f"{args.size[1]}x{args.size[0]}", "sent": len(sent),

@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=["validation", "test"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch_size", type=int, default=50)
+    parser.add_argument("--output", default=None, help="also write the settings and figures to this YAML file")
     args = parser.parse_args(argv)
 
     from torch.utils.data import DataLoader
@@ -173,6 +174,17 @@ def main(argv: list[str] | None = None) -> int:
         f"distance {options['distance_threshold']} px, detection threshold {options['detection_threshold']}, "
         f"border {options['remove_borders']}, curve from score {options['min_score']}"
     )
+    settings = {
+        k: options[k]
+        for k in ("distance_threshold", "detection_threshold", "nms_radius", "remove_borders", "min_score")
+    }
+    report = {
+        "config": str(args.config),
+        "split": args.split,
+        "images": len(dataset),
+        "settings": settings,
+        "results": {},
+    }
     for weights in args.weights:
         try:
             loaded = load_superpoint(weights)
@@ -192,6 +204,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         print(f"{loaded.description}: {shown}")
+        report["results"][str(weights)] = {"description": loaded.description, **metrics}
+    if args.output:
+        import yaml
+
+        with open(args.output, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(report, handle, sort_keys=False)
+        print(f"wrote {args.output}")
     return 0
 
 

@@ -56,7 +56,7 @@ def find_images(inputs: Iterable[str | Path], recursive: bool = False) -> list[t
         if key in seen and seen[key].resolve() != path.resolve():
             raise ValueError(f"two inputs give the key {key!r}: {seen[key]} and {path} (pass their parent folder)")
         seen[key] = path
-    return list(dict((key, (key, path)) for key, path in found).values())  # drop exact duplicates
+    return list({key: (key, path) for key, path in found}.values())  # the same file named twice: once
 
 
 def read_image(path: Path) -> np.ndarray | None:

@@ -8,6 +8,7 @@ normalisation, optional resize, padding to a multiple of 8, the network and the 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -71,6 +72,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
+def _cpu_supports(precision: str) -> bool:
+    checks = {"bf16": "_is_mkldnn_bf16_supported", "fp16": "_is_mkldnn_fp16_supported"}
+    check = getattr(torch.ops.mkldnn, checks[precision], None)
+    return bool(check()) if check is not None else True
+
+
 def check_image(image: ImageLike, index: int | None = None) -> None:
     """Raise a clear ValueError for images the extractor cannot take."""
     where = "image" if index is None else f"image {index}"
@@ -126,11 +133,20 @@ class Extractor:
         resize: int | None = None,
         warmup: bool | tuple[int, int] = True,
     ):
+        if isinstance(weights, LoadedWeights):  # copy: the model is cast below, the caller's stays as it was
+            weights = dataclasses.replace(weights, model=copy.deepcopy(weights.model))
         self.loaded = weights if isinstance(weights, LoadedWeights) else load_superpoint(weights)
         self.device = resolve_device(device)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
         self.precision = precision
+        if self.device.type == "cpu" and precision != "fp32" and not _cpu_supports(precision):
+            warnings.warn(
+                f"precision={precision!r}: this CPU has no native {precision} (AVX512-BF16/AMX); expect it to be "
+                "several times slower than fp32",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self.dtype = PRECISIONS[precision]
         self.model = self.loaded.model.to(self.device, self.dtype).eval()
         # NHWC lets oneDNN (CPU) and cuDNN (tensor cores) pick their fastest convolutions.

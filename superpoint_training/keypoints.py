@@ -75,7 +75,7 @@ def _window_max_1d(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
     width = 1
     while width * 2 <= k:
         m = torch.maximum(m.narrow(dim, 0, n - width), m.narrow(dim, width, n - width))
-        n -= width
+        n = n - width
         width *= 2
     if width < k:
         m = torch.maximum(m.narrow(dim, 0, n - (k - width)), m.narrow(dim, k - width, n - (k - width)))

@@ -12,8 +12,8 @@ model's objective: devices, DDP, the optimizer, checkpoints, logging, signals. A
 - ``images(batch, outputs)``: a few (3, H, W) pictures for TensorBoard.
 
 MagicPoint (:class:`MagicPointTask`): detector loss on the (warped) image. SuperPoint (issue 4)
-adds a task that warps each image into a pair and adds :func:`losses.descriptor_loss` to the
-detector loss on both images; register it in :data:`TASKS`.
+(:mod:`superpoint_training.superpoint_task`) warps each image into a pair and adds
+:func:`losses.descriptor_loss` to the detector loss on both images. Tasks are registered in :data:`TASKS`.
 """
 
 from __future__ import annotations
@@ -148,4 +148,20 @@ class MagicPointTask(Task):
         return result
 
 
-TASKS: dict[str, type[Task]] = {"magicpoint": MagicPointTask}
+# name -> Task class, or "module:Class" imported on first use (tasks defined in other modules
+# import this one, so they are named lazily here).
+TASKS: dict[str, type[Task] | str] = {
+    "magicpoint": MagicPointTask,
+    "superpoint": "superpoint_training.superpoint_task:SuperPointTask",
+}
+
+
+def get_task(name: str) -> type[Task]:
+    """The Task class registered as ``name`` (KeyError for an unknown name)."""
+    task = TASKS[name]
+    if isinstance(task, str):
+        import importlib
+
+        module, attribute = task.split(":")
+        task = TASKS[name] = getattr(importlib.import_module(module), attribute)
+    return task

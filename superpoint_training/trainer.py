@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from .config import ConfigError, load_config, merge_strict, read_yaml
 from .extractor import resolve_device
 from .model import SuperPoint
-from .tasks import TASKS, Task
+from .tasks import TASKS, Task, get_task
 from .weights import CHECKPOINT_FORMAT, load_superpoint
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ DEFAULTS: dict = {
 # "module:attribute" path (a dataset outside the registry).
 DATASETS: dict[str, str | Callable[..., Dataset]] = {
     "synthetic_shapes": "superpoint_training.datasets.synthetic:SyntheticShapes",
+    "image_folder": "superpoint_training.datasets.image_folder:ImageFolder",
 }
 TRAIN_SPLIT, VALIDATION_SPLIT = "training", "validation"
 
@@ -404,7 +405,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.task: Task = TASKS[self.config["task"]](self.config, self.device)
+        self.task: Task = get_task(self.config["task"])(self.config, self.device)
         torch.manual_seed(cfg["seed"])  # same initial weights on every process
         self.model = SuperPoint(self.task.model_config())
         self.task.initialise(self.model)

@@ -14,6 +14,7 @@ import torch
 
 from superpoint_training import Extractor, load_superpoint
 from superpoint_training.tasks import MagicPointTask
+from superpoint_training.train import main as train_main
 from superpoint_training.trainer import TrainingDiverged, train
 
 TEST_DIR = Path(__file__).resolve().parent
@@ -130,28 +131,24 @@ def _write_config(tmp_path: Path) -> Path:
     return path
 
 
-def test_cli_help_and_bad_key(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "superpoint_training.train", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "examples:" in out.stdout and "--pretrained_model" in out.stdout
+def test_cli_help_and_bad_key(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "examples:" in out and "--pretrained_model" in out
     config = _write_config(tmp_path)
-    out = subprocess.run(
-        [sys.executable, "-m", "superpoint_training.train", str(config), "x", "--set", "train.lerning_rate=1"],
-        capture_output=True,
-        text=True,
-        env=_env(tmp_path),
-    )
-    assert out.returncode == 2 and "train.lerning_rate" in out.stderr
+    assert train_main([str(config), "x", "--set", "train.lerning_rate=1"]) == 2
+    assert "train.lerning_rate" in capsys.readouterr().err
 
 
-def test_cli_trains_the_ci_config_on_synthetic_shapes(tmp_path):
+def test_cli_trains_the_ci_config_on_synthetic_shapes(tmp_path, monkeypatch, capsys):
     """The README's command on the tiny CI config: real Synthetic Shapes data, augmentation, checkpoint."""
-    env = _env(tmp_path)
-    env["SUPERPOINT_DATA_DIR"] = str(tmp_path / "data")
+    monkeypatch.setenv("SUPERPOINT_EXPER_DIR", str(tmp_path))
+    monkeypatch.setenv("SUPERPOINT_DATA_DIR", str(tmp_path / "data"))
     config = TEST_DIR.parent / "config" / "magic-point_shapes_ci.yaml"
-    command = [sys.executable, "-m", "superpoint_training.train", str(config), "ci", "--no_progress"]
-    out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "validation at iteration 4" in out.stdout and "mAP" in out.stdout
+    assert train_main([str(config), "ci", "--no_progress"]) == 0
+    out = capsys.readouterr().out
+    assert "validation at iteration 4" in out and "mAP" in out
     loaded = load_superpoint(tmp_path / "ci" / "weights.pth")
     assert loaded.checkpoint["iteration"] == 4 and loaded.checkpoint["config"]["data"]["name"] == "synthetic_shapes"
     features = Extractor(loaded, device="cpu", warmup=False)(np.zeros((48, 64), np.uint8))
