@@ -109,7 +109,9 @@ def set_transport(transport: str) -> None:
     ``shm``: shared memory only (Fast DDS's default segment loses many best-effort 640x480 frames);
     ``udp``: UDP on 127.0.0.1 with 4 MB socket buffers (config/fastdds_loopback.xml).
     """
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    # with rmw_fastrtps (Jazzy), ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST opens UDP sockets on 0.0.0.0 and the
+    # external interface whatever the transports: leave it unset
+    os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
     if transport == "shm":
         os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "SHM"
         os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)

@@ -382,8 +382,7 @@ def _run(reader: Any, output: Path, storage: str, h5: Path | None, extractor: An
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from superpoint_training.extractor import PRECISIONS
-    from superpoint_training.keypoints import DESCRIPTOR_SAMPLING
+    from superpoint_training.cli_options import add_extractor_arguments
 
     parser = argparse.ArgumentParser(
         prog="python -m superpoint_ros.extract_bag",
@@ -410,21 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="carry every other topic through to the output bag (ROS 1 messages converted)")
     parser.add_argument("--force", action="store_true", help="replace existing outputs")
     group = parser.add_argument_group("extractor (same options as the detector node)")
-    group.add_argument("--weights", default="default", help="weights file or name (default: %(default)s)")
-    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
-    group.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="network precision")
-    group.add_argument("--max_keypoints", "--max-keypoints", type=int, default=1000,
-                       help="keep the best N keypoints per image, -1 keeps all (default: %(default)s, as the node)")
-    group.add_argument("--detection_threshold", "--detection-threshold", type=float, default=None,
-                       help="score threshold (default: the weights format's, 0.005)")
-    group.add_argument("--nms_radius", "--nms-radius", type=int, default=None,
-                       help="max-pool NMS radius in pixels (default: the weights format's, 4)")
-    group.add_argument("--remove_borders", "--remove-borders", type=int, default=None,
-                       help="drop keypoints this close to the edge (default: the weights format's, 4)")
-    group.add_argument("--descriptor_sampling", "--descriptor-sampling", choices=DESCRIPTOR_SAMPLING, default=None,
-                       help="descriptor sampling convention (default: the weights format's)")
-    group.add_argument("--resize", type=int, default=None,
-                       help="resize so that the longer side has this many pixels (keypoints stay in image pixels)")
+    add_extractor_arguments(group, max_keypoints=1000)
     group.add_argument("--descriptor-encoding", "--descriptor_encoding", choices=DESCRIPTOR_ENCODINGS,
                        default="float32", help="Features.descriptor_encoding (int8 is 4x smaller)")
     group.add_argument("--batch-size", "--batch_size", type=int, default=16,
@@ -437,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from superpoint_training.extractor import Extractor
+    from superpoint_training.cli_options import extractor_from_args
     from superpoint_training.weights import WeightsError
 
     try:
@@ -446,17 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         input_storage(inputs[0])
         if not args.force:
             prepare_output(Path(args.output), False, inputs)
-        extractor = Extractor(
-            args.weights,
-            args.device,
-            detection_threshold=args.detection_threshold,
-            nms_radius=args.nms_radius,
-            remove_borders=args.remove_borders,
-            max_keypoints=None if args.max_keypoints < 0 else args.max_keypoints,
-            descriptor_sampling=args.descriptor_sampling,
-            precision=args.precision,
-            resize=args.resize or None,
-        )
+        extractor = extractor_from_args(args)
         if not args.quiet:
             print(f"SuperPoint: {extractor.weights_description} on {extractor.device} ({args.precision})",
                   file=sys.stderr)

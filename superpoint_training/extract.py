@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .extractor import PRECISIONS, Extractor
+from .cli_options import add_extractor_arguments, extractor_from_args
 from .feature_io import DESCRIPTOR_DTYPES, FeatureFileError, FeatureStore, file_kind
 from .weights import WeightsError
 
@@ -105,20 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of images")
     parser.add_argument("--output", "-o", required=True, help="output file: .h5/.hdf5 (HDF5) or .npz")
-    parser.add_argument("--weights", default="default", help="weights file or name (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
-    parser.add_argument("--max_keypoints", "--max-keypoints", type=int, default=None,
-                        help="keep at most this many keypoints per image (default: all above threshold)")
-    parser.add_argument("--detection_threshold", "--detection-threshold", type=float, default=None,
-                        help="score threshold (default: the weights format's, 0.005)")
-    parser.add_argument("--nms_radius", "--nms-radius", type=int, default=None,
-                        help="max-pool NMS radius in pixels (default: the weights format's, 4)")
-    parser.add_argument("--remove_borders", "--remove-borders", type=int, default=None,
-                        help="drop keypoints this close to the edge (default: the weights format's, 4)")
-    parser.add_argument("--resize", type=int, default=None,
-                        help="resize so that the longer side has this many pixels (keypoints stay in the "
-                        "original image's coordinates)")
-    parser.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="network precision")
+    add_extractor_arguments(parser)
     parser.add_argument("--batch-size", "--batch_size", type=int, default=8,
                         help="images of equal size per batch (default: %(default)s)")
     parser.add_argument("--descriptor-dtype", "--descriptor_dtype", choices=DESCRIPTOR_DTYPES, default="float32",
@@ -165,16 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         if not images:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {' '.join(args.inputs)}"
                                     + ("" if args.recursive else " (sub-folders need --recursive)"))
-        extractor = Extractor(
-            args.weights,
-            args.device,
-            detection_threshold=args.detection_threshold,
-            nms_radius=args.nms_radius,
-            remove_borders=args.remove_borders,
-            max_keypoints=args.max_keypoints,
-            precision=args.precision,
-            resize=args.resize,
-        )
+        extractor = extractor_from_args(args)
     except (OSError, ValueError, WeightsError, FeatureFileError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

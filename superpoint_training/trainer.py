@@ -368,9 +368,15 @@ class Trainer:
         self.saved_iteration = iteration
 
     def _resume(self) -> int:
-        if self.overwrite or not self.checkpoint_path.exists():
+        state = None
+        if self.dist.is_main and not self.overwrite and self.checkpoint_path.exists():
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        if self.dist.enabled:  # the main process's checkpoint for all (nodes need not share a disk)
+            box = [state]
+            dist.broadcast_object_list(box, src=0, device=self.device if self.device.type == "cuda" else None)
+            state = box[0]
+        if state is None:
             return 0
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{self.checkpoint_path}: not a superpoint_ros checkpoint")
         if state["model_config"] != self.model.config.to_dict():

@@ -65,10 +65,12 @@ def features_class() -> type:
 def node_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment of a node subprocess: the build sourced, shared memory only, this run's domain."""
     env = dict(os.environ)
+    # ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST would make rmw_fastrtps open UDP sockets on 0.0.0.0 and
+    # on the external interface even with shared memory only: leave it unset.
+    env.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
     env.update(
         ROS_DOMAIN_ID=str(DOMAIN_ID),
         FASTDDS_BUILTIN_TRANSPORTS="SHM",
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
         RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
         PYTHONUNBUFFERED="1",
         RCUTILS_COLORIZED_OUTPUT="0",
@@ -131,12 +133,50 @@ class NodeProcess:
         os.unlink(self._log.name)
 
 
+def udp_addresses(pid: int) -> list[str]:
+    """Local addresses ("ip:port") of the UDP sockets process ``pid`` holds (Linux /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    addresses = []
+    for table in ("udp", "udp6"):
+        lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        for line in lines:
+            fields = line.split()
+            if fields[9] not in inodes:
+                continue
+            host, port = fields[1].split(":")
+            if len(host) == 8:
+                ip = ".".join(str(b) for b in reversed(bytes.fromhex(host)))
+            else:
+                ip = "::1" if host == "0" * 24 + "01000000" else f"ipv6:{host}"
+            addresses.append(f"{ip}:{int(port, 16)}")
+    return addresses
+
+
+def is_loopback_only(addresses: list[str]) -> bool:
+    """Bound to 127.x / ::1, or to a multicast group (receive only, reached through the loopback interface)."""
+    for address in addresses:
+        ip = address.rsplit(":", 1)[0]
+        if ip == "::1" or ip.startswith("127."):
+            continue
+        if not ip.startswith("ipv6") and 224 <= int(ip.split(".")[0]) <= 239:
+            continue
+        return False
+    return True
+
+
 class RosHarness:
     """An rclpy node in this process, in its own context on this run's domain, spun by a thread."""
 
     def __init__(self, name: str = "superpoint_test"):
-        os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "SHM")
-        os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "SHM")  # shared memory only: no sockets
+        os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)  # LOCALHOST would open UDP sockets (see above)
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.signals import SignalHandlerOptions

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from superpoint_training import Extractor, load_superpoint
 from helpers import random_state_dict
 from reference_superpoint import reference_superpoint
+
+from superpoint_training import Extractor, load_superpoint
 
 
 def _sorted(keypoints, *others):

@@ -18,8 +18,10 @@ from ros_fixtures import (
     DOMAIN_ID,
     NODE_EXECUTABLE,
     NodeProcess,
+    is_loopback_only,
     node_environment,
     require_built_package,
+    udp_addresses,
     write_params,
     write_random_weights,
 )
@@ -125,6 +127,8 @@ def test_cyclone_dds_exchanges_images_and_features_with_the_node(tmp_path, photo
         distances = np.linalg.norm(decoded.keypoints[:, None] - reference.keypoints[None], axis=2).min(1)
         assert (distances < 0.5).mean() > 0.95
         assert decoded.descriptors.shape == (64, 256) and decoded.image_size == photo_gray.shape
+        addresses = udp_addresses(node.process.pid)
+        assert addresses and is_loopback_only(addresses), addresses
         assert node.interrupt() == 0, node.output
     finally:
         del participant, domain

@@ -21,6 +21,7 @@ from ros_fixtures import (
     compressed_message,
     image_message,
     require_built_package,
+    udp_addresses,
     write_params,
     write_random_weights,
 )
@@ -268,6 +269,11 @@ def test_diagnostics(ros):
     for key in ("rate_hz", "latency_p50_ms", "latency_p99_ms", "received", "published", "dropped"):
         assert key in values
     assert int(values["published"]) > 0 and status[0].hardware_id == "cpu"
+
+
+def test_node_opens_no_network_sockets(node):
+    """Shared memory only: the node holds no UDP socket (so nothing can leave the loopback interface)."""
+    assert udp_addresses(node.process.pid) == []
 
 
 def test_ctrl_c_exits_cleanly(node, ros):

@@ -1,0 +1,49 @@
+"""The Extractor's command-line options, shared by every tool that extracts (one set of names,
+the Extractor's keyword names, with hyphenated aliases)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .extractor import PRECISIONS, Extractor
+from .keypoints import DESCRIPTOR_SAMPLING
+
+
+def add_extractor_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                            max_keypoints: int | None = None) -> None:
+    """Add --weights, --device, --precision, --max_keypoints, --detection_threshold, --nms_radius,
+    --remove_borders, --descriptor_sampling and --resize. ``max_keypoints``: the tool's default
+    (None or -1: every point above the threshold)."""
+    parser.add_argument("--weights", default="default", help="weights file or name (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="network precision")
+    parser.add_argument("--max_keypoints", "--max-keypoints", type=int, default=max_keypoints,
+                        help="keep the best N keypoints per image, -1 keeps all above the threshold "
+                        "(default: %(default)s)")
+    parser.add_argument("--detection_threshold", "--detection-threshold", type=float, default=None,
+                        help="score threshold (default: the weights format's, 0.005)")
+    parser.add_argument("--nms_radius", "--nms-radius", type=int, default=None,
+                        help="max-pool NMS radius in pixels (default: the weights format's, 4)")
+    parser.add_argument("--remove_borders", "--remove-borders", type=int, default=None,
+                        help="drop keypoints this close to the edge (default: the weights format's, 4)")
+    parser.add_argument("--descriptor_sampling", "--descriptor-sampling", choices=DESCRIPTOR_SAMPLING, default=None,
+                        help="descriptor sampling convention (default: the weights format's)")
+    parser.add_argument("--resize", type=int, default=None,
+                        help="resize so that the longer side has this many pixels (keypoints stay in the "
+                        "original image's coordinates)")
+
+
+def extractor_from_args(args: argparse.Namespace, **overrides) -> Extractor:
+    """An Extractor built from the options of :func:`add_extractor_arguments`."""
+    max_keypoints = args.max_keypoints
+    options = dict(
+        detection_threshold=args.detection_threshold,
+        nms_radius=args.nms_radius,
+        remove_borders=args.remove_borders,
+        max_keypoints=None if max_keypoints is None or max_keypoints < 0 else max_keypoints,
+        descriptor_sampling=args.descriptor_sampling,
+        precision=args.precision,
+        resize=args.resize or None,
+    )
+    options.update(overrides)
+    return Extractor(args.weights, args.device, **options)
