@@ -242,7 +242,7 @@ def _run_dds(kind: str, cameras: int, args: argparse.Namespace, domain_id: int, 
                 if recording.is_set():
                     sent.append((camera, stamp))
             tick += 1
-        time.sleep(2.0)  # let the last replies arrive
+        time.sleep(args.tail)  # let the last replies arrive
         recording.clear()
     finally:
         process.send_signal(2)
@@ -399,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=30.0, help="frames per second per camera (dds)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per configuration (dds)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds published before measuring (dds)")
+    parser.add_argument("--tail", type=float, default=2.0,
+                        help="seconds to wait for late features after publishing stops (dds; CPU: several)")
     parser.add_argument("--iterations", type=int, default=50, help="batches timed (stages)")
     parser.add_argument("--stage-warmup", type=int, default=5, help="batches before timing (stages)")
     parser.add_argument("--pairs", type=int, default=3, help="warps per photo (int8)")

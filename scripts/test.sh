@@ -12,4 +12,5 @@ set +u
 # shellcheck disable=SC1091
 source build_ros/install/setup.sh
 set -u
-exec python -m pytest "$@"
+# -P: keep the source tree off sys.path so the installed package (with its generated msg/) is imported
+exec python -P -m pytest "$@"

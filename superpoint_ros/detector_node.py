@@ -127,6 +127,8 @@ EXTRACTOR_OPTIONS = ("detection_threshold", "nms_radius", "remove_borders", "max
 
 
 class DetectorNode(Node):
+    """Subscriptions per camera -> FrameQueue -> worker thread (DetectionPipeline) -> publishers."""
+
     def __init__(self, **kwargs: Any):
         super().__init__("superpoint_detector", **kwargs)
         self._check_unknown_parameters()
@@ -164,6 +166,7 @@ class DetectorNode(Node):
         cameras = list(values["cameras"]) or [""]
         self.queue = FrameQueue(len(cameras), self.frame_queue_depth)
         self.stats: list[StreamStats] = []
+        self.image_topics: list[str] = []
         self.feature_publishers = []
         self.debug_publishers = []
         self.image_subscriptions = []
@@ -181,6 +184,7 @@ class DetectorNode(Node):
             self.feature_publishers.append(self.create_publisher(Features, prefix + "features", FEATURES_QOS))
             self.debug_publishers.append(self.create_publisher(Image, prefix + "debug_image", FEATURES_QOS))
             self.stats.append(StreamStats(f"{self.get_name()}: {image_topic}"))
+            self.image_topics.append(image_topic)
             self.get_logger().info(f"camera {index}: {image_topic} ({transport}) -> "
                                    f"{self.resolve_topic_name(prefix + 'features')}")
         self._logged_kinds: set[str] = set()
@@ -266,7 +270,7 @@ class DetectorNode(Node):
             self.stats[camera].on_malformed(result.error.kind)
             if result.error.kind not in self._logged_kinds:  # once per kind; diagnostics count the rest
                 self._logged_kinds.add(result.error.kind)
-                self.get_logger().warning(f"skipping malformed image on {self.stats[camera].name.split(': ')[-1]}: "
+                self.get_logger().warning(f"skipping malformed image on {self.image_topics[camera]}: "
                                           f"{result.error} (further '{result.error.kind}' errors are counted on "
                                           "/diagnostics, not logged)")
             return

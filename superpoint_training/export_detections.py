@@ -211,8 +211,9 @@ def export(
         Path(os.environ.get("SUPERPOINT_EXPER_DIR", "experiments")) / "outputs" / export_name
     )
     output.mkdir(parents=True, exist_ok=True)
-    shard = paths[rank::world]
-    pending = [p for p in shard if not label_file(output, root, p).is_file()]
+    shard = list(range(rank, len(paths), world))  # indices into paths
+    todo = [i for i in shard if not label_file(output, root, paths[i]).is_file()]
+    pending = [paths[i] for i in todo]
     remove_stale_temporaries(output, [label_file(output, root, p) for p in pending])
     done_before = len(shard) - len(pending)
 
@@ -261,8 +262,8 @@ def export(
             for item in good:
                 groups.setdefault(item[1].shape, []).append(item)
             for group in groups.values():
-                first = group[0][0]
-                generator = torch.Generator().manual_seed(config["seed"] * 1_000_003 + rank * 7919 + first)
+                # seeded by the image's place in the folder: the same labels for the same batches
+                generator = torch.Generator().manual_seed(config["seed"] * 1_000_003 + todo[group[0][0]])
                 batch = torch.from_numpy(np.stack([g[1] for g in group])).to(extractor.device)
                 batch = batch.float().div_(255)[:, None]
                 result = adaptation(batch, generator=generator)
