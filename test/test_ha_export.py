@@ -139,3 +139,23 @@ def test_ranks_share_the_images_without_talking(folder, monkeypatch):
     assert sorted(written) == [1, 2]  # 4 files, one unreadable, split by rank
     with np.load(out / "a.npz") as label:
         assert "prob" not in label and "keypoints" in label
+
+
+def test_rounds_export_train_export(folder):
+    """Export labels, train MagicPoint on them (config/magic-point_coco_train.yaml), export with the result."""
+    from superpoint_training import train as train_cli
+
+    assert run(folder) == 0
+    config = Path(__file__).resolve().parents[1] / "config" / "magic-point_coco_train.yaml"
+    overrides = [f"data.images={folder / 'images'}", "data.labels=ha", "data.resize=[32, 40]", "data.validation_size=1",
+                 "train.iterations=2", "train.batch_size=2", "train.num_workers=0", "train.device=cpu",
+                 "train.log_every=1", "train.checkpoint_every=2", "validation.every=2", "validation.batch_size=1"]
+    argv = [str(config), "mp_round1", "--pretrained_model", str(folder / "mp.pth"), "--no_progress"]
+    for override in overrides:
+        argv += ["--set", override]
+    assert train_cli.main(argv) == 0
+    assert (folder / "exper" / "mp_round1" / "weights.pth").is_file()
+    argv = [str(CONFIG), "mp_round1", "--export_name", "ha2", "--images", str(folder / "images"), *FAST]
+    assert export_detections.main(argv) == 0
+    summary = yaml.safe_load((folder / "exper" / "outputs" / "ha2" / "summary.yaml").read_text())
+    assert summary["written"] == 3 and "mp_round1" in summary["weights"]

@@ -75,10 +75,22 @@ class DeclareLaunchArgument:
         self.name, self.default_value, self.description = name, default_value, description
 
 
+class IfCondition:
+    def __init__(self, predicate):
+        self.predicate = predicate
+
+    def evaluate(self, context: dict) -> bool:
+        value = _perform(self.predicate, context).strip().lower()
+        assert value in ("true", "false", "1", "0"), f"launch conditions take true/false, got {value!r}"
+        return value in ("true", "1")
+
+
 class Node:
-    def __init__(self, *, package, executable, name=None, namespace=None, parameters=(), remappings=(), **other):
+    def __init__(self, *, package, executable, name=None, namespace=None, parameters=(), remappings=(),
+                 condition=None, **other):
         self.package, self.executable, self.name, self.namespace = package, executable, name, namespace
         self.parameters, self.remappings, self.other = list(parameters), list(remappings), other
+        self.condition = condition
 
     def command(self, context: dict, tmp_path: Path) -> list[str]:
         """The command line launch_ros builds for this node."""
@@ -94,6 +106,7 @@ class Node:
         for index, entry in enumerate(self.parameters):
             if isinstance(entry, dict):  # launch_ros evaluates values as YAML and writes a file
                 values = {k: yaml.safe_load(_perform(v, context)) for k, v in entry.items()}
+                tmp_path.mkdir(parents=True, exist_ok=True)
                 path = tmp_path / f"launch_params_{index}.yaml"
                 path.write_text(yaml.safe_dump({"/**": {"ros__parameters": values}}))
                 command += ["--params-file", str(path)]
@@ -108,16 +121,25 @@ class LaunchDescription:
     def __init__(self, entities: list):
         self.entities = list(entities)
 
-    def command(self, arguments: dict[str, str], tmp_path: Path) -> list[str]:
-        """Evaluate like `ros2 launch ... name:=value`: unknown arguments are an error, as in launch."""
+    def commands(self, arguments: dict[str, str], tmp_path: Path) -> dict[str, list[str]]:
+        """Evaluate like `ros2 launch ... name:=value` (unknown arguments are an error, as in launch):
+        the command line of every node whose condition holds, by executable."""
         declared = {e.name: e for e in self.entities if isinstance(e, DeclareLaunchArgument)}
         unknown = set(arguments) - set(declared)
         assert not unknown, f"not declared by the launch file: {unknown}"
         context: dict[str, str] = {}
         for name, declaration in declared.items():
             context[name] = arguments.get(name, _perform(declaration.default_value, context))
-        (node,) = [e for e in self.entities if isinstance(e, Node)]
-        return node.command(context, tmp_path)
+        nodes = [e for e in self.entities if isinstance(e, Node)]
+        return {
+            node.executable: node.command(context, tmp_path / node.executable)
+            for node in nodes
+            if node.condition is None or node.condition.evaluate(context)
+        }
+
+    def command(self, arguments: dict[str, str], tmp_path: Path) -> list[str]:
+        """The detector node's command line."""
+        return self.commands(arguments, tmp_path)["detector_node"]
 
 
 @pytest.fixture()
@@ -126,6 +148,7 @@ def launch_description(monkeypatch) -> LaunchDescription:
     modules = {
         "launch": {"LaunchDescription": LaunchDescription},
         "launch.actions": {"DeclareLaunchArgument": DeclareLaunchArgument},
+        "launch.conditions": {"IfCondition": IfCondition},
         "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration, "PathJoinSubstitution": PathJoinSubstitution},
         "launch_ros": {},
         "launch_ros.actions": {"Node": Node},
@@ -144,7 +167,8 @@ def launch_description(monkeypatch) -> LaunchDescription:
 
 def test_launch_file_arguments_and_command(launch_description, tmp_path):
     declared = {e.name: e for e in launch_description.entities if isinstance(e, DeclareLaunchArgument)}
-    assert set(declared) == {"image", "features", "namespace", "params_file", "device", "use_sim_time"}
+    assert set(declared) == {"image", "features", "namespace", "params_file", "device", "use_sim_time", "tracker",
+                             "camera_info", "tracks", "odometry", "tracker_params_file"}
     assert all(d.description for d in declared.values())
     command = launch_description.command({}, tmp_path)
     share = PACKAGE_PREFIX / "share" / "superpoint_ros"
@@ -158,9 +182,24 @@ def test_launch_file_arguments_and_command(launch_description, tmp_path):
     assert "image:=image" in command and "features:=features" in command and "__node:=superpoint_detector" in command
 
 
+def test_tracker_starts_only_when_asked(launch_description, tmp_path):
+    assert set(launch_description.commands({}, tmp_path)) == {"detector_node"}
+    commands = launch_description.commands(
+        {"tracker": "true", "features": "/cam/features", "camera_info": "/cam/camera_info"}, tmp_path
+    )
+    tracker = commands["tracker_node"]
+    assert Path(tracker[0]) == PACKAGE_PREFIX / "lib" / "superpoint_ros" / "tracker_node" and Path(tracker[0]).exists()
+    assert "features:=/cam/features" in tracker and "camera_info:=/cam/camera_info" in tracker
+    assert "features:=/cam/features" in commands["detector_node"]
+    params_files = [tracker[i + 1] for i, c in enumerate(tracker) if c == "--params-file"]
+    assert params_files[0] == str(PACKAGE_PREFIX / "share" / "superpoint_ros" / "config" / "tracker.yaml")
+    assert Path(params_files[0]).exists()
+
+
 def test_launch_command_starts_the_node_and_serves_features(launch_description, tmp_path, photo_rgb):
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
+
     from superpoint_ros.msg import Features
 
     arguments = {
@@ -202,12 +241,13 @@ def _node_names(harness: RosHarness) -> list[str]:
 
 
 def test_launch_file_is_plain_python():
-    """The launch file uses nothing beyond the five launch classes (so the stand-ins cover it)."""
+    """The launch file uses nothing beyond the six launch classes (so the stand-ins cover it)."""
     source = (Path(__file__).resolve().parents[1] / "launch" / "detector.launch.py").read_text()
     imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert sorted(imports) == [
         "from launch import LaunchDescription",
         "from launch.actions import DeclareLaunchArgument",
+        "from launch.conditions import IfCondition",
         "from launch.substitutions import LaunchConfiguration, PathJoinSubstitution",
         "from launch_ros.actions import Node",
         "from launch_ros.substitutions import FindPackageShare",
