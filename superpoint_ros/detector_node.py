@@ -27,16 +27,12 @@ import math
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -49,37 +45,12 @@ from .detection_pipeline import DetectionPipeline, Frame, FrameQueue, Result, dr
 from .diagnostics import StreamStats, stream_status
 from .features_message import DESCRIPTOR_ENCODINGS
 from .image_conversion import DEFAULT_MAX_PIXELS, numpy_to_image_fields
+from .node_common import ParameterSpec, run_node
 
 # Features: reliable with a small keep-last depth, so that default (reliable) and sensor-data
 # (best-effort) subscribers both receive them, and a slow subscriber never holds up the node.
 FEATURES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
 TRANSPORTS = ("raw", "compressed", "both")
-
-
-@dataclass(frozen=True)
-class ParameterSpec:
-    """One node parameter: default (None: taken from the weights after loading), range, runtime."""
-
-    name: str
-    type: Parameter.Type
-    default: Any
-    description: str
-    range: tuple[float, float] | None = None
-    choices: tuple[str, ...] = ()
-    runtime: bool = True
-
-    def descriptor(self) -> ParameterDescriptor:
-        text = self.description + (f" One of: {', '.join(self.choices)}." if self.choices else "")
-        descriptor = ParameterDescriptor(description=text, read_only=not self.runtime)
-        if self.range is not None and self.type == Parameter.Type.INTEGER:
-            descriptor.integer_range = [IntegerRange(from_value=int(self.range[0]), to_value=int(self.range[1]), step=1)]
-        elif self.range is not None:
-            descriptor.floating_point_range = [
-                FloatingPointRange(from_value=float(self.range[0]), to_value=float(self.range[1]), step=0.0)
-            ]
-        if self.choices:
-            descriptor.additional_constraints = f"one of {list(self.choices)}"
-        return descriptor
 
 
 T = Parameter.Type
@@ -351,22 +322,7 @@ def _image_fields(rgb: Any) -> dict[str, Any]:
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of the installed ``detector_node`` executable; Ctrl-C exits cleanly with status 0."""
-    rclpy.init(args=args)
-    node = None
-    status = 0
-    try:
-        node = DetectorNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as error:  # start-up errors: bad weights file, device, parameter value
-        get_logger("superpoint_detector").fatal(f"{type(error).__name__}: {error}")
-        status = 1
-    finally:
-        if node is not None:
-            node.shutdown()
-        rclpy.try_shutdown()
-    return status
+    return run_node(DetectorNode, "superpoint_detector", args)
 
 
 if __name__ == "__main__":

@@ -47,21 +47,18 @@ import time
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import UInt32
 
-from .detector_node import ParameterSpec
 from .features_message import features_from_message
+from .node_common import ParameterSpec, run_node
 from .tracking import CameraModel, FrameTracker, PoseAccumulator, Status, TrackerConfig, TrackingResult
 from .tracks_message import tracks_to_message
 
@@ -347,22 +344,7 @@ class TrackerNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of the installed ``tracker_node`` executable; Ctrl-C exits cleanly with status 0."""
-    rclpy.init(args=args)
-    node = None
-    status = 0
-    try:
-        node = TrackerNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as error:  # start-up errors: bad parameter value, device
-        get_logger("superpoint_tracker").fatal(f"{type(error).__name__}: {error}")
-        status = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return status
+    return run_node(TrackerNode, "superpoint_tracker", args)
 
 
 if __name__ == "__main__":
