@@ -107,7 +107,7 @@ def reference_superpoint(state: dict, image: np.ndarray, variant: str, threshold
     ys, xs, values = ys[order], xs[order], values[order]
     desc = desc / np.linalg.norm(desc, axis=0, keepdims=True)
     descriptors = []
-    for x, y in zip(xs, ys):
+    for x, y in zip(xs, ys, strict=True):
         if variant == "v1":  # SuperGlue: align_corners=True on a grid scaled to 8 W - 4.5
             gx = (x - 4 + 0.5) / (wc * 8 - 4 - 0.5)
             gy = (y - 4 + 0.5) / (hc * 8 - 4 - 0.5)

@@ -67,6 +67,7 @@ def node(tmp_path_factory, weights_file):
 def ros(node):
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CompressedImage, Image
+
     from superpoint_ros.msg import Features
 
     harness = RosHarness("node_test_client")

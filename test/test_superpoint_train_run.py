@@ -10,21 +10,13 @@ import pytest
 import torch
 import yaml
 
-from superpoint_training import tasks, trainer
+from superpoint_training import trainer
 from superpoint_training.datasets.image_folder import preprocess
 from superpoint_training.model import SuperPoint
 from superpoint_training.superpoint_task import SuperPointTask
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "superpoint_coco.yaml"
 SIZE = (48, 64)
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    """The task and dataset names the configs use (registered by tasks.py / trainer.py in the package)."""
-    monkeypatch.setitem(tasks.TASKS, "superpoint", tasks.TASKS.get("superpoint", SuperPointTask))
-    monkeypatch.setitem(trainer.DATASETS, "image_folder",
-                        trainer.DATASETS.get("image_folder", "superpoint_training.datasets.image_folder:ImageFolder"))
 
 
 def photos() -> list[np.ndarray]:
