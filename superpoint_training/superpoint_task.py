@@ -22,7 +22,9 @@ NaN guards: images are cleaned of NaN and clamped, non-finite or singular homogr
 identity (both on the device, no host sync); the descriptor loss runs in float32 on
 L2-normalised descriptors (with an epsilon); a batch whose loss is still not finite contributes no
 gradient and is counted in ``nonfinite_batches`` (one host sync per iteration); the trainer stops
-a run whose logged loss is not finite, keeping the last good checkpoint.
+a run whose logged loss is not finite, keeping the last good checkpoint. ``descriptor_mean_cosine``
+(logged) is the mean cosine between the descriptors of different cells: near 1 means the descriptors
+collapsed (a short run with a high learning rate does that; 0.3-0.5 is usual).
 """
 
 from __future__ import annotations
@@ -125,7 +127,12 @@ class SuperPointTask(Task):
             self.nonfinite += 1
             loss = logits.float().sum() * 0.0 + descriptors.float().sum() * 0.0
             loss = torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)
+        with torch.no_grad():  # collapse indicator: mean cosine between the descriptors of different cells
+            unit = torch.nn.functional.normalize(descriptors[:b].float().flatten(2), dim=1)  # (B, D, N)
+            n = unit.shape[-1]
+            mean_cosine = ((unit.sum(-1).pow(2).sum(-1) - n) / max(n * (n - 1), 1)).mean()
         scalars = {
+            "descriptor_mean_cosine": mean_cosine,
             "detector_loss": det0.detach(),
             "warped_detector_loss": det1.detach(),
             "descriptor_loss": desc.detach(),

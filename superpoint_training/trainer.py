@@ -81,6 +81,7 @@ DEFAULTS: dict = {
         "min_score": 0.001,  # lowest score on the precision-recall curve
     },
     "loss": {  # descriptor loss (SuperPoint task); the paper's values
+        "preset": "",  # paper, reference_config, v6_release (superpoint_task.LOSS_PRESETS); "": the values below
         "lambda_d": 250.0,
         "lambda_loss": 0.0001,
         "positive_margin": 1.0,
@@ -429,6 +430,10 @@ class Trainer:
         )
         if self.dist.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
+            if self.overwrite:  # start over: drop what an earlier run of this experiment wrote
+                for pattern in ("events.out.tfevents.*", "checkpoint*.pth", "weights.pth", "metrics.yaml"):
+                    for old in self.dir.glob(pattern):
+                        old.unlink()
         self.dist.barrier()
         self.start_iteration = self._resume()
         self.saved_iteration = self.start_iteration

@@ -63,6 +63,7 @@ def test_train_writes_checkpoint_that_extractor_loads_and_resumes(tmp_path):
     assert torch.load(folder / "weights.pth", weights_only=True)["iteration"] == 6
     restarted = run(tmp_path, overrides=["train.iterations=2"], overwrite=True)
     assert restarted.start_iteration == 0 and restarted.final_iteration == 2
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 1  # the earlier runs' logs are gone
 
 
 def test_sigint_saves_and_exits_cleanly(tmp_path, monkeypatch):
