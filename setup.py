@@ -6,7 +6,7 @@ The ROS 2 build (messages, node executables, launch files) is the colcon build o
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
@@ -31,7 +31,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["superpoint_training", "superpoint_ros"],
+    packages=find_packages(include=["superpoint_training", "superpoint_training.*", "superpoint_ros"]),
     package_data={
         "superpoint_training": ["pretrained/*.pth", "pretrained/*.md"],
         "superpoint_ros": ["msg_definitions/*.msg"],
