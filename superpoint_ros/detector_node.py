@@ -32,7 +32,6 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -45,7 +44,7 @@ from .detection_pipeline import DetectionPipeline, Frame, FrameQueue, Result, dr
 from .diagnostics import StreamStats, stream_status
 from .features_message import DESCRIPTOR_ENCODINGS
 from .image_conversion import DEFAULT_MAX_PIXELS, numpy_to_image_fields
-from .node_common import ParameterSpec, run_node
+from .node_common import ParameterSpec, declare_parameters, run_node
 
 # Features: reliable with a small keep-last depth, so that default (reliable) and sensor-data
 # (best-effort) subscribers both receive them, and a slow subscriber never holds up the node.
@@ -102,14 +101,7 @@ class DetectorNode(Node):
 
     def __init__(self, **kwargs: Any):
         super().__init__("superpoint_detector", **kwargs)
-        self._check_unknown_parameters()
-        for spec in PARAMETERS:
-            self.declare_parameter(spec.name, spec.default if spec.default is not None else spec.type,
-                                   spec.descriptor())
-        values = {spec.name: self._value(spec.name) for spec in PARAMETERS}
-        for name in ("precision", "descriptor_encoding", "descriptor_sampling", "transport"):
-            if values[name] is not None and values[name] not in SPECS[name].choices:
-                raise ValueError(f"parameter {name}: {values[name]!r} is not one of {SPECS[name].choices}")
+        values = declare_parameters(self, PARAMETERS)
         options = {name: values[name] for name in EXTRACTOR_OPTIONS if values[name] is not None}
         self.extractor = Extractor(
             values["weights"], values["device"], precision=values["precision"], warmup=False, **_extractor_args(options)
@@ -168,21 +160,6 @@ class DetectorNode(Node):
         self._running = True
         self._worker = threading.Thread(target=self._work, name="superpoint_worker", daemon=True)
         self._worker.start()
-
-    def _check_unknown_parameters(self) -> None:
-        """An unknown name in the params file or on the command line is an error, never ignored."""
-        given = getattr(self, "_parameter_overrides", {})  # rclpy keeps the overrides here (no public API)
-        known = set(SPECS) | {"use_sim_time", "start_type_description_service"}
-        unknown = sorted(n for n in given if n not in known and not n.startswith("qos_overrides."))
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown} for {self.get_name()} (known: {sorted(SPECS)})")
-
-    def _value(self, name: str) -> Any:
-        try:
-            value = self.get_parameter(name).value
-        except ParameterUninitializedException:
-            return None
-        return value
 
     # -- receiving ----------------------------------------------------------------------------
     def _on_image(self, camera: int, compressed: bool, msg: Any) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
 from rclpy.node import Node
@@ -38,6 +39,37 @@ class ParameterSpec:
         if self.choices:
             descriptor.additional_constraints = f"one of {list(self.choices)}"
         return descriptor
+
+
+def declare_parameters(node: Node, specs: tuple[ParameterSpec, ...]) -> dict[str, Any]:
+    """Declare ``specs`` on ``node`` and return their values (None: declared without a value).
+
+    An unknown name in the params file or on the command line is an error, never ignored; so is a
+    value outside a parameter's ``choices``.
+    """
+    known = {spec.name for spec in specs}
+    given = getattr(node, "_parameter_overrides", {})  # rclpy keeps the overrides here (no public API)
+    unknown = sorted(
+        n for n in given
+        if n not in known | {"use_sim_time", "start_type_description_service"} and not n.startswith("qos_overrides.")
+    )
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for {node.get_name()} (known: {sorted(known)})")
+    for spec in specs:
+        node.declare_parameter(spec.name, spec.default if spec.default is not None else spec.type, spec.descriptor())
+    values = {spec.name: parameter_value(node, spec.name) for spec in specs}
+    for spec in specs:
+        if spec.choices and values[spec.name] is not None and values[spec.name] not in spec.choices:
+            raise ValueError(f"parameter {spec.name}: {values[spec.name]!r} is not one of {spec.choices}")
+    return values
+
+
+def parameter_value(node: Node, name: str) -> Any:
+    """A declared parameter's value, None when it was declared without one."""
+    try:
+        return node.get_parameter(name).value
+    except ParameterUninitializedException:
+        return None
 
 
 def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = None) -> int:

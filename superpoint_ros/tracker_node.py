@@ -50,7 +50,6 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -58,7 +57,7 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import UInt32
 
 from .features_message import features_from_message
-from .node_common import ParameterSpec, run_node
+from .node_common import ParameterSpec, declare_parameters, run_node
 from .tracking import CameraModel, FrameTracker, PoseAccumulator, Status, TrackerConfig, TrackingResult
 from .tracks_message import tracks_to_message
 
@@ -153,14 +152,7 @@ def rotation_to_quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
 class TrackerNode(Node):
     def __init__(self, **kwargs: Any):
         super().__init__("superpoint_tracker", **kwargs)
-        self._check_unknown_parameters()
-        for spec in PARAMETERS:
-            self.declare_parameter(spec.name, spec.default if spec.default is not None else spec.type,
-                                   spec.descriptor())
-        values = {spec.name: self._value(spec.name) for spec in PARAMETERS}
-        for name in ("odom_axes", "scale_source"):
-            if values[name] not in SPECS[name].choices:
-                raise ValueError(f"parameter {name}: {values[name]!r} is not one of {SPECS[name].choices}")
+        values = declare_parameters(self, PARAMETERS)
         self.values = values
         config = tracker_config(values)
         from superpoint_training.extractor import resolve_device
@@ -193,20 +185,6 @@ class TrackerNode(Node):
             f"({values['odom_axes']} axes, scale {values['scale_source']}); /tf: "
             + ("published" if self.tf_publisher is not None else "not available (tf2_msgs is not installed)")
         )
-
-    def _check_unknown_parameters(self) -> None:
-        """An unknown name in the params file or on the command line is an error, never ignored."""
-        given = getattr(self, "_parameter_overrides", {})  # rclpy keeps the overrides here (no public API)
-        known = set(SPECS) | {"use_sim_time", "start_type_description_service"}
-        unknown = sorted(n for n in given if n not in known and not n.startswith("qos_overrides."))
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown} for {self.get_name()} (known: {sorted(SPECS)})")
-
-    def _value(self, name: str) -> Any:
-        try:
-            return self.get_parameter(name).value
-        except ParameterUninitializedException:
-            return None
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         changes = {p.name: p.value for p in parameters}
