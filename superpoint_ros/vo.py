@@ -43,6 +43,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from superpoint_training.image_files import IMAGE_SUFFIXES
+
 from .tracking import (
     CameraError,
     CameraModel,
@@ -56,7 +58,6 @@ from .tracking import (
     rotation_angle_deg,
 )
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff")
 BAG_SUFFIXES = (".db3", ".mcap", ".bag")
 METHODS = ("superpoint", "orb")
 

@@ -29,9 +29,8 @@ from tqdm import tqdm
 
 from .cli_options import add_extractor_arguments, extractor_from_args
 from .feature_io import DESCRIPTOR_DTYPES, FeatureFileError, FeatureStore, file_kind
+from .image_files import IMAGE_SUFFIXES
 from .weights import WeightsError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def find_images(inputs: Iterable[str | Path], recursive: bool = False) -> list[tuple[str, Path]]:

@@ -32,10 +32,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .image_files import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
+
 log = logging.getLogger(__name__)
 
 RESIZE_MODES = ("reference", "short_side", "none")
-IMAGE_EXTENSIONS = (".ppm", ".png", ".jpg", ".jpeg", ".pgm", ".bmp", ".tif", ".tiff")
+
 KINDS = {"i": "illumination", "v": "viewpoint"}
 SPLITS = ("all", "illumination", "viewpoint")
 

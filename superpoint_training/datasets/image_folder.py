@@ -48,10 +48,10 @@ from ..augmentation import PhotometricAugmentation, merge_photometric_config
 from ..config import ConfigError, merge_strict
 from ..homographies import DEFAULT_CONFIG as HOMOGRAPHIC_DEFAULTS
 from ..homographies import HomographicAugmentation
+from ..image_files import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
 
 LABEL_FORMAT = """One .npz per image (numpy.load(path)):
   keypoints      (N, 2) float32  x, y pixels in the preprocessed image, (0, 0) = centre of the top-left pixel
