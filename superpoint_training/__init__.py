@@ -3,24 +3,42 @@
 Imports nothing from ROS. The public API::
 
     from superpoint_training import Extractor
-    features = Extractor(weights="superpoint_v6_from_tf", device="auto")(image)
+    features = Extractor(weights="default", device="auto")(image)
+
+The names below are imported on first use, not with the package: several of its modules are
+also commands (``python -m superpoint_training.weights``), and a package that imported them
+up front would make runpy warn that the module was already imported.
 """
 
-from .extractor import Extractor, Features
-from .keypoints import DetectionConfig
-from .matching import match_descriptors
-from .model import ModelConfig, SuperPoint
-from .weights import LoadedWeights, WeightsError, load_superpoint
+from __future__ import annotations
 
-__all__ = [
-    "DetectionConfig",
-    "Extractor",
-    "Features",
-    "LoadedWeights",
-    "ModelConfig",
-    "SuperPoint",
-    "WeightsError",
-    "load_superpoint",
-    "match_descriptors",
-]
+import importlib
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "DetectionConfig": "keypoints",
+    "Extractor": "extractor",
+    "Features": "extractor",
+    "LoadedWeights": "weights",
+    "ModelConfig": "model",
+    "SuperPoint": "model",
+    "WeightsError": "weights",
+    "load_superpoint": "weights",
+    "match_descriptors": "matching",
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -5,7 +5,8 @@ Recognised formats:
 - ``v1``: Magic Leap's ``superpoint_v1.pth`` (plain state dict, keys ``conv1a.weight`` ...
   ``convDb.bias``). Licensed for non-commercial use only.
 - ``v6``: rpautrat's ``superpoint_v6_from_tf.pth`` (plain state dict, keys ``backbone.*``,
-  ``detector.*``, ``descriptor.*``), MIT.
+  ``detector.*``, ``descriptor.*``; converted from TensorFlow, so without BatchNorm's
+  ``num_batches_tracked`` counters, which are filled in), MIT.
 - ``checkpoint``: the project's own checkpoints: a dict with ``format == "superpoint_ros"``, the
   model config and the state dict (plus the training config and optimizer state when written by
   the trainer).
@@ -28,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import urllib.request
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,9 +134,25 @@ def _mismatch_report(state: Mapping[str, torch.Tensor], expected: Mapping[str, t
     return listing("missing keys", missing) + listing("unexpected keys", unexpected) + listing("wrong shapes", wrong)
 
 
+def _with_batch_counters(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> dict:
+    """``state`` with BatchNorm's ``num_batches_tracked`` counters added where they are missing.
+
+    rpautrat's ``superpoint_v6_from_tf.pth`` holds only the converted TensorFlow variables (conv
+    weight/bias, BatchNorm weight, bias, running_mean, running_var): no counters. PyTorch's
+    ``load_state_dict`` fills them in for such files; so do we (0, the value a fresh BatchNorm has;
+    inference never reads it). Any other missing key is still reported.
+    """
+    state = dict(state)
+    for key, value in expected.items():
+        if key.endswith(".num_batches_tracked") and key not in state:
+            state[key] = torch.zeros_like(value)
+    return state
+
+
 def _build(state: Mapping[str, torch.Tensor], config: ModelConfig, source: str) -> SuperPoint:
     model = SuperPoint(config)
     expected = model.state_dict()
+    state = _with_batch_counters(state, expected)
     report = _mismatch_report(state, expected)
     if report:
         raise WeightsError(f"{source}: the weights do not fit the {config.variant} SuperPoint layout:{report}")
@@ -171,6 +189,7 @@ def load_superpoint(weights: str | os.PathLike | Mapping | None = None) -> Loade
     if not path.exists():
         known = ", ".join(NAMED_WEIGHTS)
         raise WeightsError(f"weights file not found: {path} (named weights: {known}, default)")
+    _check_pytorch_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means a corrupt file
@@ -178,6 +197,52 @@ def load_superpoint(weights: str | os.PathLike | Mapping | None = None) -> Loade
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path}: expected a state dict or a checkpoint dict, found {type(obj).__name__}")
     return _from_object(obj, str(path))
+
+
+# What a file that is not a PyTorch file probably is, from its first bytes.
+_OTHER_FORMATS = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"BM": "a BMP image",
+    b"\x89HDF": "an HDF5 file",
+    b"%PDF": "a PDF document",
+    b"\x1f\x8b": "a gzip archive",
+    b"<": "a text/HTML file",
+    b"{": "a JSON/text file",
+}
+
+
+def _check_pytorch_file(path: Path) -> None:
+    """Raise a WeightsError that says what ``path`` is when it is not a ``torch.save`` file.
+
+    ``torch.save`` writes a zip archive holding ``<name>/data.pkl`` (or, before PyTorch 1.6, a
+    pickle, whose first byte is 0x80); anything else would fail inside the unpickler with a message
+    about opcodes.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as error:
+        raise WeightsError(f"{path}: cannot read ({error.strerror or error})") from error
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as error:
+            raise WeightsError(f"{path}: not a PyTorch file: a damaged zip archive ({error})") from error
+        if not any(name.endswith("data.pkl") for name in names):
+            shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+            raise WeightsError(f"{path}: not a PyTorch file: a zip archive without data.pkl (holds {shown or 'nothing'})")
+        return
+    if head[:1] == b"\x80":
+        return
+    what = next((name for magic, name in _OTHER_FORMATS.items() if head.startswith(magic)), None)
+    if not head:
+        what = "an empty file"
+    raise WeightsError(
+        f"{path}: not a PyTorch file ({what or 'unknown content'}); weights are .pth files written by torch.save"
+    )
 
 
 def _from_object(obj: Mapping, source: str) -> LoadedWeights:
@@ -196,7 +261,8 @@ def _from_object(obj: Mapping, source: str) -> LoadedWeights:
     variant = detect_format(state)
     if variant is None:
         variant = _closest_variant(state)
-        report = _mismatch_report(state, SuperPoint(ModelConfig(variant=variant)).state_dict())
+        expected = SuperPoint(ModelConfig(variant=variant)).state_dict()
+        report = _mismatch_report(_with_batch_counters(state, expected), expected)
         raise WeightsError(f"{source}: unknown weights layout (closest: {variant}):{report}")
     config = ModelConfig(variant=variant, descriptor_dim=_descriptor_dim(state, variant))
     model = _build(state, config, source)
