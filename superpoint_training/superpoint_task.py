@@ -38,8 +38,9 @@ import numpy as np
 import torch
 
 from .config import ConfigError
-from .keypoints import DetectionConfig, detect, logits_to_scores
-from .losses import descriptor_loss, detector_loss
+from .inference import SuperPointPipeline
+from .keypoints import DetectionConfig, logits_to_scores
+from .losses import descriptor_loss, detector_loss, sample_correspondences, sampled_descriptor_loss
 from .model import ModelConfig
 from .tasks import Task, _overlay
 
@@ -54,6 +55,7 @@ LOSS_PRESETS: dict[str, dict[str, float]] = {
     # The setting the released superpoint_v6_from_tf weights were trained with (300k iterations).
     "v6_release": {"lambda_d": 800.0, "lambda_loss": 1.0, "batch_size": 3, "learning_rate": 0.0001},
 }
+DESCRIPTOR_LOSSES = ("dense_hinge", "sampled_info_nce")
 REPEATABILITY_TOP_K, MATCHING_TOP_K, PIXEL_THRESHOLD = 300, 1000, 3.0
 
 
@@ -79,6 +81,8 @@ class SuperPointTask(Task):
 
         data = config["data"]
         self.weights = loss_weights(config["loss"])
+        if config["loss"]["descriptor"] not in DESCRIPTOR_LOSSES:
+            raise ConfigError(f"loss.descriptor: {config['loss']['descriptor']!r} is not one of {', '.join(DESCRIPTOR_LOSSES)}")
         preset = config["loss"].get("preset") or ""
         if preset:
             expected = LOSS_PRESETS[preset]
@@ -118,10 +122,19 @@ class SuperPointTask(Task):
         det0 = detector_loss(logits[:b], batch["keypoint_map"], batch.get("valid_mask"))
         det1 = detector_loss(logits[b:], batch["warped_keypoint_map"], batch["warped_valid_mask"])
         w = self.weights
-        desc = descriptor_loss(
-            descriptors[:b], descriptors[b:], batch["homography"], batch["warped_valid_mask"],
-            lambda_d=w["lambda_d"], positive_margin=w["positive_margin"], negative_margin=w["negative_margin"],
-        )
+        options = self.config["loss"]
+        if options["descriptor"] == "sampled_info_nce":
+            points0, points1, valid = sample_correspondences(
+                batch["keypoint_map"], batch["homography"], batch["warped_valid_mask"], options["num_samples"],
+                options["keypoint_fraction"],
+            )
+            desc = sampled_descriptor_loss(descriptors[:b], descriptors[b:], points0, points1, valid,
+                                           temperature=options["temperature"])
+        else:
+            desc = descriptor_loss(
+                descriptors[:b], descriptors[b:], batch["homography"], batch["warped_valid_mask"],
+                lambda_d=w["lambda_d"], positive_margin=w["positive_margin"], negative_margin=w["negative_margin"],
+            )
         loss = det0 + det1 + w["lambda_loss"] * desc
         if not bool(torch.isfinite(loss)):  # no gradient from this batch; counted
             self.nonfinite += 1
@@ -151,7 +164,7 @@ class SuperPointTask(Task):
 
                 folder = labels_path(self.patches_name)
                 if not folder.is_dir():
-                    val = ImageFolder({**self.config["data"], "labels": ""}, "validation")
+                    val = ImageFolder({**self.config["data"], "labels": "", "validation_labels": ""}, "validation")
                     log.info("writing validation patches to %s from %d images", folder, len(val.paths))
                     generate_patches(val.paths, folder, self.data_config["resize"] or (240, 320))
                 self._patches = load_patches(Path(folder))
@@ -168,15 +181,13 @@ class SuperPointTask(Task):
         det = self.config["detection"]
         options = DetectionConfig(det["detection_threshold"], det["nms_radius"], det["remove_borders"],
                                   max_keypoints=MATCHING_TOP_K)
+        pipeline = SuperPointPipeline(model, options)
         records: dict[str, list[float]] = {}
         for _, image1, image2, H in pairs:
             features = []
             for image in (image1, image2):
                 h, w = image.shape
-                pad = ((0, (-h) % 8), (0, (-w) % 8))
-                tensor = torch.from_numpy(np.pad(image, pad, mode="edge")).float().div(255)[None, None]
-                logits, dense = model(tensor.to(self.device))
-                out = detect(logits, dense, options, image_size=(h, w))
+                out = pipeline(torch.from_numpy(image).to(self.device).float().div(255)[None, None])
                 n = int(out["valid"][0].sum())
                 features.append((out["keypoints"][0, :n].cpu().numpy(), out["scores"][0, :n].cpu().numpy(),
                                  out["descriptors"][0, :n].float().cpu().numpy(), (h, w)))

@@ -58,7 +58,8 @@ DEFAULTS: dict = {
         "weight_decay": 0.0,
         "seed": 0,
         "device": "auto",  # auto, cpu, cuda, cuda:N
-        "precision": "fp32",  # fp32, bf16, fp16 (AMP, CUDA only)
+        "precision": "fp32",  # fp32, bf16, fp16 (fp16: CUDA only), auto (bf16 where the CPU has native bf16)
+        "max_minutes": 0.0,  # wall-clock budget of this run; at the next log step past it: save and stop (0: none)
         "channels_last": False,
         "compile": False,
         "num_workers": 4,
@@ -86,6 +87,12 @@ DEFAULTS: dict = {
         "lambda_loss": 0.0001,
         "positive_margin": 1.0,
         "negative_margin": 0.2,
+        # dense_hinge: the reference's loss over all pairs of cells; sampled_info_nce: a contrastive
+        # loss over sampled correspondences (losses.sampled_descriptor_loss), faster to converge
+        "descriptor": "dense_hinge",
+        "num_samples": 512,  # sampled_info_nce: points per image
+        "keypoint_fraction": 0.75,  # sampled_info_nce: share of the points drawn among the labels
+        "temperature": 0.1,  # sampled_info_nce
     },
     "detection": {  # detection defaults written into the checkpoints (Extractor's defaults)
         "detection_threshold": 0.005,
@@ -103,6 +110,27 @@ DATASETS: dict[str, str | Callable[..., Dataset]] = {
     "image_folder": "superpoint_training.datasets.image_folder:ImageFolder",
 }
 TRAIN_SPLIT, VALIDATION_SPLIT = "training", "validation"
+
+
+def resolve_training_precision(precision: str, device: torch.device) -> str:
+    """The autocast precision of a run: fp16 needs CUDA; on a CPU bf16 only pays with native bf16.
+
+    ``auto``: bf16 on CUDA devices that support it and on CPUs with native bf16 (AVX-512 BF16, AMX),
+    else fp32. An explicit ``bf16`` on a CPU without native bf16 runs (emulated, slow) with a warning.
+    """
+    from .cpu_features import has_native_bf16
+
+    if device.type == "cuda":
+        if precision == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return precision
+    if precision == "fp16":
+        raise ConfigError(f"train.precision: fp16 (AMP) needs CUDA; use bf16 or fp32 on {device}")
+    if precision == "auto":
+        return "bf16" if has_native_bf16() else "fp32"
+    if precision == "bf16" and not has_native_bf16():
+        log.warning("train.precision bf16: this CPU has no native bf16 (AVX-512 BF16 / AMX); it will be slow")
+    return precision
 
 
 class TrainingDiverged(RuntimeError):
@@ -168,7 +196,8 @@ def _validate(config: dict) -> None:
     check(train["batch_size"] > 0, "train.batch_size", "must be positive")
     check(train["learning_rate"] > 0, "train.learning_rate", "must be positive")
     check(train["optimizer"] in ("adam", "adamw"), "train.optimizer", "must be adam or adamw")
-    check(train["precision"] in ("fp32", "bf16", "fp16"), "train.precision", "must be fp32, bf16 or fp16")
+    check(train["precision"] in ("fp32", "bf16", "fp16", "auto"), "train.precision", "must be fp32, bf16, fp16 or auto")
+    check(float(train["max_minutes"]) >= 0, "train.max_minutes", "must be >= 0")
     check(train["photometric"] in ("auto", "device", "workers"), "train.photometric", "must be auto, device or workers")
     for key in ("log_every", "checkpoint_every"):
         check(train[key] > 0, f"train.{key}", "must be positive")
@@ -401,8 +430,7 @@ class Trainer:
             torch.set_num_threads(cfg["num_threads"])
         self.dist = _Distributed(cfg["device"])
         self.device = self.dist.device
-        if cfg["precision"] != "fp32" and self.device.type != "cuda":
-            raise ConfigError(f"train.precision: {cfg['precision']} (AMP) needs CUDA; use fp32 on {self.device}")
+        self.precision = resolve_training_precision(cfg["precision"], self.device)
         if cfg["batch_size"] % self.dist.world_size:
             raise ConfigError(
                 f"train.batch_size: {cfg['batch_size']} is not divisible by the {self.dist.world_size} processes"
@@ -422,10 +450,10 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
         self.optimizer = optimizer(self.model.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
-        self.scaler = torch.amp.GradScaler("cuda") if cfg["precision"] == "fp16" else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16 if cfg["precision"] == "bf16" else torch.float16)
-            if cfg["precision"] != "fp32"
+            torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+            if self.precision != "fp32"
             else nullcontext()
         )
         if self.dist.is_main:
@@ -551,6 +579,7 @@ class Trainer:
         if self.start_iteration:
             self._print(f"resumed {self.checkpoint_path} at iteration {self.start_iteration}")
         self.final_iteration, self.final_loss = self.start_iteration, float("nan")
+        self.budget_reached = False
         if self.start_iteration >= total:
             self._print(f"already trained for {self.start_iteration} >= {total} iterations")
             return
@@ -562,6 +591,7 @@ class Trainer:
         since, last_time = 0, time.perf_counter()
         iteration = self.start_iteration
         last_loss = float("nan")
+        run_start, budget_s = time.perf_counter(), float(cfg["max_minutes"]) * 60.0
         while iteration < total:
             batch = _to_device(next(batches), self.device, cfg["channels_last"])
             batch = self.task.augment(batch)
@@ -591,7 +621,8 @@ class Trainer:
             if not sync and not (stop.requested and not self.dist.enabled):
                 continue
             mean_loss = float(loss_sum) / since
-            diverged, stopping = self.dist.any(not math.isfinite(mean_loss), stop.requested)
+            over_budget = bool(budget_s) and time.perf_counter() - run_start > budget_s
+            diverged, stopping, out_of_time = self.dist.any(not math.isfinite(mean_loss), stop.requested, over_budget)
             if diverged:
                 message = (
                     f"non-finite loss ({mean_loss}) between iterations {iteration - since + 1} and {iteration}; "
@@ -620,6 +651,9 @@ class Trainer:
             loss_sum.zero_()
             scalar_sums.clear()
             since, last_time = 0, time.perf_counter()
+            if out_of_time and not stopping:  # the stage's budget is spent: validate, save, resumable later
+                self.budget_reached = True
+                validate_now = save_now = True
             if validate_now and not stopping:
                 self.validate(iteration)
                 last_time = time.perf_counter()
@@ -629,6 +663,10 @@ class Trainer:
                 last_time = time.perf_counter()
             if stopping:
                 self._print(f"stopped at iteration {iteration}; checkpoint saved in {self.checkpoint_path}")
+                break
+            if self.budget_reached:
+                self._print(f"train.max_minutes ({cfg['max_minutes']:g}) spent at iteration {iteration}; "
+                            f"checkpoint saved in {self.checkpoint_path} (run again to continue)")
                 break
         if self.progress is not None:
             self.progress.close()

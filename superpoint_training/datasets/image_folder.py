@@ -15,7 +15,8 @@ label file are skipped with a warning (the export skips unreadable images); a la
 ``image_size`` differs from the preprocessed image is an error naming both files.
 
 Splits: ``validation`` is the first ``validation_size`` images, ``training`` the rest (the
-reference trained on all of them, the validation images included). Items: ``image`` (1, H, W)
+reference trained on all of them, the validation images included); with ``validation_images`` (and
+``validation_labels``) set, validation reads that folder and training all of ``images``. Items: ``image`` (1, H, W)
 float in [0, 1], ``keypoint_map`` (H, W) float 0/1, ``valid_mask`` (H, W) ones, ``name``.
 
 Augmentation: ``augmentation.photometric`` is applied here per training sample (numpy, in the
@@ -71,6 +72,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "labels": "",
     "resize": [240, 320],
     "validation_size": 100,
+    "validation_images": "",  # a separate folder for the validation split (then all of images train)
+    "validation_labels": "",  # its labels (default: labels)
     "truncate": 0,  # keep only the first N images (0: all)
     "extensions": list(IMAGE_EXTENSIONS),
     "validation_patches": "",  # SuperPoint: warped validation pairs (superpoint_training.patches)
@@ -229,11 +232,13 @@ class ImageFolder(Dataset):
             raise ValueError(f"unknown split {split!r} (known: {', '.join(SPLIT_ALIASES)})")
         self.config = merge_config(config)
         self.split = SPLIT_ALIASES[split]
-        self.root = data_path(self.config["images"])
+        separate = bool(self.config["validation_images"]) and self.split == "validation"
+        self.root = data_path(self.config["validation_images" if separate else "images"])
         paths = list_images(self.root, self.config["extensions"])
         if self.config["truncate"]:
             paths = paths[: self.config["truncate"]]
-        self.labels = labels_path(self.config["labels"]) if self.config["labels"] else None
+        labels = (self.config["validation_labels"] or self.config["labels"]) if separate else self.config["labels"]
+        self.labels = labels_path(labels) if labels else None
         if self.labels is not None:
             if not self.labels.is_dir():
                 raise FileNotFoundError(f"label folder not found: {self.labels} (data.labels: {self.config['labels']})")
@@ -246,7 +251,10 @@ class ImageFolder(Dataset):
         if not paths:
             raise ValueError(f"no usable images in {self.root}" + (f" with labels in {self.labels}" if self.labels else ""))
         n_val = min(self.config["validation_size"], len(paths))
-        self.paths = paths[:n_val] if self.split == "validation" else paths[n_val:] or paths
+        if self.config["validation_images"]:
+            self.paths = paths[:n_val] if separate else paths
+        else:
+            self.paths = paths[:n_val] if self.split == "validation" else paths[n_val:] or paths
         photometric = PhotometricAugmentation(self.config["augmentation"]["photometric"])
         augment = self.split == "training" and photometric.enabled and not self.config["warped_pair"]["enable"]
         self.photometric = photometric if augment else None
