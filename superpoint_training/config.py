@@ -25,6 +25,8 @@ _YAML11_EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 class ConfigError(ValueError):
     """A config with an unknown key, a wrong type or a bad value; the message names the key path."""
 
+    attributed = False  # True once the message names where the value came from (file or --set)
+
 
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
@@ -136,11 +138,48 @@ def load_config(
     else:
         for text in overrides or ():
             deep_update(user, parse_override(text))
-    where = f"{source}: " if isinstance(source, (str, os.PathLike)) else ""
     try:
         return merge_strict(defaults, user)
     except ConfigError as error:
-        raise ConfigError(f"{where}{error}") from None
+        raise attribute_error(error, source, overrides) from None
+
+
+def _leaf_paths(mapping: Mapping, prefix: str = ""):
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            yield from _leaf_paths(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def attribute_error(
+    error: ConfigError, source: str | os.PathLike | Mapping | None, overrides: Sequence[str] | Mapping | None
+) -> ConfigError:
+    """``error`` prefixed with where its value came from: the ``--set KEY=VALUE`` that set the key
+    the message names (the last one, as in the merge), else the config file.
+
+    Config errors start with the key path (``model.nope: unknown key ...``); an override matches
+    when its key is that path, a parent of it or a child of it.
+    """
+    if error.attributed:
+        return error
+    message = str(error)
+    path = message.split(":", 1)[0].strip()
+    if isinstance(overrides, Mapping):
+        layers = [(key, f"override {key}") for key in _leaf_paths(overrides)]
+    else:
+        layers = [(text.split("=", 1)[0].strip(), f"--set {text}") for text in overrides or ()]
+    origin = None
+    for key, label in layers:
+        if path == key or path.startswith(key + ".") or key.startswith(path + "."):
+            origin = label
+    if origin is None and isinstance(source, (str, os.PathLike)):
+        origin = str(source)
+    if origin is None:
+        return error  # a mapping given in code: the caller may know better
+    attributed = ConfigError(f"{origin}: {message}")
+    attributed.attributed = True
+    return attributed
 
 
 def get_path(config: Mapping, key_path: str) -> Any:

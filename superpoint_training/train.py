@@ -21,7 +21,7 @@ EPILOG = """examples:
   torchrun --nproc_per_node 4 -m superpoint_training.train config/magic-point_shapes.yaml mp_4gpu
   tensorboard --logdir experiments/
 
-Ctrl+C saves a checkpoint and exits; the same command resumes. The model-only weights
+Ctrl+C saves a checkpoint and exits with status 130 (143 for SIGTERM); the same command resumes. The model-only weights
 (experiments/NAME/weights.pth) load in Extractor(weights=...) and in --pretrained_model.
 """
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from .trainer import TrainingDiverged, train
 
     try:
-        train(
+        trainer = train(
             args.config,
             args.experiment_name,
             overrides=args.overrides,
@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
+    stopped_by = getattr(trainer, "stopped_by", None)
+    if stopped_by is not None:
+        return 128 + int(stopped_by)  # 130 after Ctrl+C, 143 after SIGTERM: scripts can tell it stopped
     return 0
 
 

@@ -38,7 +38,7 @@ import torch.distributed as dist
 import yaml
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
-from .config import ConfigError, load_config, merge_strict, read_yaml
+from .config import ConfigError, attribute_error, load_config, merge_strict, read_yaml
 from .extractor import resolve_device
 from .model import SuperPoint
 from .tasks import TASKS, Task, get_task
@@ -175,13 +175,12 @@ def merge_data_config(data: Mapping) -> dict:
 def build_config(source: str | os.PathLike | Mapping | None, overrides=None) -> dict:
     """Merge a YAML file (or mapping) and ``KEY.PATH=VALUE`` overrides strictly over the defaults."""
     user = read_yaml(source) if isinstance(source, (str, os.PathLike)) else dict(source or {})
-    where = f"{source}: " if isinstance(source, (str, os.PathLike)) else ""
     try:
         config = load_config(user, {**DEFAULTS, "data": {}}, overrides)  # data is the dataset's to check
         config["data"] = merge_data_config(config["data"])
         _validate(config)
     except ConfigError as error:
-        raise ConfigError(f"{where}{error}") from None
+        raise attribute_error(error, source, overrides) from None  # names the file or the --set
     return config
 
 
@@ -269,12 +268,14 @@ class _StopSignal:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None  # the signal that asked to stop
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
+        self.signum = signum
         print(
             f"\n{signal.Signals(signum).name}: saving a checkpoint and stopping (Ctrl+C again to abort)",
             file=sys.stderr,
@@ -579,6 +580,7 @@ class Trainer:
         if self.start_iteration:
             self._print(f"resumed {self.checkpoint_path} at iteration {self.start_iteration}")
         self.final_iteration, self.final_loss = self.start_iteration, float("nan")
+        self.stopped_by: int | None = None  # the signal number when Ctrl+C / SIGTERM stopped the run
         self.budget_reached = False
         if self.start_iteration >= total:
             self._print(f"already trained for {self.start_iteration} >= {total} iterations")
@@ -662,7 +664,9 @@ class Trainer:
                 self.dist.barrier()
                 last_time = time.perf_counter()
             if stopping:
-                self._print(f"stopped at iteration {iteration}; checkpoint saved in {self.checkpoint_path}")
+                self._print(f"stopped at iteration {iteration}; checkpoint saved in {self.checkpoint_path} "
+                            "(the same command resumes)")
+                self.stopped_by = stop.signum or signal.SIGINT  # DDP: another process's signal
                 break
             if self.budget_reached:
                 self._print(f"train.max_minutes ({cfg['max_minutes']:g}) spent at iteration {iteration}; "
@@ -673,7 +677,8 @@ class Trainer:
             self.progress = None
         self.final_iteration = iteration
         self.final_loss = last_loss
-        self._print(f"done: iteration {iteration}, loss {last_loss:.4f}, weights in {self.weights_path}")
+        if self.stopped_by is None:
+            self._print(f"done: iteration {iteration}, loss {last_loss:.4f}, weights in {self.weights_path}")
 
 
 def train(
