@@ -189,6 +189,7 @@ class RosHarness:
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
         self._cond = threading.Condition()
+        self.subscriptions: list = []
 
     def _spin(self) -> None:
         while self.context.ok():
@@ -208,8 +209,18 @@ class RosHarness:
                 received.append(msg)
                 self._cond.notify_all()
 
-        self.node.create_subscription(msg_type, topic, on_message, qos)
+        self.subscriptions.append(self.node.create_subscription(msg_type, topic, on_message, qos))
         return received
+
+    def wait_for_publishers(self, timeout: float = 90.0) -> None:
+        """Readiness handshake: every collecting subscription is matched with a publisher, so that
+        nothing the node under test publishes next is lost to discovery still in progress."""
+        deadline = time.monotonic() + timeout
+        for subscription in self.subscriptions:
+            while subscription.get_publisher_count() < 1:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no publisher on {subscription.topic_name} after {timeout} s")
+                time.sleep(0.05)
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
         with self._cond:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import random_state_dict
+from helpers import assert_same_features, random_state_dict
 
 from superpoint_training import Extractor, match_descriptors
 from superpoint_training.geometry import warp_points
@@ -22,8 +22,9 @@ def test_uint8_float_gray_rgb_agree(extractor, photo_rgb):
     from_float_rgb = extractor(photo_rgb.astype(np.float32) / 255.0).numpy()
     from_gray = extractor(gray).numpy()
     assert len(from_rgb) > 50
-    np.testing.assert_array_equal(from_rgb.keypoints, from_float_rgb.keypoints)
-    np.testing.assert_array_equal(from_rgb.keypoints, from_gray.keypoints)
+    # the inputs differ in the last bits (numpy vs torch gray conversion): same points, ties may swap
+    assert_same_features(from_float_rgb, from_rgb)
+    assert_same_features(from_gray, from_rgb)
     assert from_rgb.keypoints.dtype == np.float32 and from_rgb.keypoints.shape[1] == 2
     np.testing.assert_allclose(np.linalg.norm(from_rgb.descriptors, axis=1), 1.0, atol=1e-5)
 
@@ -92,8 +93,9 @@ def test_resize_maps_keypoints_back(photo_gray):
     small = Extractor(state, device="cpu", warmup=False)(photo_gray).numpy()
     resized = Extractor(state, device="cpu", resize=320, warmup=False)(big).numpy()
     assert resized.image_size == (480, 640)
-    expected = (small.keypoints + 0.5) * 2 - 0.5
-    np.testing.assert_allclose(np.sort(resized.keypoints, axis=0)[:50], np.sort(expected, axis=0)[:50], atol=1.0)
+    expected = (small.keypoints[:50] + 0.5) * 2 - 0.5  # the 50 strongest, mapped to the big image
+    distance = np.linalg.norm(expected[:, None] - resized.keypoints[None], axis=-1).min(axis=1)
+    assert np.mean(distance <= 1.0) >= 0.95, distance  # point by point, not column by column
 
 
 def test_configure_at_run_time(extractor, photo_gray):
@@ -172,3 +174,29 @@ def test_dense_scores_are_the_maps_keypoints_come_from(extractor, photo_gray):
     keypoints, _, valid = top_k_keypoints(remove_border_scores(nms(scores, 4), 4), 0.005, 500)
     expected = extractor.extract_batch(image)
     torch.testing.assert_close(keypoints[valid], expected["keypoints"][expected["valid"]])
+
+
+def test_set_comparison_allows_boundary_swaps_only():
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    keypoints = rng.uniform(0, 100, (20, 2)).astype(np.float32)
+    scores = np.linspace(0.9, 0.1, 20).astype(np.float32)
+    descriptors = rng.normal(size=(20, 8)).astype(np.float32)
+    base = SimpleNamespace(keypoints=keypoints, scores=scores, descriptors=descriptors)
+    tied = scores.copy()
+    tied[-1] = tied[-2]
+    order = np.r_[np.arange(18), 19, 18]  # the last two tie and come in the other order
+    swapped = SimpleNamespace(keypoints=keypoints[order], scores=tied[order], descriptors=descriptors[order])
+    assert_same_features(swapped, SimpleNamespace(keypoints=keypoints, scores=tied, descriptors=descriptors))
+    boundary = SimpleNamespace(keypoints=np.r_[keypoints[:19], [[500.0, 500.0]]], scores=np.r_[scores[:19], 0.1],
+                               descriptors=np.r_[descriptors[:19], descriptors[:1]])
+    assert_same_features(boundary, base)  # the last point replaced by a tie at the top-k boundary
+    strong = SimpleNamespace(keypoints=np.r_[[[500.0, 500.0]], keypoints[1:]], scores=scores,
+                             descriptors=descriptors)
+    with pytest.raises(AssertionError):
+        assert_same_features(strong, base)  # a strong point moved: a real difference
+    columns = SimpleNamespace(keypoints=np.c_[keypoints[:, 0], keypoints[::-1, 1]], scores=scores,
+                              descriptors=descriptors)
+    with pytest.raises(AssertionError):
+        assert_same_features(columns, base)  # x and y paired differently

@@ -108,7 +108,7 @@ def send(harness: RosHarness, keypoints, descriptors, seconds: float, image_size
     n = count + 1
     harness.wait_for(
         lambda: min(len(harness.status), len(harness.tracks), len(harness.odometry), len(harness.inliers)) >= n,
-        timeout=60,
+        timeout=180,  # generous: a loaded 2-core machine
         what=f"tracker outputs for frame {n}",
     )
     status = harness.status[n - 1]
@@ -139,6 +139,7 @@ def tracker(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ros(tracker):
     harness = start_client(NAMESPACE)
+    harness.wait_for_publishers(timeout=120)  # the tracker's outputs are matched before frame 1 goes out
     yield harness
     harness.close()
 
@@ -263,6 +264,7 @@ def test_detector_node_upstream(tmp_path):
         from sensor_msgs.msg import Image
 
         harness = start_client(namespace)
+        harness.wait_for_publishers(timeout=120)
         image_pub = harness.node.create_publisher(Image, f"{namespace}/image", qos_profile_sensor_data)
         harness.wait_for_subscribers(image_pub)
         frames, stamps, camera = _real_frames(3)
