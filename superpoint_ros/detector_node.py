@@ -38,7 +38,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from sensor_msgs.msg import CompressedImage, Image
 
 from superpoint_training.extractor import PRECISIONS, Extractor
-from superpoint_training.keypoints import DESCRIPTOR_SAMPLING
+from superpoint_training.keypoints import DESCRIPTOR_SAMPLING, no_limit
 
 from .detection_pipeline import DetectionPipeline, Frame, FrameQueue, Result, draw_keypoints
 from .diagnostics import StreamStats, stream_status
@@ -65,7 +65,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   range=(0, 64)),
     ParameterSpec("remove_borders", T.INTEGER, None, "Drop keypoints this close to the border (unset: the "
                   "weights' default, 4).", range=(0, 256)),
-    ParameterSpec("max_keypoints", T.INTEGER, 1000, "Keep the best N keypoints per image; -1 keeps all.",
+    ParameterSpec("max_keypoints", T.INTEGER, 1000, "Keep the best N keypoints per image; -1 or 0 keeps all.",
                   range=(-1, 1_000_000)),
     ParameterSpec("descriptor_sampling", T.STRING, None, "Descriptor sampling convention (unset: the weights' "
                   "default: cell for v6 and project weights, legacy for Magic Leap v1).", choices=DESCRIPTOR_SAMPLING),
@@ -279,12 +279,11 @@ class DetectorNode(Node):
 
 
 def _extractor_args(options: dict[str, Any]) -> dict[str, Any]:
-    """Parameter values -> Extractor keywords (-1 max_keypoints: all; 0 resize: off)."""
+    """Parameter values -> Extractor keywords (-1 or 0 max_keypoints: all; -1 or 0 resize: off)."""
     args = dict(options)
-    if args.get("max_keypoints") is not None and args["max_keypoints"] < 0:
-        args["max_keypoints"] = None
-    if "resize" in args and not args["resize"]:
-        args["resize"] = None
+    for name in ("max_keypoints", "resize"):
+        if name in args:
+            args[name] = no_limit(args[name])
     return args
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .extractor import PRECISIONS, Extractor
-from .keypoints import DESCRIPTOR_SAMPLING
+from .keypoints import DESCRIPTOR_SAMPLING, no_limit
 
 
 def add_extractor_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
@@ -18,7 +18,7 @@ def add_extractor_arguments(parser: argparse.ArgumentParser | argparse._Argument
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="network precision")
     parser.add_argument("--max_keypoints", "--max-keypoints", type=int, default=max_keypoints,
-                        help="keep the best N keypoints per image, -1 keeps all above the threshold "
+                        help="keep the best N keypoints per image, -1 or 0 keeps all above the threshold "
                         "(default: %(default)s)")
     parser.add_argument("--detection_threshold", "--detection-threshold", type=float, default=None,
                         help="score threshold (default: the weights format's, 0.005)")
@@ -35,15 +35,14 @@ def add_extractor_arguments(parser: argparse.ArgumentParser | argparse._Argument
 
 def extractor_from_args(args: argparse.Namespace, **overrides) -> Extractor:
     """An Extractor built from the options of :func:`add_extractor_arguments`."""
-    max_keypoints = args.max_keypoints
     options = dict(
         detection_threshold=args.detection_threshold,
         nms_radius=args.nms_radius,
         remove_borders=args.remove_borders,
-        max_keypoints=None if max_keypoints is None or max_keypoints < 0 else max_keypoints,
+        max_keypoints=no_limit(args.max_keypoints),
         descriptor_sampling=args.descriptor_sampling,
         precision=args.precision,
-        resize=args.resize or None,
+        resize=no_limit(args.resize),
     )
     options.update(overrides)
     return Extractor(args.weights, args.device, **options)

@@ -1,8 +1,8 @@
 """Export SuperPoint with its post-processing to ONNX, in fixed-K mode.
 
-The graph is the Extractor's own code path (the network, then
-:func:`superpoint_training.keypoints.detect` with ``fixed_keypoints=True``), traced at one image
-size. Input and outputs:
+The graph is the Extractor's own device function
+(:class:`~superpoint_training.inference.SuperPointPipeline`: the network on the whole image, then
+the post-processing with ``fixed_keypoints=True``), traced at one image size. Input and outputs:
 
     image        (B, 1, H, W) float32 gray in [0, 1]     (B fixed, or dynamic with --batch dynamic)
     keypoints    (B, K, 2) float32 (x, y) pixels, sorted by descending score
@@ -10,7 +10,8 @@ size. Input and outputs:
     descriptors  (B, K, D) float32, L2-normalised
     valid        (B, K) bool: score above the threshold (valid entries come first)
 
-H and W need not be multiples of 8 (the graph pads like the Extractor). The detection settings
+H and W need not be multiples of 8 (as in the Extractor, keypoints come from the first
+8*floor(H/8) rows and 8*floor(W/8) columns). The detection settings
 and the weights description are stored in the model's metadata. After the export the model is
 checked with ONNX Runtime (when installed) against the Extractor on a real photo.
 
@@ -35,11 +36,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .extractor import Extractor
-from .keypoints import detect
+from .inference import SuperPointPipeline
 from .model import STRIDE
 from .weights import WeightsError
 
@@ -53,16 +53,10 @@ class ExportModule(nn.Module):
         super().__init__()
         if not extractor.config.fixed_keypoints:
             raise ValueError("export needs an Extractor in fixed-K mode (fixed_keypoints=True, max_keypoints=K)")
-        self.model = extractor.model
-        self.config = extractor.config
+        self.pipeline = SuperPointPipeline(extractor.model, extractor.config, resize=extractor.resize)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        h, w = image.shape[-2:]
-        pad_h, pad_w = (-h) % STRIDE, (-w) % STRIDE
-        if pad_h or pad_w:
-            image = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
-        logits, dense = self.model(image)
-        out = detect(logits, dense, self.config, image_size=(h, w))
+        out = self.pipeline(image)
         return out["keypoints"], out["scores"], out["descriptors"], out["valid"]
 
 

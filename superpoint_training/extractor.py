@@ -1,9 +1,9 @@
 """The one inference path: images in, keypoints, scores and descriptors out.
 
 The node, the bag tool, the CLIs, the demo, the evaluation and homographic adaptation all call
-:class:`Extractor`. Everything after the upload runs on the extractor's device: gray conversion,
-normalisation, optional resize, padding to a multiple of 8, the network and the post-processing of
-:mod:`superpoint_training.keypoints`.
+:class:`Extractor`. Everything after the upload runs on the extractor's device, in
+:class:`~superpoint_training.inference.SuperPointPipeline`: gray conversion, optional resize, the
+network on the whole image and the post-processing of :mod:`superpoint_training.keypoints`.
 """
 
 from __future__ import annotations
@@ -18,16 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .keypoints import DetectionConfig, detect, logits_to_scores
+from .inference import SuperPointPipeline
+from .keypoints import DetectionConfig, no_limit
 from .model import STRIDE
 from .weights import LoadedWeights, load_superpoint
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as rpautrat's port converts RGB
 ImageLike = np.ndarray | torch.Tensor
 
 
@@ -101,6 +100,15 @@ def check_image(image: ImageLike, index: int | None = None) -> None:
         raise ValueError(f"{where}: float images must lie in [0, 1], got [{low:g}, {high:g}] (divide uint8 data by 255)")
 
 
+def equal_size_groups(images: Sequence[ImageLike]) -> list[list[int]]:
+    """Indices of the images that can share one batch (same shape, dtype and array type), in order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, image in enumerate(images):
+        key = (tuple(image.shape), str(image.dtype), isinstance(image, torch.Tensor))
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
 class Extractor:
     """SuperPoint feature extractor.
 
@@ -148,10 +156,8 @@ class Extractor:
                 stacklevel=2,
             )
         self.dtype = PRECISIONS[precision]
-        self.model = self.loaded.model.to(self.device, self.dtype).eval()
         # NHWC lets oneDNN (CPU) and cuDNN (tensor cores) pick their fastest convolutions.
-        self.memory_format = torch.channels_last
-        self.model = self.model.to(memory_format=self.memory_format)
+        self.model = self.loaded.model.to(self.device, self.dtype).eval().to(memory_format=torch.channels_last)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         options = dict(self.loaded.detection_defaults)
@@ -162,20 +168,30 @@ class Extractor:
             "descriptor_sampling": descriptor_sampling,
         }
         options.update({k: v for k, v in given.items() if v is not None})
-        self.config = DetectionConfig(max_keypoints=max_keypoints, fixed_keypoints=fixed_keypoints, **options)
-        self.resize = self._check_resize(resize)
-        self._gray = torch.tensor(GRAY_WEIGHTS, device=self.device).view(1, 3, 1, 1)
+        config = DetectionConfig(max_keypoints=max_keypoints, fixed_keypoints=fixed_keypoints, **options)
+        self.pipeline = SuperPointPipeline(
+            self.model, config, resize=self._check_resize(resize), dtype=self.dtype, channels_last=True
+        )
         if warmup:
             shape = warmup if isinstance(warmup, tuple) else ((480, 640) if self.device.type == "cuda" else (120, 160))
             self.warmup(shape)
 
     @staticmethod
     def _check_resize(resize: int | None) -> int | None:
-        if resize is None or resize <= 0:
+        resize = no_limit(resize)
+        if resize is None:
             return None
         if resize < STRIDE:
             raise ValueError(f"resize must be at least {STRIDE} pixels, got {resize}")
         return int(resize)
+
+    @property
+    def config(self) -> DetectionConfig:
+        return self.pipeline.config
+
+    @property
+    def resize(self) -> int | None:
+        return self.pipeline.resize
 
     @property
     def weights_description(self) -> str:
@@ -192,8 +208,8 @@ class Extractor:
         if unknown:
             raise ValueError(f"unknown extractor options: {sorted(unknown)}")
         new = DetectionConfig(**{**dataclasses.asdict(self.config), **options})
-        self.resize = self._check_resize(resize)
-        self.config = new
+        self.pipeline.resize = self._check_resize(resize)
+        self.pipeline.config = new
 
     def warmup(self, image_size: tuple[int, int] = (120, 160), batch_size: int = 1) -> None:
         """Run once on a blank batch so that the first real frame does not pay for kernel set-up."""
@@ -211,11 +227,7 @@ class Extractor:
         for i, image in enumerate(images):
             check_image(image, i if len(images) > 1 else None)
         results: list[Features | None] = [None] * len(images)
-        groups: dict[tuple, list[int]] = {}
-        for i, image in enumerate(images):
-            key = (tuple(image.shape), str(image.dtype), isinstance(image, torch.Tensor))
-            groups.setdefault(key, []).append(i)
-        for indices in groups.values():
+        for indices in equal_size_groups(images):
             batch = self.upload([images[i] for i in indices])
             for i, features in zip(indices, self.extract_batch(batch, as_list=True), strict=True):
                 results[i] = features
@@ -231,10 +243,7 @@ class Extractor:
         batch = stacked.float().div_(255.0) if stacked.dtype == torch.uint8 else stacked.float()
         if batch.ndim == 3:
             return batch[:, None]
-        batch = batch.permute(0, 3, 1, 2)
-        if batch.shape[1] == 3:
-            batch = (batch * self._gray).sum(1, keepdim=True)
-        return batch
+        return self.pipeline.to_gray(batch.permute(0, 3, 1, 2))
 
     @torch.inference_mode()
     def extract_batch(self, batch: torch.Tensor, as_list: bool = False) -> dict[str, torch.Tensor] | list[Features]:
@@ -244,29 +253,8 @@ class Extractor:
         (B, K, 2), scores (B, K), valid (B, K), descriptors (B, K, D)), or with ``as_list`` one
         :class:`Features` per image (only the valid keypoints unless in fixed-K mode).
         """
-        if batch.ndim != 4 or batch.shape[1] not in (1, 3):
-            raise ValueError(f"expected a (B, 1 or 3, H, W) batch, got {tuple(batch.shape)}")
-        batch = batch.to(self.device)
-        if batch.shape[1] == 3:
-            batch = (batch * self._gray).sum(1, keepdim=True)
         height, width = batch.shape[-2:]
-        scale = None
-        if self.resize is not None and max(height, width) != self.resize:
-            factor = self.resize / max(height, width)
-            new_size = (max(1, round(height * factor)), max(1, round(width * factor)))
-            batch = F.interpolate(batch, size=new_size, mode="bilinear", align_corners=False, antialias=True)
-            scale = batch.new_tensor([width / new_size[1], height / new_size[0]])
-        h, w = batch.shape[-2:]
-        if h < STRIDE or w < STRIDE:
-            output = self._empty(batch.shape[0])
-        else:
-            pad_h, pad_w = (-h) % STRIDE, (-w) % STRIDE
-            if pad_h or pad_w:
-                batch = F.pad(batch, (0, pad_w, 0, pad_h), mode="replicate")
-            logits, dense = self.model(batch.to(self.dtype).contiguous(memory_format=self.memory_format))
-            output = detect(logits, dense, self.config, image_size=(h, w))
-            if scale is not None:
-                output["keypoints"] = (output["keypoints"] + 0.5) * scale - 0.5
+        output = self.pipeline(batch.to(self.device))
         if not as_list:
             return output
         return self._split(output, (int(height), int(width)))
@@ -274,28 +262,10 @@ class Extractor:
     @torch.inference_mode()
     def dense_scores(self, batch: torch.Tensor) -> torch.Tensor:
         """Keypoint probabilities before NMS: (B, 1, H, W) float batch in [0, 1] on the device to
-        (B, H, W) float32 maps (softmax, dustbin dropped, depth-to-space). For homographic
-        adaptation, which aggregates these maps over warps before selecting keypoints."""
-        if batch.ndim != 4 or batch.shape[1] != 1:
-            raise ValueError(f"expected a (B, 1, H, W) batch, got {tuple(batch.shape)}")
-        h, w = batch.shape[-2:]
-        pad_h, pad_w = (-h) % STRIDE, (-w) % STRIDE
-        if pad_h or pad_w:
-            batch = F.pad(batch, (0, pad_w, 0, pad_h), mode="replicate")
-        logits, _ = self.model(
-            batch.to(self.device, self.dtype).contiguous(memory_format=self.memory_format), with_descriptors=False
-        )
-        return logits_to_scores(logits)[:, :h, :w]
-
-    def _empty(self, batch_size: int) -> dict[str, torch.Tensor]:
-        k = self.config.max_keypoints if self.config.fixed_keypoints else 0
-        zeros = torch.zeros(batch_size, k, device=self.device)
-        return {
-            "keypoints": zeros[..., None].expand(-1, -1, 2).contiguous(),
-            "scores": zeros,
-            "valid": zeros.bool(),
-            "descriptors": torch.zeros(batch_size, k, self.descriptor_dim, device=self.device),
-        }
+        (B, H, W) float32 maps (softmax, dustbin dropped, depth-to-space; zero beyond the first
+        8*floor(H/8) rows and 8*floor(W/8) columns). For homographic adaptation, which aggregates
+        these maps over warps before selecting keypoints."""
+        return self.pipeline.dense_scores(batch.to(self.device))
 
     def _split(self, output: dict[str, torch.Tensor], image_size: tuple[int, int]) -> list[Features]:
         keypoints, scores, descriptors, valid = (

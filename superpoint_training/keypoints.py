@@ -18,11 +18,18 @@ from .model import STRIDE
 DESCRIPTOR_SAMPLING = ("cell", "legacy")
 
 
+def no_limit(value: int | None) -> int | None:
+    """The one rule for counts and sizes: None, -1 (any negative) or 0 mean "no limit" (None)."""
+    if value is None or int(value) <= 0:
+        return None
+    return int(value)
+
+
 @dataclass
 class DetectionConfig:
     """Options of keypoint selection; the names are the Extractor's and the node's parameters.
 
-    ``max_keypoints`` None (or a negative value) keeps every point above the threshold.
+    ``max_keypoints`` None, -1 or 0 (:func:`no_limit`) keeps every point above the threshold.
     ``descriptor_sampling``: ``"cell"`` samples at ((x + 0.5) / (8 Wc)) * 2 - 1 with
     align_corners=False (rpautrat's v6 code); ``"legacy"`` uses SuperGlue's
     (x - 4 + 0.5) / (8 Wc - 4 - 0.5) * 2 - 1 with align_corners=True (Magic Leap's v1 weights).
@@ -45,12 +52,9 @@ class DetectionConfig:
             raise ValueError(f"nms_radius must be >= 0, got {self.nms_radius}")
         if int(self.remove_borders) < 0:
             raise ValueError(f"remove_borders must be >= 0, got {self.remove_borders}")
-        if self.max_keypoints is not None and self.max_keypoints < 0:
-            self.max_keypoints = None
-        if self.max_keypoints == 0:
-            raise ValueError("max_keypoints must be positive, or None/-1 for all keypoints")
+        self.max_keypoints = no_limit(self.max_keypoints)
         if self.fixed_keypoints and self.max_keypoints is None:
-            raise ValueError("fixed_keypoints=True needs max_keypoints (the fixed K)")
+            raise ValueError("fixed_keypoints=True needs a positive max_keypoints (the fixed K)")
         if self.descriptor_sampling not in DESCRIPTOR_SAMPLING:
             raise ValueError(
                 f"descriptor_sampling must be one of {DESCRIPTOR_SAMPLING}, got {self.descriptor_sampling!r}"
@@ -160,20 +164,16 @@ def sample_descriptors(dense: torch.Tensor, keypoints: torch.Tensor, mode: str =
 
 
 def detect(
-    logits: torch.Tensor,
-    dense_descriptors: torch.Tensor | None,
-    config: DetectionConfig,
-    image_size: tuple[int, int] | None = None,
+    logits: torch.Tensor, dense_descriptors: torch.Tensor | None, config: DetectionConfig
 ) -> dict[str, torch.Tensor]:
     """Head outputs to batched keypoints: dict of keypoints (B, K, 2), scores (B, K), valid (B, K),
     descriptors (B, K, D) (D = 0 for a detector-only model).
 
-    ``image_size`` (H, W) crops the score map when the input was padded to a multiple of 8, so
-    that NMS and border removal see the caller's image.
+    The score map is the (8 Hc, 8 Wc) depth-to-space of the logits, as in the publishers' code;
+    border removal counts from its edges. Whole images in, pipeline and all:
+    :class:`superpoint_training.inference.SuperPointPipeline`.
     """
     scores = logits_to_scores(logits)
-    if image_size is not None:
-        scores = scores[:, : image_size[0], : image_size[1]]
     scores = remove_border_scores(nms(scores, config.nms_radius), config.remove_borders)
     k = config.max_keypoints
     keypoints, values, valid = top_k_keypoints(scores, config.detection_threshold, k)

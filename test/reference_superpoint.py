@@ -3,7 +3,11 @@
 It shares no code with the package: the network runs as plain functional convolutions read from
 the state dict, and everything after it is numpy with explicit index arithmetic and a Python loop
 over keypoints for bilinear sampling. It follows SuperGlue's ``models/superpoint.py`` (v1 weights)
-and rpautrat's ``superpoint_pytorch.py`` (v6 weights) step by step.
+and rpautrat's ``superpoint_pytorch.py`` (v6 weights) step by step, at any image size as they
+do: the network runs on the whole image (its 2x2 max-pools floor, so the maps are
+floor(H/8) x floor(W/8)), the score map is the depth-to-space of those cells (8 floor(H/8) rows,
+8 floor(W/8) columns; the last H mod 8 rows and W mod 8 columns have no score), the border is
+counted from the score map's edges, and descriptors are sampled with the descriptor map's size.
 """
 
 from __future__ import annotations
@@ -82,8 +86,8 @@ def _bilinear(desc: np.ndarray, u: float, v: float) -> np.ndarray:
 
 def reference_superpoint(state: dict, image: np.ndarray, variant: str, threshold=0.005, nms_radius=4,
                          border=4, max_keypoints=None):
-    """image: (H, W) float in [0, 1], H and W multiples of 8. Returns keypoints (N, 2) (x, y),
-    scores (N,), descriptors (N, D), in descending score order."""
+    """image: (H, W) float in [0, 1], any H, W >= 8. Returns keypoints (N, 2) (x, y), scores (N,),
+    descriptors (N, D), in descending score order."""
     state = {k: v.double() if v.is_floating_point() else v for k, v in state.items()}
     tensor = torch.from_numpy(image).double()[None, None]
     with torch.no_grad():
@@ -92,11 +96,12 @@ def reference_superpoint(state: dict, image: np.ndarray, variant: str, threshold
     e = np.exp(logits - logits.max(axis=0))
     probs = (e / e.sum(axis=0))[:-1]
     hc, wc = probs.shape[1:]
+    assert (hc, wc) == (image.shape[0] // 8, image.shape[1] // 8), "max-pools floor: floor(H/8) cells"
     scores = np.zeros((hc * 8, wc * 8))
     for c in range(64):  # channel c of cell (i, j) is pixel (8 i + c // 8, 8 j + c % 8)
         scores[c // 8::8, c % 8::8] = probs[c]
     scores = _nms(scores, nms_radius)
-    H, W = scores.shape
+    H, W = scores.shape  # SuperGlue's remove_borders(h*8, w*8); rpautrat's scores[:, -pad:] on this map
     ys, xs = np.nonzero(scores > threshold)
     keep = (ys >= border) & (ys < H - border) & (xs >= border) & (xs < W - border)
     ys, xs = ys[keep], xs[keep]

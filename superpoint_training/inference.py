@@ -1,0 +1,114 @@
+"""The one device function: whole image -> network -> post-processing -> coordinates back.
+
+:class:`SuperPointPipeline` is what the Extractor (``extract_batch``), homographic adaptation
+(``dense_scores``), the ONNX export and training validation run. As in the publishers' code
+(SuperGlue's ``superpoint.py``, rpautrat's ``superpoint_pytorch.py``) the network sees the whole
+image, unpadded: its max-pools floor, so the score map covers the first 8*floor(H/8) rows and
+8*floor(W/8) columns and no keypoint comes from the strip beyond them; descriptors are sampled
+with the normalisation of that descriptor map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .keypoints import DetectionConfig, detect, logits_to_scores
+from .model import STRIDE
+
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as rpautrat's port converts RGB
+# image (B, 1, H, W) -> (logits (B, 65, H/8, W/8), raw dense descriptors (B, D, H/8, W/8) or None)
+Network = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def covered_size(height: int, width: int) -> tuple[int, int]:
+    """The part of an (H, W) image that the score map covers: (8*floor(H/8), 8*floor(W/8))."""
+    return STRIDE * (int(height) // STRIDE), STRIDE * (int(width) // STRIDE)
+
+
+class SuperPointPipeline(nn.Module):
+    """(B, 1, H, W) gray (or (B, 3, H, W) RGB) float in [0, 1] -> batched keypoints.
+
+    ``network``: a :class:`~superpoint_training.model.SuperPoint` or any callable with its
+    signature (an inference backend). ``dtype`` / ``channels_last``: how the image is handed to a
+    torch network (its precision and memory layout); post-processing always runs in float32.
+    ``resize``: resize so that the longer side has that many pixels before the network; keypoints
+    come back in the input's pixels.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        config: DetectionConfig,
+        *,
+        resize: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
+        descriptor_dim: int | None = None,
+    ):
+        super().__init__()
+        self.network = network
+        self.config = config
+        self.resize = resize
+        self.dtype = dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.descriptor_dim = network.config.descriptor_dim if descriptor_dim is None else descriptor_dim
+
+    def to_gray(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.ndim != 4 or batch.shape[1] not in (1, 3):
+            raise ValueError(f"expected a (B, 1 or 3, H, W) batch, got {tuple(batch.shape)}")
+        if batch.shape[1] == 3:
+            weights = batch.new_tensor(GRAY_WEIGHTS).view(1, 3, 1, 1)
+            batch = (batch * weights).sum(1, keepdim=True)
+        return batch
+
+    def run_network(self, batch: torch.Tensor, with_descriptors: bool = True):
+        """The network on the whole (B, 1, H, W) image (no padding; H, W >= 8)."""
+        image = batch.to(self.dtype).contiguous(memory_format=self.memory_format)
+        return self.network(image, with_descriptors=with_descriptors)
+
+    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Returns the dict of :func:`superpoint_training.keypoints.detect`: keypoints (B, K, 2)
+        (x, y) in the input's pixels, scores (B, K), valid (B, K), descriptors (B, K, D)."""
+        batch = self.to_gray(batch)
+        height, width = batch.shape[-2:]
+        scale = None
+        if self.resize is not None and max(height, width) != self.resize:
+            factor = self.resize / max(height, width)
+            new_size = (max(1, round(height * factor)), max(1, round(width * factor)))
+            batch = F.interpolate(batch, size=new_size, mode="bilinear", align_corners=False, antialias=True)
+            scale = batch.new_tensor([width / new_size[1], height / new_size[0]], dtype=torch.float32)
+        if min(batch.shape[-2:]) < STRIDE:
+            return self.empty(batch.shape[0], batch.device)
+        logits, dense = self.run_network(batch)
+        output = detect(logits, dense, self.config)
+        if scale is not None:
+            output["keypoints"] = (output["keypoints"] + 0.5) * scale - 0.5
+        return output
+
+    def dense_scores(self, batch: torch.Tensor) -> torch.Tensor:
+        """Keypoint probabilities before NMS, (B, 1, H, W) -> (B, H, W) float32 (softmax, dustbin
+        dropped, depth-to-space); zero outside the covered 8*floor(H/8) x 8*floor(W/8) area.
+        No resize: homographic adaptation aggregates these maps at the input's size."""
+        if batch.ndim != 4 or batch.shape[1] != 1:
+            raise ValueError(f"expected a (B, 1, H, W) batch, got {tuple(batch.shape)}")
+        height, width = batch.shape[-2:]
+        if min(height, width) < STRIDE:
+            return batch.new_zeros((batch.shape[0], height, width), dtype=torch.float32)
+        logits, _ = self.run_network(batch, with_descriptors=False)
+        scores = logits_to_scores(logits)
+        return F.pad(scores, (0, width - scores.shape[-1], 0, height - scores.shape[-2]))
+
+    def empty(self, batch_size: int, device: torch.device | str) -> dict[str, torch.Tensor]:
+        """The output for images smaller than one cell: no keypoint (K zero entries in fixed-K mode)."""
+        k = self.config.max_keypoints if self.config.fixed_keypoints else 0
+        zeros = torch.zeros(batch_size, k, device=device)
+        return {
+            "keypoints": zeros[..., None].expand(-1, -1, 2).contiguous(),
+            "scores": zeros,
+            "valid": zeros.bool(),
+            "descriptors": torch.zeros(batch_size, k, self.descriptor_dim, device=device),
+        }
