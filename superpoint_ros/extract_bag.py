@@ -12,9 +12,14 @@ can play it.
 Times for --start/--end are seconds: values below 1e9 are offsets from the first message of the
 bag, larger values are absolute (Unix) times.
 
-A bag that is damaged part way (a truncated .mcap, a corrupt chunk or database page) is read up to
-the damage; the output is closed properly and the summary says where reading stopped. Messages
-that cannot be decoded are skipped and listed with their topic and time.
+Damaged bags give every message that can be read: a bag folder without metadata.yaml (a killed
+recorder) is read file by file in split order; an .mcap cut short up to the cut; a .db3 with damaged
+pages row by row, skipping the rows on those pages. The output is closed properly and the summary
+says where reading stopped and what was skipped. Messages that cannot be decoded are skipped and
+listed with their topic and time.
+
+--batch-size defaults to 1 on a CPU (batches are no faster there and cost memory, see
+BENCHMARKS.md) and, on a GPU, to up to 16 frames as the free device memory allows.
 
 Examples::
 
@@ -40,26 +45,37 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .bag_io import (
+from .bag_reader import (
     IMAGE_TYPES,
-    STORAGES,
     BagError,
-    BagOutput,
     Frame,
     MessagePump,
     Passthrough,
     ReadFailure,
-    TruncatedMcap,
     format_time,
     input_storage,
     open_bag,
-    prepare_output,
+    reader_losses,
 )
+from .bag_writer import STORAGES, BagOutput, prepare_output
 from .features_message import DESCRIPTOR_ENCODINGS, features_to_message
 
 ABSOLUTE_TIME = 1e9  # seconds: --start/--end at or above this are Unix times, below are offsets
 DEFAULT_FEATURES_TOPIC = "{topic}/features"
 SHOWN_SKIPS = 10
+MAX_GPU_BATCH = 16
+BYTES_PER_PIXEL = 900  # peak memory per frame of a batch, per pixel (fp32; BENCHMARKS.md, CPU at 640x480)
+
+
+def auto_batch_size(device: Any, height: int, width: int) -> int:
+    """The default batch: 1 on a CPU, on a GPU up to 16 frames within half of its free memory."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return 1
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(MAX_GPU_BATCH, int(free // 2 // (BYTES_PER_PIXEL * height * width))))
 
 
 @dataclass
@@ -78,10 +94,13 @@ class Summary:
     stopped: str | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    losses: list[str] = field(default_factory=list)  # messages the damaged storage did not give up
+    batch_size: int | None = None
 
     @property
     def complete(self) -> bool:
-        return self.stopped is None
+        """Every message of the bag (in the time range) was read."""
+        return self.stopped is None and not self.losses
 
     def lines(self) -> list[str]:
         rate = f", {self.frames / self.seconds:.1f} frames/s" if self.seconds > 0 and self.frames else ""
@@ -102,6 +121,8 @@ class Summary:
                 lines.append(f"  {topic} at {format_time(stamp, self.bag_start)}: {reason}")
             if self.skipped_count > len(self.skipped):
                 lines.append(f"  ... and {self.skipped_count - len(self.skipped)} more")
+        for loss in self.losses:
+            lines.append(f"DAMAGED: {loss}")
         if self.stopped:
             lines.append(f"STOPPED EARLY: {self.stopped}")
             lines.append(f"the output is a complete, readable bag of everything before that point: {self.output}")
@@ -120,7 +141,7 @@ def select_topics(reader: Any, requested: list[str] | None) -> tuple[Callable[[A
     """A predicate for the image connections to extract, and the topic names it selects."""
     topics = {name: info.msgtype for name, info in reader.topics.items()}
     image_topics = sorted(name for name, msgtype in topics.items() if msgtype in IMAGE_TYPES)
-    recovered = isinstance(reader, TruncatedMcap)  # its topics appear while reading
+    recovered = getattr(reader, "discovers_topics", False)  # its topics appear while reading
     if not requested:
         if recovered:
             return (lambda c: c.msgtype in IMAGE_TYPES), []
@@ -168,7 +189,7 @@ def extract_bag(
     start: float | None = None,
     end: float | None = None,
     copy_other_topics: bool = False,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     descriptor_encoding: str = "float32",
     workers: int | None = None,
     force: bool = False,
@@ -178,12 +199,13 @@ def extract_bag(
     """Extract features of the image topics of ``inputs`` into the ROS 2 bag ``output``.
 
     ``extractor`` is a :class:`superpoint_training.Extractor`. ``weights_label`` fills
-    Features.weights (default: the extractor's weights description). Returns a :class:`Summary`; raises
+    Features.weights (default: the extractor's weights description). ``batch_size`` None chooses it by
+    device and image size (:func:`auto_batch_size`). Returns a :class:`Summary`; raises
     :class:`BagError` for unusable arguments or an unreadable bag before anything is written.
     """
     if descriptor_encoding not in DESCRIPTOR_ENCODINGS:
         raise ValueError(f"descriptor encoding must be one of {DESCRIPTOR_ENCODINGS}, got {descriptor_encoding!r}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     inputs = [Path(p) for p in inputs]
     output = Path(output)
@@ -198,9 +220,9 @@ def extract_bag(
         file_kind(h5)
 
     reader, note = open_bag(inputs)
-    summary = Summary(output=output, h5=h5)
+    summary = Summary(output=output, h5=h5, batch_size=batch_size)
     if note:
-        summary.notes.append(f"note: {note}")
+        summary.notes += [f"note: {line}" for line in note.split("\n")]
     try:
         is_image, chosen = select_topics(reader, topics)
         if "{topic}" not in features_topic and len(chosen) != 1:
@@ -227,6 +249,8 @@ def extract_bag(
             stop=stop_ns,
         )
         _run(reader, output, storage, h5, extractor, options, is_image, total, progress, summary)
+        notes, summary.losses = reader_losses(reader)
+        summary.notes += [f"note: {line}" for line in notes]
     finally:
         reader.close()
     return summary
@@ -235,7 +259,7 @@ def extract_bag(
 def _expected_frames(reader: Any, chosen: list[str], start: int | None, stop: int | None) -> int | None:
     """Image messages to expect (for the ETA): counts from the index, scaled to the time range."""
     infos = reader.topics
-    if isinstance(reader, TruncatedMcap) or not chosen or any(t not in infos for t in chosen):
+    if getattr(reader, "discovers_topics", False) or not chosen or any(t not in infos for t in chosen):
         return None
     count = sum(infos[t].msgcount for t in chosen)
     first, last = reader.start_time, reader.end_time
@@ -250,7 +274,7 @@ class _Options:
     template: str
     encoding: str
     weights: str
-    batch_size: int
+    batch_size: int | None  # None: auto_batch_size for the first frame
     workers: int
     copy_others: bool
     start: int | None
@@ -286,6 +310,9 @@ class _Extraction:
             self.bar.update(1)
             self.bar.set_postfix(skipped=self.summary.skipped_count)
         else:
+            if self.options.batch_size is None:
+                self.options.batch_size = auto_batch_size(self.extractor.device, *item.image.shape[:2])
+                self.summary.batch_size = self.options.batch_size
             key = (item.image.shape, item.image.dtype.str)
             group = self.groups.setdefault(key, [])
             group.append(slot)
@@ -356,7 +383,7 @@ def _run(reader: Any, output: Path, storage: str, h5: Path | None, extractor: An
     work = _Extraction(bag, store, extractor, options, summary, bar)
     try:
         with MessagePump(reader, is_image, options.copy_others, options.start, options.stop,
-                         workers=options.workers, depth=max(16, 4 * options.batch_size)) as pump:
+                         workers=options.workers, depth=4 * (options.batch_size or MAX_GPU_BATCH)) as pump:
             for item in pump:
                 if isinstance(item, ReadFailure):
                     where = "before any message was read"
@@ -412,8 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_extractor_arguments(group, max_keypoints=1000)
     group.add_argument("--descriptor-encoding", "--descriptor_encoding", choices=DESCRIPTOR_ENCODINGS,
                        default="float32", help="Features.descriptor_encoding (int8 is 4x smaller)")
-    group.add_argument("--batch-size", "--batch_size", type=int, default=16,
-                       help="frames of equal size per device call (default: %(default)s)")
+    group.add_argument("--batch-size", "--batch_size", type=int, default=None,
+                       help="frames of equal size per device call (default: 1 on a CPU, up to 16 on a GPU as "
+                       "its free memory allows)")
     group.add_argument("--workers", type=int, default=None,
                        help="image decoding threads (default: the number of CPUs, at most 8)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -428,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # check cheap things before loading the network
         inputs = [Path(p) for p in args.inputs]
-        input_storage(inputs[0])
+        for path in inputs:
+            input_storage(path)
         if not args.force:
             prepare_output(Path(args.output), False, inputs)
         extractor = extractor_from_args(args)

@@ -166,7 +166,7 @@ def read_bag(
     max_frames: int | None = None,
 ) -> tuple[list[Frame], CameraModel | None]:
     """Frames of one image topic (Image or CompressedImage) of a ROS 1/2 bag, and its first CameraInfo."""
-    from .bag_io import BagError, open_bag
+    from .bag_reader import BagError, open_bag
     from .image_conversion import compressed_msg_to_numpy, image_msg_to_numpy
 
     image_types = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")

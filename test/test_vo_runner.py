@@ -78,9 +78,8 @@ def test_runner_on_the_tum_snippet(tmp_path):
 
 def test_runner_reads_a_bag_and_reports_bad_input(tmp_path, capsys):
     import cv2
+    from bag_files import BagImage, write_image_bag
     from skimage import data
-
-    from superpoint_ros.bag_io import BagImage, write_image_bag
 
     photo = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY), (400, 300))
     images = [
