@@ -377,12 +377,13 @@ def chain_trajectory(
     return np.array(positions)
 
 
-def plot(output: Path, trajectories: dict[str, np.ndarray], rows: list[dict], gaps: list[int], title: str) -> Path:
-    import matplotlib
+def plot(output: Path, trajectories: dict[str, np.ndarray], rows: list[dict], gaps: list[int], title: str) -> Path | None:
+    """trajectory.png; None (after one line saying so) when matplotlib is not installed."""
+    from superpoint_training.viz import import_pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = import_pyplot("trajectory.png")
+    if plt is None:
+        return None
     fig, axes = plt.subplots(1, 3, figsize=(16, 5))
     for name, xyz in trajectories.items():
         method, _, gap = name.partition(" gap ")
@@ -523,8 +524,12 @@ def run(args: argparse.Namespace) -> dict:
     progress = not args.quiet
 
     from superpoint_training.extractor import Extractor
+    from superpoint_training.weights import WeightsError
 
-    extractor = Extractor(args.weights, args.device, max_keypoints=args.max_keypoints)
+    try:
+        extractor = Extractor(args.weights, args.device, max_keypoints=args.max_keypoints)
+    except WeightsError as error:
+        raise VOInputError(str(error)) from None
     if extractor.descriptor_dim == 0:
         raise VOInputError(f"{extractor.weights_description} have no descriptor head (MagicPoint): nothing to match")
     features = {"superpoint": superpoint_features(frames, extractor, progress)}
@@ -570,7 +575,8 @@ def run(args: argparse.Namespace) -> dict:
         writer.writerows(rows)
     (output / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     (output / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
-    plot(output, trajectories, rows, gaps, f"{summary['source']} - {summary['weights']} - {summary['date']}")
+    picture = plot(output, trajectories, rows, gaps, f"{summary['source']} - {summary['weights']} - {summary['date']}")
+    summary["written"] = ["summary.md", "summary.json", "pairs.csv"] + ([picture.name] if picture else [])
     return summary
 
 
@@ -664,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary_markdown(summary))
-    print(f"wrote {args.output}/summary.md, summary.json, pairs.csv, trajectory.png")
+    print(f"wrote {args.output}/" + ", ".join(summary["written"]))
     return 0
 
 

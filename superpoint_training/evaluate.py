@@ -89,7 +89,9 @@ class Method:
 
     @property
     def has_descriptors(self) -> bool:
-        return self.family in ("superpoint", *baselines.DESCRIPTORS)
+        if self.family == "superpoint":
+            return self.extractor is not None and self.extractor.descriptor_dim > 0  # MagicPoint: none
+        return self.family in baselines.DESCRIPTORS
 
     @property
     def norm(self) -> str:
@@ -97,6 +99,13 @@ class Method:
 
     def supports(self, protocol: Protocol) -> bool:
         return protocol.name == "detector" or self.has_descriptors
+
+    def skip_reason(self, protocol: Protocol) -> str:
+        """Why this method is left out of ``protocol`` (only called when it does not support it)."""
+        if self.family == "superpoint":
+            return (f"{self.label}: {self.settings['weights']} have no descriptor head (detector only), "
+                    f"so the {protocol.name} protocol is skipped")
+        return f"{self.label}: a detector without descriptors, not in the {protocol.name} protocol"
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
@@ -402,6 +411,8 @@ def markdown_report(report: dict) -> str:
     lines += ["## Settings", ""] + [f"- {line}" for line in report["choices"]] + [""]
     if report["skipped"]:
         lines += ["## Skipped sequences", ""] + [f"- {reason}" for reason in report["skipped"]] + [""]
+    if report.get("skipped_methods"):
+        lines += ["## Methods left out of a protocol", ""] + [f"- {r}" for r in report["skipped_methods"]] + [""]
     lines += ["## Timings", ""]
     lines += [f"- {name}: {seconds:.1f} s" for name, seconds in report["timings"].items()] + [""]
     if report["plots"]:
@@ -476,11 +487,9 @@ def describe_choices(args: argparse.Namespace, protocols: list[Protocol], datase
 
 def plot_bars(report: dict, folder: Path) -> list[Path]:
     """One grouped bar chart per metric: methods on the x axis, illumination / viewpoint / all bars."""
-    import matplotlib
+    from .viz import import_pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = import_pyplot()
     paths = []
     colours = {"illumination": "#e0a030", "viewpoint": "#3070c0", "all": "#808080"}
     for protocol, per_method in report["aggregates"].items():
@@ -516,11 +525,9 @@ def plot_precision_recall(curves: dict, folder: Path) -> Path | None:
     """Precision-recall of the pooled nearest-neighbour matches, one panel per kind."""
     if not curves:
         return None
-    import matplotlib
+    from .viz import import_pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = import_pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), dpi=110, sharey=True)
     for ax, kind in zip(axes, KIND_COLUMNS, strict=True):
         for method, per_kind in curves.items():
@@ -557,9 +564,9 @@ def plot_matches(dataset: HPatches, pairs: list[Pair], matches: dict, folder: Pa
             if m is None:
                 continue
             title = f"{method} {pair.sequence} {pair.name}: {int(m['correct'].sum())}/{len(m['matches'])} correct"
-            rows.append(
-                draw_matches(image0, image1, m["keypoints0"], m["keypoints1"], m["matches"], m["correct"], title)
-            )
+            legend = ("correct: within 3 px of the true reprojection", "wrong")
+            rows.append(draw_matches(image0, image1, m["keypoints0"], m["keypoints1"], m["matches"], m["correct"],
+                                     title, legend=legend))
         if rows:
             width = max(r.shape[1] for r in rows)
             rows = [np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
@@ -603,8 +610,6 @@ def run(args: argparse.Namespace) -> dict:
 
 def _run(args: argparse.Namespace) -> dict:
     output = Path(args.output)
-    plots_dir = output / "plots"
-    plots_dir.mkdir(parents=True, exist_ok=True)
     cache_root = Path(args.cache) if args.cache else output / "cache"
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     protocols = [PROTOCOLS[p] for p in (("detector", "descriptor") if args.protocol == "both" else (args.protocol,))]
@@ -616,6 +621,7 @@ def _run(args: argparse.Namespace) -> dict:
     curves: dict[str, dict] = {}
     all_matches: dict[str, dict] = {}
     datasets = {}
+    skipped_methods: list[str] = []
     for protocol in protocols:
         dataset = HPatches(
             args.dataset, resize=args.resize, size=protocol.size, short_side=protocol.short_side,
@@ -627,6 +633,10 @@ def _run(args: argparse.Namespace) -> dict:
         pictured = pick_match_pairs(dataset, args.match_pictures) if protocol.name == "descriptor" else []
         for method in methods:
             if not method.supports(protocol):
+                reason = method.skip_reason(protocol)
+                skipped_methods.append(reason)
+                if method.family == "superpoint":
+                    log.warning(reason)
                 continue
             cache = Cache(cache_root, protocol, method, dataset)
             start = time.perf_counter()
@@ -672,25 +682,49 @@ def _run(args: argparse.Namespace) -> dict:
         },
         "choices": describe_choices(args, protocols, args.resize),
         "skipped": any_dataset.skipped,
+        "skipped_methods": skipped_methods,
         "aggregates": aggregates,
         "precision_recall": curves,
         "timings": timings,
         "plots": [],
         "pairs": records,
     }
+    write_report(report, output)  # the numbers first: a failure in the plots cannot lose them
     if not args.no_plots:
         start = time.perf_counter()
-        plots = plot_bars(report, plots_dir)
-        pr = plot_precision_recall(curves, plots_dir)
-        plots += [pr] if pr else []
-        if "descriptor" in datasets and args.match_pictures > 0:
-            pairs = pick_match_pairs(datasets["descriptor"], args.match_pictures)
-            plots += plot_matches(datasets["descriptor"], pairs, all_matches, plots_dir)
-        report["plots"] = [str(p.relative_to(output)) for p in plots]
-        timings["plots"] = time.perf_counter() - start
+        plots = make_plots(report, curves, datasets, all_matches, args.match_pictures, output / "plots")
+        if plots:
+            report["plots"] = [str(p.relative_to(output)) for p in plots]
+            timings["plots"] = time.perf_counter() - start
+            write_report(report, output)
+    return report
+
+
+def write_report(report: dict, output: Path) -> None:
+    """OUTPUT/report.json and OUTPUT/report.md."""
+    output.mkdir(parents=True, exist_ok=True)
     (output / "report.json").write_text(json.dumps(report, indent=1))
     (output / "report.md").write_text(markdown_report(report))
-    return report
+
+
+def make_plots(report: dict, curves: dict, datasets: dict, all_matches: dict, match_pictures: int,
+               folder: Path) -> list[Path]:
+    """The bar charts and precision-recall curves (matplotlib) and the match pictures (OpenCV).
+    Without matplotlib the charts are skipped with one line; the match pictures are still drawn."""
+    from .viz import import_pyplot
+
+    folder.mkdir(parents=True, exist_ok=True)
+    plots = []
+    if import_pyplot("the evaluation's bar charts and precision-recall curves") is not None:
+        plots += plot_bars(report, folder)
+        pr = plot_precision_recall(curves, folder)
+        plots += [pr] if pr else []
+    if "descriptor" in datasets and match_pictures > 0:
+        pairs = pick_match_pairs(datasets["descriptor"], match_pictures)
+        plots += plot_matches(datasets["descriptor"], pairs, all_matches, folder)
+    if not plots and not any(folder.iterdir()):
+        folder.rmdir()  # nothing drawn: no empty folder left behind
+    return plots
 
 
 def build_parser() -> argparse.ArgumentParser:

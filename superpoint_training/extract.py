@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from collections import deque
@@ -164,14 +165,45 @@ def main(argv: list[str] | None = None) -> int:
         "weights": str(args.weights),
         "descriptor_dim": extractor.descriptor_dim,
     }
+    start = time.perf_counter()
+    new_folder = not output.parent.exists()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Written under a temporary name and renamed at the end: a failed or interrupted run leaves
+    # nothing behind (and an existing file given with --overwrite stays until the new one is whole).
+    partial = output.with_name(f".{output.stem}.partial-{os.getpid()}{output.suffix}")
+    try:
+        store = FeatureStore.open(partial, "w", weights=extractor.weights_description, config=config,
+                                  descriptor_dtype=args.descriptor_dtype, compression=args.compression)
+        with store:
+            skipped, n_images, n_keypoints = _extract_all(extractor, images, store, args)
+        if n_images:
+            os.replace(partial, output)
+    except (ImportError, OSError, FeatureFileError) as error:  # e.g. no h5py, disk full
+        print(f"error: {error}; {output} not written", file=sys.stderr)
+        return 2
+    finally:
+        partial.unlink(missing_ok=True)
+        if new_folder and not output.exists() and not any(output.parent.iterdir()):
+            output.parent.rmdir()
+    seconds = time.perf_counter() - start
+    if n_images:
+        print(f"wrote {n_images} images ({n_keypoints / n_images:.1f} keypoints per image) to {output} "
+              f"in {seconds:.1f} s ({1000 * seconds / n_images:.1f} ms per image)")
+    if skipped:
+        shown = ", ".join(str(p) for p in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
+        print(f"skipped {len(skipped)} unreadable files: {shown}", file=sys.stderr)
+    if not n_images:
+        print(f"error: no image could be read; {output} not written", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _extract_all(extractor, images: list[tuple[str, Path]], store: FeatureStore, args: argparse.Namespace):
+    """Extract every readable image into ``store``; returns (skipped paths, images written, keypoints)."""
     skipped: list[Path] = []
     n_keypoints = 0
     n_images = 0
-    start = time.perf_counter()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    store = FeatureStore.open(output, "w", weights=extractor.weights_description, config=config,
-                              descriptor_dtype=args.descriptor_dtype, compression=args.compression)
-    with store, tqdm(total=len(images), unit="img", disable=args.quiet, dynamic_ncols=True) as bar:
+    with tqdm(total=len(images), unit="img", disable=args.quiet, dynamic_ncols=True) as bar:
 
         def run(batch: list[tuple[str, Path, np.ndarray]]) -> None:
             nonlocal n_keypoints, n_images
@@ -194,13 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 run(full)
         for batch in batcher.rest():
             run(batch)
-    seconds = time.perf_counter() - start
-    print(f"wrote {n_images} images ({n_keypoints / max(n_images, 1):.1f} keypoints per image) to {output} "
-          f"in {seconds:.1f} s" + (f" ({1000 * seconds / n_images:.1f} ms per image)" if n_images else ""))
-    if skipped:
-        shown = ", ".join(str(p) for p in skipped[:10]) + (" ..." if len(skipped) > 10 else "")
-        print(f"skipped {len(skipped)} unreadable files: {shown}", file=sys.stderr)
-    return 0 if n_images else 1
+    return skipped, n_images, n_keypoints
 
 
 if __name__ == "__main__":

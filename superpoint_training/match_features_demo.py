@@ -48,16 +48,38 @@ def _estimate(points0: np.ndarray, points1: np.ndarray) -> tuple[np.ndarray | No
     return H, (mask.ravel() > 0) if mask is not None else np.zeros(len(points0), dtype=bool)
 
 
+class DemoInputError(ValueError):
+    """An image or homography file the demo cannot use."""
+
+
 def _load(path: str) -> np.ndarray:
+    if not Path(path).is_file():
+        raise DemoInputError(f"image not found: {path}")
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
-        raise FileNotFoundError(f"cannot read image {path}")
+        raise DemoInputError(f"{path}: not an image OpenCV can read")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _load_homography(path: Path) -> np.ndarray:
+    try:
+        H = np.loadtxt(path)
+    except (OSError, ValueError) as error:
+        raise DemoInputError(f"{path}: cannot read a 3x3 homography ({error})") from None
+    if H.shape != (3, 3):
+        raise DemoInputError(f"{path}: expected a 3x3 homography, got shape {H.shape}")
+    return H
 
 
 def default_pair(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """scikit-image's astronaut photo (CC0) and its warp by a random homography of known H."""
-    from skimage import data
+    try:
+        from skimage import data
+    except ImportError:
+        raise DemoInputError(
+            "the built-in pair is a scikit-image photo and scikit-image is not installed: "
+            "pip install scikit-image, or give two images"
+        ) from None
 
     image0 = data.astronaut()
     H = random_homography(image0.shape[:2], np.random.default_rng(seed))
@@ -124,18 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.images) not in (0, 2):
         parser.error("give two images, or none for the built-in pair")
 
-    if args.images:
-        image0, image1 = (_load(p) for p in args.images)
-        H_true = np.loadtxt(args.homography) if args.homography else None
-        source = f"{args.images[0]} and {args.images[1]}"
-    else:
-        image0, image1, H_true, source = default_pair(args.seed)
     try:
+        if args.images:
+            image0, image1 = (_load(p) for p in args.images)
+            H_true = _load_homography(args.homography) if args.homography else None
+            source = f"{args.images[0]} and {args.images[1]}"
+        else:
+            image0, image1, H_true, source = default_pair(args.seed)
         extractor = Extractor(
             args.weights, args.device, max_keypoints=args.max_keypoints,
             detection_threshold=args.detection_threshold, nms_radius=args.nms_radius, warmup=image0.shape[:2],
         )
-    except WeightsError as error:
+    except (DemoInputError, WeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"images:  {source}")
@@ -147,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
 
     sp, sp_draw = run_superpoint(extractor, image0, image1, H_true)
     sift, sift_draw = run_sift(image0, image1, H_true)
+    legend = (f"inlier: agrees with the RANSAC homography within {RANSAC_THRESHOLD:g} px", "outlier: rejected by RANSAC")
     picture = stack_rows([
-        draw_matches(image0, image1, *sp_draw, title=_title(sp)),
-        draw_matches(image0, image1, *sift_draw, title=_title(sift)),
+        draw_matches(image0, image1, *sp_draw, title=_title(sp), legend=legend),
+        draw_matches(image0, image1, *sift_draw, title=_title(sift), legend=legend),
     ])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     save_rgb(args.output, picture)

@@ -17,6 +17,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .geometry import random_homography, warp_image
+from .image_files import IMAGE_SUFFIXES
 
 # Real photos that ship with scikit-image (no download).
 SKIMAGE_PHOTOS = (
@@ -40,12 +42,19 @@ SKIMAGE_PHOTOS = (
     "immunohistochemistry",
     "motorcycle",
 )
-PHOTO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp", ".tif", ".tiff")
+
+
+class PhotosError(ValueError):
+    """No usable photos: a missing or empty folder, an unreadable file, no scikit-image."""
 
 
 def skimage_photos() -> list[tuple[str, np.ndarray]]:
     """(name, RGB uint8) for the scikit-image photos listed in :data:`SKIMAGE_PHOTOS`."""
-    from skimage import data
+    try:
+        from skimage import data
+    except ImportError:
+        raise PhotosError("the default photos come from scikit-image, which is not installed: "
+                          "pip install scikit-image, or give --photos DIR") from None
 
     photos = []
     for name in SKIMAGE_PHOTOS:
@@ -56,15 +65,17 @@ def skimage_photos() -> list[tuple[str, np.ndarray]]:
 
 def folder_photos(folder: Path) -> list[tuple[str, np.ndarray]]:
     """(file stem, RGB uint8) for every readable image in ``folder`` (sorted by name)."""
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in PHOTO_EXTENSIONS)
+    if not Path(folder).is_dir():
+        raise PhotosError(f"photo folder not found: {folder}")
+    paths = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     photos = []
     for path in paths:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            raise ValueError(f"{path}: cannot read the image")
+            raise PhotosError(f"{path}: cannot read the image")
         photos.append((path.stem, cv2.cvtColor(image, cv2.COLOR_BGR2RGB)))
     if not photos:
-        raise ValueError(f"{folder}: no images with extensions {PHOTO_EXTENSIONS}")
+        raise PhotosError(f"{folder}: no images ({' '.join(IMAGE_SUFFIXES)})")
     return photos
 
 
@@ -183,8 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=6, help="images per sequence, 2..6 (default 6)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    photos = folder_photos(args.photos) if args.photos else None
-    folders = build(args.output, photos, args.sequences, args.size, args.images, args.seed)
+    try:
+        photos = folder_photos(args.photos) if args.photos else skimage_photos()
+        folders = build(args.output, photos, args.sequences, args.size, args.images, args.seed)
+    except (PhotosError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {len(folders)} sequences to {args.output}")
     return 0
 

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import sys
+
 import cv2
 import numpy as np
 
 GREEN = (40, 200, 40)
 RED = (230, 40, 40)
 YELLOW = (250, 210, 0)
+
+
+def import_pyplot(purpose: str | None = None):
+    """``matplotlib.pyplot`` on the Agg backend (files only, no display needed).
+
+    matplotlib is optional (``pip install .[training]`` brings it, a plain ``pip install .`` does
+    not). When it is missing and a ``purpose`` is given, print one line saying what is skipped and
+    return None, so that a command which has already written its results finishes; without a
+    ``purpose``, raise ImportError with the install command.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        if purpose is None:
+            raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
+        print(f"skipped {purpose}: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -34,8 +57,12 @@ def draw_matches(
     inliers: np.ndarray | None = None,
     title: str = "",
     max_lines: int = 300,
+    legend: tuple[str, str] | None = None,
 ) -> np.ndarray:
-    """Side-by-side RGB picture: all keypoints, match lines (green inliers, red outliers), a title bar."""
+    """Side-by-side RGB picture: all keypoints, match lines (green inliers, red outliers), a title bar.
+
+    ``legend``: what a green and what a red line mean, drawn under the title with a sample of each.
+    """
     left = draw_keypoints(image0, keypoints0, radius=1)
     right = draw_keypoints(image1, keypoints1, radius=1)
     height = max(left.shape[0], right.shape[0])
@@ -52,11 +79,27 @@ def draw_matches(
         p1 = keypoints1[matches[i, 1]]
         color = GREEN if inliers[i] else RED
         cv2.line(canvas, (round(p0[0]), round(p0[1])), (round(p1[0]) + offset, round(p1[1])), color, 1, cv2.LINE_AA)
+    bars = []
     if title:
         bar = np.full((28, canvas.shape[1], 3), 255, np.uint8)
         cv2.putText(bar, title, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-        canvas = np.vstack((bar, canvas))
-    return canvas
+        bars.append(bar)
+    if legend:
+        bars.append(legend_bar(canvas.shape[1], ((GREEN, legend[0]), (RED, legend[1]))))
+    return np.vstack((*bars, canvas))
+
+
+def legend_bar(width: int, entries, height: int = 24) -> np.ndarray:
+    """A white RGB strip with, for each (colour, text) entry, a short line of that colour and its text."""
+    bar = np.full((height, width, 3), 255, np.uint8)
+    x = 6
+    for color, text in entries:
+        cv2.line(bar, (x, height // 2), (x + 24, height // 2), color, 3, cv2.LINE_AA)
+        x += 30
+        cv2.putText(bar, text, (x, height // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        (text_width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        x += text_width + 20
+    return bar
 
 
 def stack_rows(rows: list[np.ndarray]) -> np.ndarray:
