@@ -532,3 +532,96 @@ def draw_image(
     rounded = np.round(keypoints)
     inside = (rounded[:, 0] >= 0) & (rounded[:, 0] < resize[1]) & (rounded[:, 1] >= 0) & (rounded[:, 1] < resize[0])
     return image, keypoints[inside].astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# A look at the images without building the dataset
+
+
+def sample_images(
+    primitives: tuple[str, ...] | list[str] = PRIMITIVES, per_primitive: int = 4, config: Mapping | None = None
+) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """The first ``per_primitive`` training images of each primitive, drawn now: the same seeds, so
+    the same images as the cached dataset (:mod:`superpoint_training.datasets.synthetic`) holds."""
+    from .datasets.synthetic import image_seed, merge_config
+
+    config = merge_config(config or {})
+    unpacked = settings(config)
+    seed = config["generation"]["random_seed"]
+    return {
+        primitive: [draw_image(primitive, image_seed(seed, primitive, "training", i), *unpacked)
+                    for i in range(per_primitive)]
+        for primitive in primitives
+    }  # fmt: skip
+
+
+def contact_sheet(samples: Mapping[str, list[tuple[np.ndarray, np.ndarray]]], scale: int = 2) -> np.ndarray:
+    """A BGR picture with one row per primitive: its name, then its images enlarged ``scale`` times
+    with every corner circled in red."""
+    rows = []
+    for primitive, images in samples.items():
+        height = max(image.shape[0] for image, _ in images) * scale
+        name = np.full((height, 190, 3), 255, np.uint8)
+        cv2.putText(name, primitive.removeprefix("draw_"), (8, height // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                    (0, 0, 0), 1, cv2.LINE_AA)  # fmt: skip
+        cells = [name]
+        for image, corners in images:
+            big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+            cell = cv2.cvtColor(big, cv2.COLOR_GRAY2BGR)
+            for x, y in (corners + 0.5) * scale - 0.5:  # pixel centres scale about the half-pixel
+                cv2.circle(cell, (round(x), round(y)), scale + 1, (0, 0, 255), 1, cv2.LINE_AA)
+            pad = ((2, 2 + height - cell.shape[0]), (2, 2), (0, 0))
+            cells.append(np.pad(cell, pad, constant_values=255))
+        cells[0] = np.pad(cells[0], ((2, 2), (0, 0), (0, 0)), constant_values=255)
+        rows.append(np.hstack(cells))
+    width = max(row.shape[1] for row in rows)
+    return np.vstack([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+    import time
+
+    parser = argparse.ArgumentParser(
+        prog="python -m superpoint_training.synthetic_shapes",
+        description="Draw a contact sheet of Synthetic Shapes: the first images of each primitive, with their "
+        "corners, drawn now (a second or two; the dataset is not built).",
+        epilog="examples:\n  python -m superpoint_training.synthetic_shapes shapes.png\n"
+        "  python -m superpoint_training.synthetic_shapes cubes.png --primitives draw_cube draw_star --per-primitive 8\n"
+        "  python -m superpoint_training.synthetic_shapes shapes.png --config config/magic-point_shapes.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("output", help="PNG file to write")
+    parser.add_argument("--per-primitive", type=int, default=4, help="images per primitive (default: %(default)s)")
+    parser.add_argument("--primitives", nargs="+", choices=PRIMITIVES, default=list(PRIMITIVES))
+    parser.add_argument("--config", help="YAML: a training config (its 'data' section) or a data config")
+    parser.add_argument("--seed", type=int, help="generation.random_seed (default: the config's, 0)")
+    parser.add_argument("--scale", type=int, default=2, help="enlargement of each image (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.per_primitive < 1 or args.scale < 1:
+        parser.error("--per-primitive and --scale must be at least 1")
+
+    from .config import ConfigError, read_yaml
+
+    try:
+        data = read_yaml(args.config) if args.config else {}
+        config = copy.deepcopy(dict(data.get("data", data)))
+        if args.seed is not None:
+            config.setdefault("generation", {})["random_seed"] = args.seed
+        start = time.perf_counter()
+        samples = sample_images(args.primitives, args.per_primitive, config)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - start
+    if not cv2.imwrite(args.output, contact_sheet(samples, args.scale)):
+        print(f"error: could not write {args.output} (a .png path in an existing folder?)", file=sys.stderr)
+        return 2
+    count = sum(len(images) for images in samples.values())
+    print(f"wrote {args.output}: {count} images ({len(samples)} primitives) drawn in {seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
