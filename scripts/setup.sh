@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian 12/13 machine with Python 3.11 (idempotent; quick when done):
-# a venv in .venv with pinned torch (CPU), ROS 2 Jazzy rclpy and build wheels from PyPI,
+# a venv in ~/.cache/superpoint_ros/venv-py311 ($SUPERPOINT_VENV) with pinned torch (CPU), ROS 2 Jazzy
+# rclpy and build wheels from PyPI,
 # then a colcon build of this package (custom messages + both Python packages) into build_ros/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
