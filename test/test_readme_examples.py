@@ -1,0 +1,36 @@
+"""The README as a new user reads it: the environment first, a Python example that runs as
+written, and only commands that exist."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import warnings
+from pathlib import Path
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+
+
+def test_activation_comes_before_the_first_python_command():
+    activate = README.find("source ~/.cache/superpoint_ros/venv-py311/bin/activate")
+    assert activate != -1
+    assert activate < README.find("python -m superpoint")
+    assert activate < README.find("## Contents")  # near the top
+
+
+def test_python_api_example_runs_as_written():
+    section = README.split("## Python API", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # device="auto" without CUDA says it runs on the CPU
+        exec(compile(code, "README.md (Python API)", "exec"), namespace)
+    features = namespace["features"]
+    assert len(features.keypoints) > 0 and features.descriptors.shape[1] == 256
+
+
+def test_every_python_module_command_exists():
+    modules = sorted(set(re.findall(r"python -m (superpoint_(?:training|ros)[\w.]*)", README)))
+    assert "superpoint_training.synthetic_shapes" in modules
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    assert not missing
