@@ -120,7 +120,10 @@ class SuperPointTask(Task):
         b = batch["image"].shape[0]
         logits, descriptors = model(torch.cat((batch["image"], batch["warped_image"])))
         det0 = detector_loss(logits[:b], batch["keypoint_map"], batch.get("valid_mask"))
-        det1 = detector_loss(logits[b:], batch["warped_keypoint_map"], batch["warped_valid_mask"])
+        # the reference leaves the area outside the warp out of the detector loss; counting it (labels:
+        # no keypoint) teaches the network that a flat black area holds no keypoints
+        outside = self.config["loss"]["detector_outside_warp"]
+        det1 = detector_loss(logits[b:], batch["warped_keypoint_map"], None if outside else batch["warped_valid_mask"])
         w = self.weights
         options = self.config["loss"]
         if options["descriptor"] == "sampled_info_nce":

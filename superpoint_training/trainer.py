@@ -93,6 +93,7 @@ DEFAULTS: dict = {
         "num_samples": 512,  # sampled_info_nce: points per image
         "keypoint_fraction": 0.75,  # sampled_info_nce: share of the points drawn among the labels
         "temperature": 0.1,  # sampled_info_nce
+        "detector_outside_warp": False,  # True: the detector loss also covers the black area outside the warp
     },
     "detection": {  # detection defaults written into the checkpoints (Extractor's defaults)
         "detection_threshold": 0.005,
