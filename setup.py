@@ -41,6 +41,8 @@ setup(
         "training": ["tensorboard>=2.14", "scikit-image>=0.21", "matplotlib>=3.7", "h5py>=3.9"],
         "bags": ["rosbags>=0.10", "h5py>=3.9"],
         "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.3"],
+        # faster CPU inference backends (Extractor(backend="auto"|"onnxruntime"|"openvino"))
+        "cpu": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18", "openvino>=2024.4"],
         "test": ["pytest>=8", "pytest-timeout>=2.3", "scikit-image>=0.21", "cyclonedds==11.0.1", "ruff>=0.6"],
     },
     cmdclass={"build_py": BuildPyWithMessages},

@@ -1,11 +1,15 @@
 """Benchmark the Extractor: ms per frame from a host uint8 image to host keypoints and descriptors.
 
-For each device (CPU, CUDA when present), precision (fp32, fp16, bf16), image size and batch size,
-it times :class:`superpoint_training.Extractor` and, in the same run, the obvious baseline: a
+For each device (CPU, CUDA when present), backend (torch; on the CPU also onnxruntime and openvino
+when installed), precision (fp32, fp16, bf16; each backend the ones it runs), image size and batch
+size, it times :class:`superpoint_training.Extractor` against eager torch fp32 in the same run, with
+the keypoint agreement beside each time, and the obvious baseline: a
 straightforward eager PyTorch pipeline written below (model forward, softmax, reshape, plain 2-D
 max-pool NMS, a per-image loop with nonzero / top-k / grid_sample, ``.cpu()``), and prints the
-ratio. For fp16 and bf16 it also reports how many of the fp32 keypoints come out at the same pixel
-and the mean cosine similarity of their descriptors. The input is a real photo (scikit-image's
+ratio. For every path but torch fp32 it also reports how many of the torch fp32 keypoints come out
+at the same pixel and the median and 1st percentile of the cosine similarity of their descriptors
+(the bounds that ``auto`` requires: >= 95 %, >= 0.999, >= 0.99). The row ``auto`` marks the path
+that backend/precision ``auto`` picks on this machine. The input is a real photo (scikit-image's
 CC0 astronaut) resized to each size, gray uint8 (``--rgb``: RGB).
 
 Output: a Markdown table (with device, date, command and the load average) on stdout, and with
@@ -14,8 +18,9 @@ Output: a Markdown table (with device, date, command and the load average) on st
 Examples::
 
     python benchmarks/bench_extractor.py                                   # everything this machine has
-    python benchmarks/bench_extractor.py --devices cpu --sizes 240x320,480x640 --batches 1 \\
-        --precisions fp32,bf16 --repeats 5
+    python benchmarks/bench_extractor.py --devices cpu --sizes 480x640 --batches 1 \\
+        --weights superpoint_ros --repeats 10                              # BENCHMARKS.md's CPU table
+    python benchmarks/bench_extractor.py --devices cpu --backends torch --precisions fp32,bf16
     python benchmarks/bench_extractor.py --devices cuda --json bench_h100.json --breakdown
 """
 
@@ -43,7 +48,15 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from superpoint_training import Extractor, load_superpoint  # noqa: E402
-from superpoint_training.extractor import GRAY_WEIGHTS, PRECISIONS  # noqa: E402
+from superpoint_training.backends import (  # noqa: E402
+    BACKEND_PRECISIONS,
+    BACKENDS,
+    choose,
+    cpu_flags,
+    is_available,
+)
+from superpoint_training.extractor import PRECISIONS  # noqa: E402
+from superpoint_training.inference import GRAY_WEIGHTS  # noqa: E402
 from superpoint_training.model import STRIDE  # noqa: E402
 
 DEFAULT_SIZES = "240x320,480x640,720x1280"
@@ -135,8 +148,9 @@ def timed(fn: Callable[[], object], sync: Callable[[], None], repeats: int, max_
     return {"median": statistics.median(times), "min": min(times), "runs": len(times)}, result
 
 
-def agreement(low: list, high: list) -> tuple[float, float]:
-    """Fraction of the fp32 keypoints found at the same pixel, mean descriptor cosine over those."""
+def agreement(low: list, high: list) -> tuple[float, float, float]:
+    """Fraction of the fp32 keypoints found at the same pixel, median and 1st percentile of the
+    descriptor cosine over those."""
     shared, total, cosines = 0, 0, []
     for (kp_l, desc_l), (kp_h, desc_h) in zip(low, high, strict=True):
         index = {tuple(p): j for j, p in enumerate(np.asarray(kp_h).tolist())}
@@ -146,8 +160,8 @@ def agreement(low: list, high: list) -> tuple[float, float]:
         if pairs and desc_h.size:
             a, b = np.array(pairs).T
             cosines.append(np.sum(desc_l[a].astype(np.float64) * desc_h[b], axis=1))
-    cos = float(np.concatenate(cosines).mean()) if cosines else float("nan")
-    return (shared / total if total else float("nan")), cos
+    cos = np.concatenate(cosines) if cosines else np.full(1, np.nan)
+    return (shared / total if total else float("nan")), float(np.median(cos)), float(np.percentile(cos, 1))
 
 
 def device_name(device: torch.device) -> str:
@@ -162,7 +176,11 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     capability = torch.backends.cpu.get_cpu_capability()
-    return f"{model}, {os.cpu_count()} cores ({capability}), torch threads {torch.get_num_threads()}"
+    flags = cpu_flags()
+    named = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"),
+                                     ("amx_bf16", "AMX-BF16")) if flag in flags]
+    return (f"{model}, {os.cpu_count()} cores, flags {' '.join(named) or 'unknown'} (torch: {capability}), "
+            f"torch threads {torch.get_num_threads()}")
 
 
 def memory_needed_gb(batch: int, height: int, width: int, precision: str) -> float:
@@ -210,14 +228,18 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
             continue
         devices.append(torch.device(name))
     sizes = [parse_size(s) for s in parse_list(args.sizes)]
-    for height, width in sizes:
-        if height % STRIDE or width % STRIDE:
-            raise SystemExit(f"sizes must be multiples of {STRIDE} (the baseline does not pad): {height}x{width}")
     batches = parse_list(args.batches, int)
     precisions = parse_list(args.precisions)
     unknown = set(precisions) - set(PRECISIONS)
     if unknown:
         raise SystemExit(f"unknown precisions {sorted(unknown)} (choose from {list(PRECISIONS)})")
+    backends = parse_list(args.backends)
+    if set(backends) - set(BACKENDS):
+        raise SystemExit(f"unknown backends {sorted(set(backends) - set(BACKENDS))} (choose from {list(BACKENDS)})")
+    for backend in backends:
+        if not is_available(backend):
+            print(f"# skipping backend {backend}: not installed (pip install .[cpu])", file=sys.stderr)
+    backends = [b for b in backends if is_available(b)]
     loaded = load_weights(args.weights)
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -228,6 +250,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
         "max_keypoints": args.max_keypoints,
         "input": "RGB uint8" if args.rgb else "gray uint8",
         "devices": {str(d): device_name(d) for d in devices},
+        "auto": {str(d): "/".join(choose(d)) for d in devices},
         "stat": args.stat,
         "clock": args.clock,
         "load_start": os.getloadavg()[0],
@@ -236,25 +259,32 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
     for device in devices:
         sync = (lambda d=device: torch.cuda.synchronize(d)) if device.type == "cuda" else (lambda: None)
         clock = time.process_time if args.clock == "cpu" and device.type == "cpu" else time.perf_counter
-        extractors: dict[str, Extractor] = {}
+        extractors: dict[tuple[str, str], Extractor] = {}
+        paths = [("torch", "fp32")]  # first: the reference
+        paths += [(b, p) for b in backends for p in precisions if p in BACKEND_PRECISIONS[b] and (b, p) not in paths
+                  and (b == "torch" or device.type == "cpu")]
+        auto = choose(device)
         for (height, width) in sizes:
             for batch in batches:
                 images = [photo(height, width, args.rgb)] * batch
-                fp32_result = fp32_all = None
-                for precision in ["fp32", *[p for p in precisions if p != "fp32"]]:  # fp32 first: the reference
-                    row = {"device": str(device), "size": f"{height}x{width}", "batch": batch, "precision": precision}
+                fp32_result = fp32_all = fp32_seconds = None
+                for backend, precision in paths:
+                    row = {"device": str(device), "size": f"{height}x{width}", "batch": batch, "backend": backend,
+                           "precision": precision, "auto": "auto" if (backend, precision) == auto else ""}
+                    wanted = backend in backends and precision in precisions
                     needed = memory_needed_gb(batch, height, width, precision)
                     if needed > 0.6 * memory_available_gb(device):
                         row["skipped"] = f"needs about {needed:.1f} GB"
-                        if precision in precisions:
+                        if wanted:
                             rows.append(row)
                         continue
                     try:
-                        if precision not in extractors:
-                            # each precision casts its own copy of the network
-                            extractors[precision] = Extractor(copy.deepcopy(loaded), device, precision=precision,
-                                                              max_keypoints=args.max_keypoints, warmup=False)
-                        extractor = extractors[precision]
+                        if (backend, precision) not in extractors:
+                            # each path casts or compiles its own copy of the network
+                            extractors[backend, precision] = Extractor(
+                                copy.deepcopy(loaded), device, precision=precision, backend=backend,
+                                max_keypoints=args.max_keypoints, warmup=False)
+                        extractor = extractors[backend, precision]
 
                         def ours(extractor=extractor, images=images):
                             return [f.numpy() for f in extractor(images)]
@@ -263,33 +293,35 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
                         seconds = stats[args.stat]
                     except (RuntimeError, NotImplementedError) as error:  # e.g. fp16 kernels missing on a CPU
                         row["skipped"] = f"{type(error).__name__}: {str(error).splitlines()[0][:80]}"
-                        if precision in precisions:
+                        if wanted:
                             rows.append(row)
                         continue
                     summary = [(f.keypoints, f.descriptors) for f in result]
-                    everything = all_keypoints(extractor, images) if set(precisions) - {"fp32"} else None
-                    if precision == "fp32":
+                    everything = all_keypoints(extractor, images) if len(paths) > 1 else None
+                    if (backend, precision) == ("torch", "fp32"):
                         fp32_result, fp32_all = summary, everything
-                    if precision not in precisions:
+                        fp32_seconds = seconds
+                    if not wanted:
                         continue
                     row.update(ms_per_frame=1000 * seconds / batch, runs=stats["runs"],
                                ms_per_frame_median=1000 * stats["median"] / batch,
                                ms_per_frame_min=1000 * stats["min"] / batch,
                                keypoints=float(np.mean([len(f) for f in result])))
-                    if fp32_result is not None and precision != "fp32":
-                        row["kp_agreement"], row["desc_cosine"] = agreement(summary, fp32_result)
-                        row["kp_agreement_all"], _ = agreement(everything, fp32_all)
+                    if fp32_result is not None and (backend, precision) != ("torch", "fp32"):
+                        row["kp_agreement"], row["desc_cosine"], row["desc_cosine_p1"] = agreement(summary, fp32_result)
+                        row["kp_agreement_all"], _, _ = agreement(everything, fp32_all)
+                        row["vs_torch_fp32"] = fp32_seconds / seconds
                     if args.breakdown:
                         seconds_net = network_time(extractor, images, sync, args, clock)
                         row["network_ms_per_frame"] = 1000 * seconds_net / batch
-                    if not args.no_baseline:
+                    if not args.no_baseline and backend == "torch":
                         baseline = BaselinePipeline(extractor.model, device, extractor.dtype, extractor.config)
                         b_stats, b_result = timed(lambda b=baseline, im=images: b(im), sync, args.repeats,
                                                   args.max_seconds, min(args.warmup, 1), clock)
                         b_seconds = b_stats[args.stat]
                         row["baseline_ms_per_frame"] = 1000 * b_seconds / batch
                         row["speedup"] = b_seconds / seconds
-                        row["baseline_kp_agreement"], _ = agreement([(r[0], r[2]) for r in b_result], summary)
+                        row["baseline_kp_agreement"], _, _ = agreement([(r[0], r[2]) for r in b_result], summary)
                     row["load"] = os.getloadavg()[0]
                     rows.append(row)
                     print(f"# {format_row(row)}", file=sys.stderr, flush=True)
@@ -310,11 +342,11 @@ def all_keypoints(extractor: Extractor, images: list[np.ndarray]) -> list:
 
 def network_time(extractor: Extractor, images: list[np.ndarray], sync, args, clock) -> float:
     """Seconds of the network alone on an uploaded batch (the rest is upload, post-processing, download)."""
-    batch = extractor.upload(images).to(extractor.dtype).contiguous(memory_format=torch.channels_last)
+    batch = extractor.upload(images)
 
     def forward():
         with torch.inference_mode():
-            return extractor.model(batch)
+            return extractor.pipeline.run_network(batch)
 
     return timed(forward, sync, args.repeats, args.max_seconds, args.warmup, clock)[0][args.stat]
 
@@ -323,22 +355,27 @@ COLUMNS = [
     ("device", "device", "{}"),
     ("size", "size", "{}"),
     ("batch", "batch", "{}"),
+    ("backend", "backend", "{}"),
     ("precision", "precision", "{}"),
+    ("auto", "auto picks", "{}"),
     ("ms_per_frame", "Extractor ms/frame", "{:.2f}"),
+    ("vs_torch_fp32", "vs torch fp32", "{:.2f}x"),
     ("network_ms_per_frame", "network only ms/frame", "{:.2f}"),
     ("baseline_ms_per_frame", "baseline ms/frame", "{:.2f}"),
     ("speedup", "speed-up", "{:.2f}x"),
     ("keypoints", "keypoints/frame", "{:.0f}"),
-    ("kp_agreement", "kp equal to fp32", "{:.1%}"),
+    ("kp_agreement", "kp equal to torch fp32", "{:.1%}"),
     ("kp_agreement_all", "same, all above threshold", "{:.1%}"),
-    ("desc_cosine", "desc cosine vs fp32", "{:.5f}"),
+    ("desc_cosine", "desc cosine median", "{:.5f}"),
+    ("desc_cosine_p1", "desc cosine 1st pct", "{:.4f}"),
     ("load", "load avg", "{:.1f}"),
 ]
 
 
 def format_row(row: dict) -> str:
     if "skipped" in row:
-        return f"{row['device']} {row['size']} b{row['batch']} {row['precision']}: skipped ({row['skipped']})"
+        return (f"{row['device']} {row['size']} b{row['batch']} {row['backend']} {row['precision']}: "
+                f"skipped ({row['skipped']})")
     parts = [fmt.format(row[key]) for key, _, fmt in COLUMNS if key in row]
     return " | ".join(parts)
 
@@ -348,7 +385,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [
         f"Date: {meta['date']}  ",
         f"Command: `{meta['command']}`  ",
-        *[f"Device `{name}`: {desc}  " for name, desc in meta["devices"].items()],
+        *[f"Device `{name}`: {desc}; auto picks {meta['auto'][name]}  " for name, desc in meta["devices"].items()],
         f"torch {meta['torch']}; weights: {meta['weights']}; max_keypoints {meta['max_keypoints']}; "
         f"input {meta['input']}; load average (1 min) {meta['load_start']:.1f} at start, {meta['load_end']:.1f} "
         "at end  ",
@@ -382,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="HxW list (default: %(default)s)")
     parser.add_argument("--batches", default="1,16", help="batch sizes (default: %(default)s)")
     parser.add_argument("--precisions", default="fp32,fp16,bf16", help="(default: %(default)s)")
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help="torch, onnxruntime, openvino; the last two on the CPU only (default: %(default)s)")
     parser.add_argument("--weights", default="random",
                         help="weights name or file; 'random': trained-looking random v6 weights (default)")
     parser.add_argument("--max_keypoints", "--max-keypoints", type=int, default=1024,

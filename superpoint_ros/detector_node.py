@@ -37,7 +37,8 @@ from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from superpoint_training.extractor import PRECISIONS, Extractor
+from superpoint_training.cli_options import describe_path
+from superpoint_training.extractor import BACKEND_CHOICES, PRECISIONS, Extractor
 from superpoint_training.keypoints import DESCRIPTOR_SAMPLING, no_limit
 
 from .detection_pipeline import DetectionPipeline, Frame, FrameQueue, Result, draw_keypoints
@@ -58,7 +59,12 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "superpoint_v6_from_tf, superpoint_v1, magicpoint_shapes, untrained).", runtime=False),
     ParameterSpec("device", T.STRING, "auto", "Torch device: auto (CUDA if available), cpu, cuda, cuda:1...",
                   runtime=False),
-    ParameterSpec("precision", T.STRING, "fp32", "Network precision.", choices=tuple(PRECISIONS), runtime=False),
+    ParameterSpec("backend", T.STRING, "auto", "Network backend: torch, onnxruntime or openvino (CPU, pip install "
+                  ".[cpu]); auto: the fastest installed one that keeps the accuracy bounds (torch on CUDA).",
+                  choices=BACKEND_CHOICES, runtime=False),
+    ParameterSpec("precision", T.STRING, "auto", "Network precision (post-processing is fp32); auto: bf16 on a CPU "
+                  "with native bf16 where it keeps the accuracy bounds, else fp32.", choices=("auto", *PRECISIONS),
+                  runtime=False),
     ParameterSpec("detection_threshold", T.DOUBLE, None, "Keypoint score threshold (unset: the weights' "
                   "default, 0.005 for the published weights).", range=(0.0, 1.0)),
     ParameterSpec("nms_radius", T.INTEGER, None, "Max-pool NMS radius in pixels (unset: the weights' default, 4).",
@@ -104,10 +110,11 @@ class DetectorNode(Node):
         values = declare_parameters(self, PARAMETERS)
         options = {name: values[name] for name in EXTRACTOR_OPTIONS if values[name] is not None}
         self.extractor = Extractor(
-            values["weights"], values["device"], precision=values["precision"], warmup=False, **_extractor_args(options)
+            values["weights"], values["device"], precision=values["precision"], backend=values["backend"],
+            warmup=False, **_extractor_args(options)
         )
-        self.get_logger().info(f"SuperPoint on {self.extractor.device} ({values['precision']}): "
-                               f"{self.extractor.weights_description}")
+        self.get_logger().info(f"SuperPoint on {describe_path(self.extractor)} (backend {values['backend']}, "
+                               f"precision {values['precision']} requested): {self.extractor.weights_description}")
         if self.extractor.loaded.format == "untrained":
             self.get_logger().warning("running UNTRAINED weights: keypoints are not meaningful (set 'weights')")
         # show the values the weights chose for the parameters left unset

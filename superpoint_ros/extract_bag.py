@@ -64,7 +64,7 @@ ABSOLUTE_TIME = 1e9  # seconds: --start/--end at or above this are Unix times, b
 DEFAULT_FEATURES_TOPIC = "{topic}/features"
 SHOWN_SKIPS = 10
 MAX_GPU_BATCH = 16
-BYTES_PER_PIXEL = 900  # peak memory per frame of a batch, per pixel (fp32; BENCHMARKS.md, CPU at 640x480)
+BYTES_PER_PIXEL = 800  # peak memory per frame of a batch, per pixel: 360-740 measured on CPUs (BENCHMARKS.md)
 
 
 def auto_batch_size(device: Any, height: int, width: int) -> int:
@@ -377,7 +377,8 @@ def _run(reader: Any, output: Path, storage: str, h5: Path | None, extractor: An
         from superpoint_training.feature_io import FeatureStore
 
         config = {**dataclasses.asdict(extractor.config), "resize": extractor.resize,
-                  "precision": extractor.precision, "descriptor_dim": extractor.descriptor_dim}
+                  "precision": extractor.precision, "backend": extractor.backend,
+                  "descriptor_dim": extractor.descriptor_dim}
         store = FeatureStore.open(h5, "w", weights=extractor.weights_description, config=config)
     bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True, smoothing=0.1)
     work = _Extraction(bag, store, extractor, options, summary, bar)
@@ -450,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from superpoint_training.cli_options import extractor_from_args
+    from superpoint_training.cli_options import describe_path, extractor_from_args
     from superpoint_training.weights import WeightsError
 
     try:
@@ -462,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             prepare_output(Path(args.output), False, inputs)
         extractor = extractor_from_args(args)
         if not args.quiet:
-            print(f"SuperPoint: {extractor.weights_description} on {extractor.device} ({args.precision})",
+            print(f"SuperPoint: {extractor.weights_description} on {describe_path(extractor)}",
                   file=sys.stderr)
         summary = extract_bag(
             inputs,

@@ -5,18 +5,34 @@ from __future__ import annotations
 
 import argparse
 
-from .extractor import PRECISIONS, Extractor
+from .extractor import BACKEND_CHOICES, PRECISIONS, Extractor
 from .keypoints import DESCRIPTOR_SAMPLING, no_limit
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add --backend and --precision (both ``auto`` by default: the fastest path that keeps the
+    accuracy bounds on this machine)."""
+    parser.add_argument("--backend", choices=list(BACKEND_CHOICES), default="auto",
+                        help="network backend; auto: OpenVINO or ONNX Runtime on a CPU when installed "
+                        "(pip install .[cpu]), torch on CUDA (default: %(default)s)")
+    parser.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto",
+                        help="network precision; auto: bf16 on a CPU with native bf16 where it keeps the accuracy "
+                        "bounds, else fp32 (default: %(default)s)")
+
+
+def describe_path(extractor: Extractor) -> str:
+    """``"cpu, openvino bf16"``: where and how the network runs, for the tools' reports."""
+    return f"{extractor.device}, {extractor.backend} {extractor.precision}"
 
 
 def add_extractor_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
                             max_keypoints: int | None = None) -> None:
-    """Add --weights, --device, --precision, --max_keypoints, --detection_threshold, --nms_radius,
-    --remove_borders, --descriptor_sampling and --resize. ``max_keypoints``: the tool's default
-    (None or -1: every point above the threshold)."""
+    """Add --weights, --device, --backend, --precision, --max_keypoints, --detection_threshold,
+    --nms_radius, --remove_borders, --descriptor_sampling and --resize. ``max_keypoints``: the
+    tool's default (None, -1 or 0: every point above the threshold)."""
     parser.add_argument("--weights", default="default", help="weights file or name (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
-    parser.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help="network precision")
+    add_backend_arguments(parser)
     parser.add_argument("--max_keypoints", "--max-keypoints", type=int, default=max_keypoints,
                         help="keep the best N keypoints per image, -1 or 0 keeps all above the threshold "
                         "(default: %(default)s)")
@@ -42,6 +58,7 @@ def extractor_from_args(args: argparse.Namespace, **overrides) -> Extractor:
         max_keypoints=no_limit(args.max_keypoints),
         descriptor_sampling=args.descriptor_sampling,
         precision=args.precision,
+        backend=args.backend,
         resize=no_limit(args.resize),
     )
     options.update(overrides)

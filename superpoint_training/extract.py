@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .cli_options import add_extractor_arguments, extractor_from_args
+from .cli_options import add_extractor_arguments, describe_path, extractor_from_args
 from .feature_io import DESCRIPTOR_DTYPES, FeatureFileError, FeatureStore, file_kind
 from .image_files import IMAGE_SUFFIXES
 from .weights import WeightsError
@@ -156,12 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, WeightsError, FeatureFileError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"SuperPoint: {extractor.weights_description} on {extractor.device} ({args.precision}); "
+    print(f"SuperPoint: {extractor.weights_description} on {describe_path(extractor)}; "
           f"{len(images)} images -> {output}")
     config = {
         **dataclasses.asdict(extractor.config),
         "resize": extractor.resize,
-        "precision": args.precision,
+        "precision": extractor.precision,
+        "backend": extractor.backend,
         "weights": str(args.weights),
         "descriptor_dim": extractor.descriptor_dim,
     }

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .backends import choose, make_network
 from .inference import SuperPointPipeline
 from .keypoints import DetectionConfig, no_limit
 from .model import STRIDE
@@ -27,6 +28,7 @@ from .weights import LoadedWeights, load_superpoint
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino")
 ImageLike = np.ndarray | torch.Tensor
 
 
@@ -124,6 +126,13 @@ class Extractor:
     implementation's). ``resize`` resizes so that the longer side has that many pixels (keypoints
     are returned in the caller's image). ``fixed_keypoints`` returns exactly ``max_keypoints``
     entries per image with a ``valid`` mask.
+
+    ``backend`` runs the network in ``"torch"`` (the default, any device), ``"onnxruntime"`` or
+    ``"openvino"`` (CPU; ``pip install .[cpu]``); ``precision`` is the network's (``"fp32"``,
+    ``"bf16"``, ``"fp16"``); post-processing is float32 whatever they are. ``"auto"`` for either
+    picks the fastest path that keeps the accuracy bounds on this machine
+    (:func:`superpoint_training.backends.choose`); the defaults, torch fp32, are the exact path
+    that evaluation, homographic adaptation and the equivalence tests pin.
     """
 
     def __init__(
@@ -140,24 +149,29 @@ class Extractor:
         precision: str = "fp32",
         resize: int | None = None,
         warmup: bool | tuple[int, int] = True,
+        backend: str = "torch",
     ):
         if isinstance(weights, LoadedWeights):  # copy: the model is cast below, the caller's stays as it was
             weights = dataclasses.replace(weights, model=copy.deepcopy(weights.model))
         self.loaded = weights if isinstance(weights, LoadedWeights) else load_superpoint(weights)
         self.device = resolve_device(device)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        if precision != "auto" and precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {['auto', *PRECISIONS]}, got {precision!r}")
+        if backend not in BACKEND_CHOICES:
+            raise ValueError(f"backend must be one of {list(BACKEND_CHOICES)}, got {backend!r}")
+        self.backend, precision = choose(self.device, backend, precision)
         self.precision = precision
-        if self.device.type == "cpu" and precision != "fp32" and not _cpu_supports(precision):
+        if self.device.type == "cpu" and self.backend == "torch" and precision != "fp32" and not _cpu_supports(precision):
             warnings.warn(
                 f"precision={precision!r}: this CPU has no native {precision} (AVX512-BF16/AMX); expect it to be "
                 "several times slower than fp32",
                 RuntimeWarning,
                 stacklevel=2,
             )
-        self.dtype = PRECISIONS[precision]
+        self.dtype = PRECISIONS[precision] if self.backend == "torch" else torch.float32
         # NHWC lets oneDNN (CPU) and cuDNN (tensor cores) pick their fastest convolutions.
         self.model = self.loaded.model.to(self.device, self.dtype).eval().to(memory_format=torch.channels_last)
+        network = make_network(self.backend, self.model, precision)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         options = dict(self.loaded.detection_defaults)
@@ -170,7 +184,7 @@ class Extractor:
         options.update({k: v for k, v in given.items() if v is not None})
         config = DetectionConfig(max_keypoints=max_keypoints, fixed_keypoints=fixed_keypoints, **options)
         self.pipeline = SuperPointPipeline(
-            self.model, config, resize=self._check_resize(resize), dtype=self.dtype, channels_last=True
+            network, config, resize=self._check_resize(resize), dtype=self.dtype, channels_last=True
         )
         if warmup:
             shape = warmup if isinstance(warmup, tuple) else ((480, 640) if self.device.type == "cuda" else (120, 160))

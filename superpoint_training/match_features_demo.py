@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 
+from .cli_options import add_backend_arguments
 from .extractor import Extractor
 from .geometry import corner_error, random_homography, warp_image
 from .matching import match_descriptors
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--homography", type=Path, help="3x3 text file mapping image 0 to image 1, to score the estimate")
     parser.add_argument("--weights", default="default", help="weights file or name (default: the best that ships)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_backend_arguments(parser)
     parser.add_argument("--max_keypoints", type=int, default=1000)
     parser.add_argument("--detection_threshold", type=float, default=None)
     parser.add_argument("--nms_radius", type=int, default=None)
@@ -156,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         extractor = Extractor(
             args.weights, args.device, max_keypoints=args.max_keypoints,
             detection_threshold=args.detection_threshold, nms_radius=args.nms_radius, warmup=image0.shape[:2],
+            backend=args.backend, precision=args.precision,
         )
     except (DemoInputError, WeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"weights: {extractor.weights_description}")
     if extractor.loaded.format == "untrained":
         print("         NOTE: untrained weights give meaningless descriptors; see README for trained weights.")
-    print(f"device:  {extractor.device}, {extractor.precision}, threshold {extractor.config.detection_threshold}, "
+    print(f"device:  {extractor.device}, {extractor.backend} {extractor.precision}, threshold {extractor.config.detection_threshold}, "
           f"NMS radius {extractor.config.nms_radius}, max keypoints {args.max_keypoints}")
 
     sp, sp_draw = run_superpoint(extractor, image0, image1, H_true)

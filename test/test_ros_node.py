@@ -58,6 +58,7 @@ def node(tmp_path_factory, weights_file):
         },
     )
     process = NodeProcess([NODE_EXECUTABLE, "--ros-args", "-r", f"__ns:={NAMESPACE}", "--params-file", params])
+    process.wait_for_output(r"SuperPoint on cpu, (torch|onnxruntime|openvino) (fp32|bf16|fp16)", timeout=90)
     process.wait_for_output(r"camera 1: ", timeout=90)
     yield process
     process.stop()
@@ -89,7 +90,9 @@ def ros(node):
 def reference_extractor(weights_file):
     from superpoint_training.extractor import Extractor
 
-    return Extractor(str(weights_file), device="cpu", max_keypoints=MAX_KEYPOINTS, warmup=False)
+    # the path the node's defaults (backend and precision auto) pick on this machine
+    return Extractor(str(weights_file), device="cpu", max_keypoints=MAX_KEYPOINTS, warmup=False, backend="auto",
+                     precision="auto")
 
 
 _next_stamp = iter(range(1000, 100000))

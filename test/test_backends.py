@@ -1,0 +1,159 @@
+"""Inference backends behind the one Extractor (issue 14): the same outputs as the torch path at any
+size, the accuracy bounds of every reduced-precision path that ``auto`` may pick, the automatic
+choice, and the compiled-model cache. A backend whose wheel is absent is skipped."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from helpers import random_state_dict
+
+from superpoint_training import Extractor, backends
+from superpoint_training.backends import BackendUnavailable, agreement, choose
+
+ONNX_BACKENDS = [
+    pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None, reason=f"{name} missing"))
+    for name in ("onnxruntime", "openvino")
+]
+CPU = torch.device("cpu")
+BF16_CPU = frozenset({"avx2", "avx512f", "avx512_bf16"})
+PLAIN_CPU = frozenset({"avx2"})
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(backends, "cache_dir", lambda: tmp_path / "compiled")
+
+
+def _photo(name: str, height: int, width: int) -> np.ndarray:
+    from skimage import data
+
+    image = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _by_position(features):
+    f = features.numpy()
+    order = np.lexsort((f.keypoints[:, 0], f.keypoints[:, 1]))
+    return f.keypoints[order], f.scores[order], f.descriptors[order]
+
+
+@pytest.mark.parametrize("backend", ONNX_BACKENDS)
+def test_fp32_backend_equals_torch_at_any_size(backend):
+    """Same keypoints, scores and descriptors as torch fp32, at odd sizes, batched, and resized."""
+    state = random_state_dict("v6", seed=5)
+    ours = Extractor(state, device="cpu", backend=backend, precision="fp32", warmup=False)
+    torch_path = Extractor(state, device="cpu", warmup=False)
+    assert (ours.backend, ours.precision) == (backend, "fp32")
+    images = [_photo("astronaut", 237, 317), _photo("coffee", 237, 317), _photo("camera", 120, 200)]
+    for mine, theirs in zip(ours(images), torch_path(images), strict=True):
+        assert len(theirs) > 50
+        kp, scores, desc = _by_position(mine)
+        ref_kp, ref_scores, ref_desc = _by_position(theirs)
+        np.testing.assert_array_equal(kp, ref_kp)
+        np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+        np.testing.assert_allclose(desc, ref_desc, atol=1e-4)
+    ours.configure(resize=160)
+    torch_path.configure(resize=160)
+    resized = agreement(torch_path(images[0]), ours(images[0]))
+    assert resized["same_pixel"] == 1.0 and resized["cosine_p1"] > 0.9999
+
+
+@pytest.mark.parametrize("backend", ONNX_BACKENDS)
+def test_backend_fixed_k_and_detector_only(backend):
+    magicpoint = Extractor("magicpoint_shapes", device="cpu", backend=backend, warmup=False,
+                           max_keypoints=50, fixed_keypoints=True)
+    features = magicpoint(_photo("camera", 97, 130)).numpy()
+    assert features.keypoints.shape == (50, 2) and features.descriptors.shape == (50, 0)
+    assert features.valid.sum() > 0
+    assert features.keypoints[features.valid][:, 0].max() < 128 and features.keypoints[:, 1].max() < 96
+
+
+def _photo_set() -> list[np.ndarray]:
+    return [_photo(name, 480, 640) for name in ("astronaut", "coffee", "chelsea", "camera", "rocket", "motorcycle")]
+
+
+def _reduced_paths() -> list:
+    paths = sorted({p for p in (*backends.CPU_PATHS_NATIVE_BF16, *backends.CPU_PATHS_FP32) if p[1] != "fp32"})
+    return [pytest.param(*p, marks=pytest.mark.skipif(not backends.is_available(p[0]), reason=f"{p[0]} missing"))
+            for p in paths]
+
+
+@pytest.mark.parametrize(("backend", "precision"), _reduced_paths())
+def test_reduced_precision_that_auto_may_pick_keeps_the_bounds(backend, precision):
+    """On real photos with the shipped trained weights: >= 95 % of the fp32 keypoints at the same pixel
+    (over the photo set), descriptor cosine median >= 0.999 and 1st percentile >= 0.99 (every photo).
+    (On a CPU without native bf16 the backend emulates or ignores it: the bounds still hold.)"""
+    reference = Extractor("superpoint_ros", device="cpu", max_keypoints=1000, warmup=False)
+    reduced = Extractor("superpoint_ros", device="cpu", max_keypoints=1000, warmup=False, backend=backend,
+                        precision=precision)
+    results = [agreement(reference(photo), reduced(photo)) for photo in _photo_set()]
+    total = sum(r["keypoints"] for r in results)
+    assert total > 1000, "trained weights find hundreds of keypoints per photo"
+    same = sum(r["same_pixel"] * r["keypoints"] for r in results) / total
+    assert same >= 0.95, [round(r["same_pixel"], 3) for r in results]
+    assert min(r["same_pixel"] for r in results) >= 0.9
+    assert min(r["cosine_median"] for r in results) >= 0.999
+    assert min(r["cosine_p1"] for r in results) >= 0.99
+
+
+def test_auto_choice(monkeypatch):
+    assert choose(torch.device("cuda"), "auto", "auto", BF16_CPU) == ("torch", "fp32"), "CUDA as before"
+    with pytest.raises(ValueError, match="CPU only"):
+        choose(torch.device("cuda"), "openvino", "auto")
+    installed = {"torch", "onnxruntime", "openvino"}
+    monkeypatch.setattr(backends, "is_available", lambda name: name in installed)
+    assert choose(CPU, "auto", "auto", BF16_CPU) == backends.CPU_PATHS_NATIVE_BF16[0]
+    assert choose(CPU, "auto", "auto", PLAIN_CPU) == ("openvino", "fp32"), "no native bf16: fp32 only"
+    assert choose(CPU, "onnxruntime", "auto", BF16_CPU) == ("onnxruntime", "fp32")
+    assert choose(CPU, "auto", "fp32", BF16_CPU) == ("openvino", "fp32")
+    assert choose(CPU, "auto", "fp16", BF16_CPU) == ("torch", "fp16"), "only torch runs fp16"
+    assert choose(CPU, "torch", "bf16", PLAIN_CPU) == ("torch", "bf16"), "explicit values are kept"
+    with pytest.raises(ValueError, match="runs"):
+        choose(CPU, "onnxruntime", "bf16")
+    installed.discard("openvino")  # wheel absent: auto falls back
+    assert choose(CPU, "auto", "auto", PLAIN_CPU) == ("onnxruntime", "fp32")
+    installed.discard("onnxruntime")
+    assert choose(CPU, "auto", "auto", BF16_CPU) == ("torch", "fp32")
+    with pytest.raises(BackendUnavailable, match=r"\.\[cpu\]"):
+        choose(CPU, "openvino", "auto", BF16_CPU)
+
+
+def test_missing_wheel_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if the wheel were absent
+    assert not backends.is_available("openvino")
+    with pytest.raises(BackendUnavailable, match=r"pip install \.\[cpu\]"):
+        Extractor(random_state_dict("v6"), device="cpu", backend="openvino", precision="fp32", warmup=False)
+    assert Extractor(random_state_dict("v6"), device="cpu", backend="auto", warmup=False).backend != "openvino"
+
+
+def test_native_bf16_is_detected_not_assumed():
+    assert backends.native_bf16(frozenset({"avx512f", "avx512_bf16"}))
+    assert backends.native_bf16(frozenset({"amx_bf16", "amx_tile"}))
+    assert not backends.native_bf16(frozenset({"avx2", "avx512f", "avx512bw"}))
+
+
+@pytest.mark.parametrize("backend", ONNX_BACKENDS)
+def test_compiled_models_are_cached(backend):
+    state = random_state_dict("v1", seed=6)
+    image = _photo("coffee", 96, 128)
+    first = Extractor(state, device="cpu", backend=backend, precision="fp32", warmup=False)
+    expected = first(image)
+    cached = sorted(p for p in backends.cache_dir().rglob("*") if p.is_file())
+    stamps = {p: p.stat().st_mtime_ns for p in cached}
+    assert any(p.suffix == ".onnx" for p in cached)
+    if backend == "openvino":
+        assert any(p.parent.name.startswith("openvino-") for p in cached), "compiled blobs on disk"
+    second = Extractor(state, device="cpu", backend=backend, precision="fp32", warmup=False)
+    assert agreement(expected, second(image))["same_pixel"] == 1.0
+    assert {p: p.stat().st_mtime_ns for p in cached} == stamps, "the second start reuses every cached file"
+    other = random_state_dict("v1", seed=7)
+    Extractor(other, device="cpu", backend=backend, precision="fp32", warmup=False)
+    assert len(list(backends.cache_dir().glob("superpoint-*-torch*.onnx"))) >= 2, "keyed by the weights"
