@@ -5,12 +5,15 @@ frame) on two topics, ``/camera/image_raw`` (bgr8) and ``/camera/image_raw/compr
 quality 95), then runs :func:`superpoint_ros.extract_bag.extract_bag` on each topic and device and
 reports frames per second (all columns): end to end (read, decode, extract, serialise, write),
 reading and decoding alone (no network), and the Extractor alone on frames already in memory; the
-end-to-end rate is bounded by the smaller of the other two.
+end-to-end rate is bounded by the smaller of the other two. With ``--batch-sizes``, it runs the bag
+tool as its own process per batch size on the raw topic instead and reports frames per second and
+the process's peak memory (resident set), which is what chooses the default batch per device.
 
 Examples::
 
     python benchmarks/bench_bag.py                       # CPU, and CUDA when available
     python benchmarks/bench_bag.py --frames 2000 --devices cuda --precision fp16 --batch-size 64
+    python benchmarks/bench_bag.py --frames 32 --devices cpu --batch-sizes 1 16   # memory per batch
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -80,6 +85,37 @@ def extractor_rate(extractor: Extractor, batch: int, frames: int) -> float:
     return runs * batch / (time.perf_counter() - start)
 
 
+def cpu_flags() -> str:
+    """The CPU model and its vector/matrix flags that matter for the network (AVX2, AVX-512, BF16, AMX)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = re.search(r"model name\s*:\s*(.+)", info)
+    flags = set(re.search(r"flags\s*:\s*(.+)", info).group(1).split()) if "flags" in info else set()
+    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{model.group(1).strip() if model else platform.machine()}, flags {' '.join(shown) or 'none of AVX2/AVX-512'}"
+
+
+def batch_memory(bag: Path, topic: str, device: str, batch: int, args: argparse.Namespace) -> tuple[float, float]:
+    """(frames/s, peak resident memory in GB) of the bag tool run as its own process with ``batch``."""
+    out = bag.parent / f"memory_{batch}"
+    log = bag.parent / f"memory_{batch}.txt"
+    command = [sys.executable, "-m", "superpoint_ros.extract_bag", str(bag), "--topics", topic, "--output", str(out),
+               "--device", device, "--weights", args.weights, "--max-keypoints", str(args.max_keypoints),
+               "--batch-size", str(batch), "-q"]
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    text = log.read_text()
+    match = re.search(r"([\d.]+) frames/s", text)
+    if process.returncode != 0 or match is None:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{text}")
+    shutil.rmtree(out, ignore_errors=True)
+    return float(match.group(1)), usage.ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="examples:" + __doc__.split("Examples::", 1)[1],
@@ -95,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="weights (default: %(default)s; 'untrained' when those are not installed: the speed "
                         "is the same, and its keypoint count saturates at --max-keypoints)")
     parser.add_argument("--max-keypoints", type=int, default=1000)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                        help="instead: frames/s and peak memory of the bag tool per batch size (raw topic)")
     args = parser.parse_args(argv)
 
     try:
@@ -113,11 +151,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {frames} frames per topic (640x480) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         gpu = torch.cuda.get_device_name(0) if cuda else "none"
         print(f"## bag tool benchmark, {datetime.date.today()}")
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
+        print(f"machine: {cpu_flags()}, {os.cpu_count()} CPUs visible, "
               f"torch {torch.__version__} with {torch.get_num_threads()} threads, GPU: {gpu}")
         print(f"command: python benchmarks/bench_bag.py {' '.join(argv if argv is not None else sys.argv[1:])}")
         print(f"{frames} frames per topic, weights {args.weights}, max {args.max_keypoints} keypoints, "
               f"{workers} decode threads\n")
+        if args.batch_sizes:
+            print("| images | device | batch | frames/s (end to end) | peak memory (process RSS) |")
+            print("|---|---|---|---|---|")
+            for device in devices:
+                for batch in args.batch_sizes:
+                    rate, peak = batch_memory(folder / "bag", TOPICS["raw (bgr8)"], device, batch, args)
+                    print(f"| raw 640x480 | {device} | {batch} | {rate:.2f} | {peak:.2f} GB |", flush=True)
+            return 0
         print("| images | device | precision | batch | read + decode only | extractor only | end to end "
               "| end to end per CPU-second |")
         print("|---|---|---|---|---|---|---|---|")

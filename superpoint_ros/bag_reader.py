@@ -96,8 +96,7 @@ def open_bag(paths: list[Path]) -> tuple[Any, str | None]:
                            "(a ROS 1 bag cut short needs `rosbag reindex` first)") from error
         files = [f for p in paths for f in (storage_files(p) if p.is_dir() else [p])]
         recovered = [_recovery_reader(file, error) for file in files]
-        what = "reading its records in order up to the damage" if storage == "mcap" else "reading it row by row"
-        note = f"{', '.join(map(str, files))} cannot be opened through its index ({error}; truncated?): {what}"
+        note = f"{', '.join(map(str, files))} {_recovery_note(files[0], error)}"
         return (recovered[0] if len(recovered) == 1 else BagFiles(recovered)), note
     if input_storage(paths[0]) == "sqlite3":
         files = [f for p in paths for f in (storage_files(p) if p.is_dir() else [p])]
@@ -118,11 +117,15 @@ def _open_file(file: Path, notes: list[str]) -> Any:
     try:
         reader.open()
     except Exception as error:  # noqa: BLE001
-        notes.append(f"{file.name} cannot be opened through its index ({error}; truncated?): "
-                     + ("reading its records in order up to the damage" if file.suffix == ".mcap" else
-                        "reading it row by row"))
+        notes.append(f"{file.name} {_recovery_note(file, error)}")
         return _recovery_reader(file, error)
     return ResumingSqlite(reader, [file]) if file.suffix == ".db3" else reader
+
+
+def _recovery_note(file: Path, error: BaseException) -> str:
+    if file.suffix == ".mcap":
+        return f"cannot be opened through its index ({error}; truncated?): reading its records in order up to the damage"
+    return f"cannot be opened as a whole ({error}): reading it row by row"
 
 
 def _recovery_reader(file: Path, error: BaseException) -> Any:

@@ -295,7 +295,7 @@ class Sqlite3Rows(_Recovered):
         self._db: sqlite3.Connection | None = None
         self._rows: list[tuple[int, int, int]] = []  # (time, row id, topic id), time order
         self._by_topic: dict[int, Any] = {}
-        self._unlisted: list[int] = []  # row ids that exist but whose topic and time cannot be read
+        self._unlisted: dict[int, int | None] = {}  # row id -> time (from the index) of unreadable rows
 
     def open(self) -> None:
         from rosbags.typesys import Stores, get_typestore
@@ -354,29 +354,29 @@ class Sqlite3Rows(_Recovered):
         except sqlite3.DatabaseError:
             complete = False
         if not complete:
-            last = max(self._known_ids() | set(rows), default=0)
-            for row_id in range(1, last + 1):
+            indexed = self._indexed_times()
+            for row_id in range(1, max([*indexed, *rows], default=0) + 1):
                 if row_id in rows:
                     continue
                 try:
                     found = self._db.execute("SELECT topic_id, timestamp FROM messages WHERE id = ?", (row_id,)).fetchone()
                 except sqlite3.DatabaseError:
-                    self._unlisted.append(row_id)
+                    self._unlisted[row_id] = indexed.get(row_id)
                     continue
                 if found is not None:
                     rows[row_id] = (found[1], found[0])
         self._rows = sorted((time, row_id, topic_id) for row_id, (time, topic_id) in rows.items())
 
-    def _known_ids(self) -> set[int]:
-        """Row ids that the largest-id look-up and the timestamp index name (each may be damaged too)."""
+    def _indexed_times(self) -> dict[int, int | None]:
+        """Row id -> time from the timestamp index, and the largest row id (each may be damaged too)."""
         assert self._db is not None
-        ids: set[int] = set()
-        for query in ("SELECT max(id) FROM messages", "SELECT id FROM messages ORDER BY timestamp"):
+        times: dict[int, int | None] = {}
+        for query in ("SELECT max(id), NULL FROM messages", "SELECT id, timestamp FROM messages ORDER BY timestamp"):
             try:
-                ids.update(row_id for (row_id,) in self._db.execute(query) if row_id is not None)
+                times.update((row_id, time) for row_id, time in self._db.execute(query) if row_id is not None)
             except sqlite3.DatabaseError:
                 pass
-        return ids
+        return times
 
     def messages(self, connections: Any = (), start: int | None = None, stop: int | None = None) -> Iterator[tuple]:
         """(connection, time ns, raw CDR) in time order; unreadable rows are skipped and counted."""
@@ -399,7 +399,8 @@ class Sqlite3Rows(_Recovered):
             yield connection, time, data
         if self._unlisted:
             error_text = error_text or "database disk image is malformed"
-            lost += [f"row {row_id} (topic and time unreadable)" for row_id in self._unlisted]
+            lost += [f"row {row_id} (at {format_time(time)}, topic unreadable)" if time is not None else
+                     f"row {row_id} (topic and time unreadable)" for row_id, time in self._unlisted.items()]
         if lost:
             shown = "; ".join(lost[:10]) + (f"; ... and {len(lost) - 10} more" if len(lost) > 10 else "")
             self.losses = [f"{self.path.name}: skipped {len(lost)} unreadable message{'s' * (len(lost) > 1)} "

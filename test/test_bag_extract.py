@@ -19,7 +19,7 @@ from rosbags.typesys import Stores, get_typestore  # noqa: E402
 from superpoint_ros.bag_reader import BagError  # noqa: E402
 from superpoint_ros.bag_writer import features_typestore  # noqa: E402
 from superpoint_ros.extract_bag import extract_bag, main  # noqa: E402
-from superpoint_ros.features_message import features_from_message  # noqa: E402
+from superpoint_ros.features_message import features_from_message, features_to_message  # noqa: E402
 from superpoint_ros.image_conversion import compressed_msg_to_numpy, image_msg_to_numpy  # noqa: E402
 from superpoint_training.extractor import Extractor  # noqa: E402
 
@@ -202,6 +202,33 @@ def test_h5_output_and_int8(tmp_path, extractor, images):
             np.testing.assert_array_equal(decoded.keypoints, stored.keypoints)
             cosine = np.sum(decoded.descriptors * stored.descriptors, axis=1)
             assert cosine.min() > 0.999
+
+
+def test_int8_descriptors_keep_the_cosine_bound():
+    """Each int8 value is off by at most 0.5/127, so a decoded unit descriptor keeps a cosine of at least
+    sqrt(1 - D (0.5/127)^2) with the float32 one: 0.998 for D = 256, the README's bound. 0.9993 is the
+    median on real frames, not a bound: about 1 in 8 real descriptors fall below it, and so do random ones."""
+    from types import SimpleNamespace
+
+    dim = 256
+    bound = np.sqrt(1 - dim * (0.5 / 127) ** 2)
+    assert 0.998 < bound < 0.9981
+    rng = np.random.default_rng(0)
+    gaussian = rng.normal(size=(4000, dim))
+    sparse = gaussian * (rng.random((4000, dim)) < 0.1)  # few large values, as trained descriptors have
+    descriptors = np.concatenate([gaussian, sparse[np.abs(sparse).sum(1) > 0]]).astype(np.float32)
+    descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
+    typestore = features_typestore()
+    features = SimpleNamespace(keypoints=np.zeros((len(descriptors), 2), np.float32),
+                               scores=np.ones(len(descriptors), np.float32), descriptors=descriptors)
+    header = typestore.types["std_msgs/msg/Header"](
+        stamp=typestore.types["builtin_interfaces/msg/Time"](sec=0, nanosec=0), frame_id="c")
+    msg = features_to_message(typestore.types["superpoint_ros/msg/Features"], header, features, image_size=(8, 8),
+                              encoding="int8")
+    decoded = features_from_message(msg).descriptors.astype(np.float64)
+    cosine = np.sum(decoded * descriptors, axis=1)
+    assert cosine.min() >= bound - 1e-6
+    assert 0.01 < np.mean(cosine[:4000] < 0.9993) < 0.5  # the old "at least 0.9993" does not hold
 
 
 def test_existing_outputs_need_force(tmp_path, extractor, images, capsys):
