@@ -8,6 +8,7 @@ The reference's command form. Everything is written under ``$SUPERPOINT_EXPER_DI
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 
@@ -53,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    if importlib.util.find_spec("tensorboard") is None:  # the trainer logs to TensorBoard
+        print("error: training needs tensorboard, which is not installed: pip install '.[training]' "
+              "(in the repository), or pip install tensorboard", file=sys.stderr)
+        return 2
     from .trainer import TrainingDiverged, train
 
     try:

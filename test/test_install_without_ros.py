@@ -185,6 +185,14 @@ def test_pip_install_without_ros_then_every_documented_command(tmp_path):
                 "--set", "data.num_workers=0", "--set", "model.homography_adaptation.num=2")  # fmt: skip
     assert len(list((work / "experiments" / "outputs" / "labels").glob("*.npz"))) == 2
 
+    # without their extra, the commands that need one say so in one line
+    no_extra = user.python("-m", "superpoint_training.train", source / "config/magic-point_shapes_ci.yaml", "ci",
+                           "--no_progress", expect=2)  # fmt: skip
+    assert "[training]" in no_extra.stderr and len(no_extra.stderr.strip().splitlines()) == 1
+    no_h5py = user.python("-m", "superpoint_training.extract", "photos", "--output", "features.h5", "--device", "cpu",
+                          "-q", expect=2)  # fmt: skip
+    assert "h5py" in no_h5py.stderr and not (work / "features.h5").exists()
+
     # the commands that need an extra, with it
     user.pip_install(f"{source}[training,bags,export]")
     user.python("-m", "superpoint_training.train", source / "config/magic-point_shapes_ci.yaml", "ci", "--no_progress")
