@@ -3,9 +3,10 @@
 - :func:`open_bag` opens ROS 2 bags (a folder with ``metadata.yaml``, or a bare ``.mcap``/``.db3``
   file) and ROS 1 ``.bag`` files, and reads every message that can be read from damaged ones:
   a folder without ``metadata.yaml`` (a killed ``ros2 bag record``) is read file by file in split
-  order; an ``.mcap`` without its summary through :class:`~.bag_recovery.TruncatedMcap`; a ``.db3``
-  with damaged pages row by row through :class:`~.bag_recovery.Sqlite3Rows`, also when the damage
-  only shows while reading.
+  order; an ``.mcap`` without its summary or with damaged chunks record by record through
+  :class:`~.bag_recovery.TruncatedMcap`; a ``.db3`` with damaged pages row by row through
+  :class:`~.bag_recovery.Sqlite3Rows`; also when the damage only shows while reading
+  (:class:`ResumingReader`).
 - :class:`MessagePump` reads messages in a background thread and decodes images in a small thread
   pool (OpenCV and the deserialiser release the GIL for the heavy parts), handing them out in bag
   order through a bounded queue, so that decoding overlaps inference and memory stays bounded.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import queue
 import re
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -98,9 +98,9 @@ def open_bag(paths: list[Path]) -> tuple[Any, str | None]:
         recovered = [_recovery_reader(file, error) for file in files]
         note = f"{', '.join(map(str, files))} {_recovery_note(files[0], error)}"
         return (recovered[0] if len(recovered) == 1 else BagFiles(recovered)), note
-    if input_storage(paths[0]) == "sqlite3":
+    if input_storage(paths[0]) != "ros1":
         files = [f for p in paths for f in (storage_files(p) if p.is_dir() else [p])]
-        return ResumingSqlite(reader, files), None
+        return ResumingReader(reader, files), None
     return reader, None
 
 
@@ -119,7 +119,7 @@ def _open_file(file: Path, notes: list[str]) -> Any:
     except Exception as error:  # noqa: BLE001
         notes.append(f"{file.name} {_recovery_note(file, error)}")
         return _recovery_reader(file, error)
-    return ResumingSqlite(reader, [file]) if file.suffix == ".db3" else reader
+    return ResumingReader(reader, [file])
 
 
 def _recovery_note(file: Path, error: BaseException) -> str:
@@ -229,11 +229,13 @@ class BagFiles:
             reader.close()
 
 
-class ResumingSqlite:
-    """An AnyReader over .db3 files that, when SQLite fails mid-read, reads the rest row by row.
+class ResumingReader:
+    """An AnyReader over ROS 2 storage files that, when reading fails mid-way, reads on without the index.
 
-    rosbags reads messages in time order through the timestamp index and stops at the first damaged
-    page; from there :class:`~.bag_recovery.Sqlite3Rows` goes on with the messages not yet read.
+    rosbags reads messages in time order through the timestamp index (.db3) or the chunk index
+    (.mcap) and stops at the first damaged page or chunk; from there
+    :class:`~.bag_recovery.Sqlite3Rows` (row by row) or :class:`~.bag_recovery.TruncatedMcap`
+    (record by record, skipping damaged chunks) goes on with the messages not yet read.
     """
 
     damage = None
@@ -252,8 +254,6 @@ class ResumingSqlite:
         self.reader.close()
 
     def messages(self, connections: Any = (), start: int | None = None, stop: int | None = None) -> Iterator[tuple]:
-        import apsw
-
         last, at_last = None, 0
         try:
             for connection, time, raw in self.reader.messages(connections, start=start, stop=stop):
@@ -262,10 +262,11 @@ class ResumingSqlite:
                 at_last += 1
                 yield connection, time, raw
             return
-        except (apsw.Error, sqlite3.DatabaseError) as error:
+        except Exception as error:  # noqa: BLE001 - SQLite, decompression, checksum... errors alike
             where = f"after {format_time(last)}" if last is not None else "at the first message"
-            self.notes.append(f"SQLite failed reading in time order {where} ({error}): "
-                              "reading the rest row by row")
+            how = "row by row" if self.files[0].suffix == ".db3" else "record by record"
+            self.notes.append(f"reading in time order failed {where} ({type(error).__name__}: {error}): "
+                              f"reading the rest {how}")
         ours = {(c.topic, c.msgtype): c for c in self.reader.connections}
         rows = BagFiles([_recovery_reader(file, RuntimeError("damaged")) for file in self.files])
         try:

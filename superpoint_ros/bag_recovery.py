@@ -1,8 +1,8 @@
 """Readers for damaged ROS 2 storage files, with the interface of ``rosbags``' AnyReader.
 
 - :class:`TruncatedMcap` walks the records of an ``.mcap`` file from the start, without its summary
-  or index, up to the first damaged byte (a killed recorder leaves no summary or footer; a copy cut
-  short ends mid-chunk). The ``mcap`` library's readers recover fewer messages from such files: they
+  or index, up to the end of what was written (a killed recorder leaves no summary or footer; a
+  copy cut short ends mid-chunk), skipping chunks whose content is damaged. The ``mcap`` library's readers recover fewer messages from such files: they
   drop the whole chunk being written (with the ``rosbags`` writer's single chunk, every message);
   ``test/test_bag_damage.py`` compares the two on the same files.
 - :class:`Sqlite3Rows` reads a ``.db3`` file row by row by its row ids, without the timestamp index,
@@ -147,8 +147,10 @@ class TruncatedMcap(_Recovered):
 
     The MCAP data section is a sequence of ``opcode (u8), length (u64), content`` records (schema,
     channel, message, chunk of those, ...; see mcap.dev/spec). This reader walks them from the
-    start and stops at the first record that is cut short or fails its checksum, so everything
-    written before the damage can be used. ``damage`` then holds the reason and the byte offset.
+    start and stops at the first record that is cut short or unreadable, so everything written
+    before it can be used; ``damage`` then holds the reason and the byte offset. A chunk whose
+    content fails its checksum or decompression is skipped (its length is intact) and named in
+    ``losses``.
     Channels become known as they appear; ``connections`` grows while reading.
     """
 
@@ -223,12 +225,22 @@ class TruncatedMcap(_Recovered):
                         if stop_after_first:
                             return
                 except (struct.error, ValueError, KeyError, UnicodeDecodeError, BagError) as error:
+                    if opcode == 0x06 and not cut:  # its length is intact: the next record can still be read
+                        self._lose_chunk(offset, body, error)
+                        continue
                     self.damage = f"damaged record (opcode 0x{opcode:02x}) at byte {offset}: {error}"
                     return
                 if cut:
                     self.damage = (f"record (opcode 0x{opcode:02x}) at byte {offset} cut short: {len(body)} of "
                                    f"{length} bytes")
                     return
+
+    def _lose_chunk(self, offset: int, body: bytes, error: Exception) -> None:
+        start, end = struct.unpack_from("<QQ", body, 0) if len(body) >= 16 else (None, None)
+        times = f" (messages from {format_time(start)} to {format_time(end)})" if start is not None else ""
+        loss = f"{self.path.name}: skipped the damaged chunk at byte {offset}{times}: {error}"
+        if loss not in self.losses:
+            self.losses.append(loss)
 
     def _chunk(self, body: bytes, partial: bool = False) -> list[tuple]:
         """The records of a chunk; of a chunk cut short (``partial``), those that are complete."""

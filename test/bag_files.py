@@ -3,13 +3,14 @@
 Writing: :func:`write_image_bag` makes a ROS 2 (mcap, sqlite3) or ROS 1 bag of :class:`BagImage`
 items, :func:`write_split_bag` a ROS 2 bag split into several storage files. Damaging:
 :func:`corrupt_page` overwrites one SQLite page with random bytes, :func:`sqlite_pages` tells which
-pages hold what, :func:`kill_recorder` leaves a bag folder as a killed ``ros2 bag record`` does.
+pages hold what, :func:`mcap_chunks` where an .mcap's chunks lie, :func:`kill_recorder` leaves a bag folder as a killed ``ros2 bag record`` does.
 """
 
 from __future__ import annotations
 
 import shutil
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,15 +141,36 @@ def kill_recorder(path: Path, keep: float = 0.6) -> None:
 def sqlite_pages(db: Path) -> list[tuple[int, str, str, int]]:
     """(page number, b-tree name, page type, cells) for every page of ``db`` (SQLite's dbstat table);
     page types are ``internal``, ``leaf`` and ``overflow`` (payload that did not fit its leaf)."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
         return connection.execute("SELECT pageno, name, pagetype, ncell FROM dbstat ORDER BY pageno").fetchall()
 
 
 def corrupt_page(db: Path, page: int, seed: int = 0) -> None:
     """Overwrite page ``page`` (1-based, as SQLite counts) of ``db`` with random bytes."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
         (size,) = connection.execute("PRAGMA page_size").fetchone()
-    noise = np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
-    with db.open("r+b") as handle:
-        handle.seek((page - 1) * size)
-        handle.write(noise)
+    corrupt_bytes(db, (page - 1) * size, size, seed)
+
+
+def mcap_chunks(path: Path) -> list[tuple[int, int]]:
+    """(byte offset, length) of each chunk record of an .mcap file, walking its records from the start."""
+    import struct
+
+    data = path.read_bytes()
+    chunks, pos = [], 8
+    while pos + 9 <= len(data):
+        opcode, length = struct.unpack_from("<BQ", data, pos)
+        if opcode == 0x06:
+            chunks.append((pos, 9 + length))
+        if opcode == 0x0F:  # data end: the summary follows
+            break
+        pos += 9 + length
+    return chunks
+
+
+def corrupt_bytes(path: Path, offset: int, size: int = 4096, seed: int = 0) -> None:
+    """Overwrite ``size`` bytes of ``path`` at ``offset`` with random ones."""
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        handle.write(np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes())
+

@@ -17,14 +17,23 @@ pytest.importorskip("rosbags")
 
 from bag_files import (  # noqa: E402
     BagImage,
+    corrupt_bytes,
     corrupt_page,
     kill_recorder,
+    mcap_chunks,
     sqlite_pages,
     write_image_bag,
     write_split_bag,
 )
 
-from superpoint_ros.bag_reader import BagError, open_bag  # noqa: E402
+from superpoint_ros.bag_reader import (  # noqa: E402
+    BagError,
+    MessagePump,
+    ReadFailure,
+    format_time,
+    open_bag,
+    reader_losses,
+)
 from superpoint_ros.bag_recovery import TruncatedMcap  # noqa: E402
 from superpoint_ros.extract_bag import auto_batch_size, extract_bag, main  # noqa: E402
 from superpoint_training.extractor import Extractor  # noqa: E402
@@ -148,6 +157,36 @@ def test_unopenable_db3_names_the_recover_hint_also_for_a_folder(tmp_path, extra
         with pytest.raises(BagError, match=r"\.recover"):
             extract([source], tmp_path / "out", extractor)
     assert not (tmp_path / "out").exists()
+
+
+# -- a damaged .mcap chunk ------------------------------------------------------------------------
+def test_damaged_mcap_chunk_costs_only_its_messages(tmp_path, photo_rgb):
+    """4 KB of noise at the start of one chunk (rosbags writes 1 MiB chunks) loses that chunk's frames
+    only, with the summary intact (read through the index, then record by record) and without it.
+    (Noise inside pixel data is not detectable: rosbags writes no chunk checksum.)"""
+    frames = [BagImage("/cam/rgb", T0 + i * STEP, np.ascontiguousarray(np.roll(photo_rgb, 7 * i, axis=1)), "rgb8")
+              for i in range(24)]  # 230 KB each: 6 chunks
+    write_image_bag(tmp_path / "bag", "mcap", frames)
+    (file,) = (tmp_path / "bag").glob("*.mcap")
+    chunks = mcap_chunks(file)
+    assert len(chunks) >= 4
+    offset, length = chunks[len(chunks) // 2]
+    corrupt_bytes(file, offset + 25)  # after its start and end times: its sizes, checksum, first records
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(file.read_bytes()[: chunks[-1][0] + chunks[-1][1]])  # every chunk, no summary
+    for source in (tmp_path / "bag", cut):
+        reader, _ = open_bag([source])
+        try:
+            with MessagePump(reader, lambda c: True) as pump:
+                items = list(pump)
+            _, losses = reader_losses(reader)
+        finally:
+            reader.close()
+        times = [item.time for item in items if not isinstance(item, ReadFailure)]
+        lost = [item.time for item in frames if item.time not in times]
+        assert 0 < len(lost) <= 5 and lost == list(range(lost[0], lost[-1] + 1, STEP)), (source, lost)
+        assert times == [item.time for item in frames if item.time not in lost]
+        assert len(losses) == 1 and "damaged chunk" in losses[0] and format_time(lost[0]) in losses[0]
 
 
 # -- missing inputs --------------------------------------------------------------------------------
