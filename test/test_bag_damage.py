@@ -216,7 +216,7 @@ def test_default_batch_by_device_and_free_memory(tmp_path, extractor, images, mo
 
 
 # -- the mcap library's reader as the alternative -------------------------------------------------
-def test_mcap_library_recovers_no_more_than_the_record_walker(tmp_path, images):
+def test_mcap_library_recovers_no_more_than_the_record_walker(tmp_path, images, photo_rgb):
     """Issue 12 asks to use the ``mcap`` library's reader where it recovers no fewer messages: on the
     same damaged files it recovers fewer (it drops the chunk being written), so the walker stays."""
     mcap = pytest.importorskip("mcap")
@@ -246,5 +246,10 @@ def test_mcap_library_recovers_no_more_than_the_record_walker(tmp_path, images):
         cut = tmp_path / f"cut{keep}.mcap"
         cut.write_bytes(data[: int(len(data) * keep)])
         counts.append((walker_count(cut), library_count(cut)))
+    write_image_bag(tmp_path / "chunks", "mcap", [BagImage("/cam/rgb", T0 + i * STEP, photo_rgb) for i in range(24)])
+    (file,) = (tmp_path / "chunks").glob("*.mcap")
+    offset, _ = mcap_chunks(file)[2]
+    corrupt_bytes(file, offset + 25)  # a damaged chunk, summary intact
+    counts.append((walker_count(file), library_count(file)))
     assert all(ours >= theirs for ours, theirs in counts), counts
     assert sum(ours for ours, _ in counts) > sum(theirs for _, theirs in counts), (mcap.__name__, counts)
