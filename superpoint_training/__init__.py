@@ -13,6 +13,14 @@ up front would make runpy warn that the module was already imported.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time each name loads on first use
+    from .extractor import Extractor, Features
+    from .keypoints import DetectionConfig
+    from .matching import match_descriptors
+    from .model import ModelConfig, SuperPoint
+    from .weights import LoadedWeights, WeightsError, load_superpoint
 
 # public name -> the module that defines it
 _EXPORTS = {
@@ -27,7 +35,18 @@ _EXPORTS = {
     "match_descriptors": "matching",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DetectionConfig",
+    "Extractor",
+    "Features",
+    "LoadedWeights",
+    "ModelConfig",
+    "SuperPoint",
+    "WeightsError",
+    "load_superpoint",
+    "match_descriptors",
+]
+assert sorted(_EXPORTS) == __all__
 __version__ = "0.1.0"
 
 
