@@ -37,7 +37,8 @@ def test_extract_folder_matches_api(tmp_path, image_folder, weights_file, photo_
     folder, rgb = image_folder
     output = tmp_path / f"out{suffix}"
     args = [str(folder), "--output", str(output), "--weights", str(weights_file), "--device", "cpu",
-            "--max_keypoints", "200", "--nms_radius", "3", "--batch-size", "2", "--recursive", "--quiet"]
+            "--max_keypoints", "200", "--nms_radius", "3", "--batch-size", "2", "--recursive", "--quiet",
+            "--backend", "torch", "--precision", "fp32"]  # the API's defaults (the CLI's are auto)
     assert main(args) == 0
     assert "skipped 1 unreadable files" in capsys.readouterr().err
     extractor = Extractor(str(weights_file), device="cpu", max_keypoints=200, nms_radius=3, warmup=False)
