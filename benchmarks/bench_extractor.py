@@ -2,7 +2,8 @@
 
 For each device (CPU, CUDA when present), backend (torch; on the CPU also onnxruntime and openvino
 when installed), precision (fp32, fp16, bf16; each backend the ones it runs), image size and batch
-size, it times :class:`superpoint_training.Extractor` against eager torch fp32 in the same run, with
+size, it times :class:`superpoint_training.Extractor` against eager torch fp32 in the same run (the paths
+timed in turns, one run of each per round, so that other load falls on all alike), with
 the keypoint agreement beside each time, and the obvious baseline: a
 straightforward eager PyTorch pipeline written below (model forward, softmax, reshape, plain 2-D
 max-pool NMS, a per-image loop with nonzero / top-k / grid_sample, ``.cpu()``), and prints the
@@ -148,6 +149,25 @@ def timed(fn: Callable[[], object], sync: Callable[[], None], repeats: int, max_
     return {"median": statistics.median(times), "min": min(times), "runs": len(times)}, result
 
 
+def interleaved(fns: list[Callable[[], object]], sync: Callable[[], None], repeats: int, max_seconds: float,
+                clock: Callable[[], float] = time.perf_counter) -> list[tuple[dict[str, float], object]]:
+    """Time several functions in turns (one run of each per round), so that load that comes and goes
+    on a shared machine falls on all of them alike; up to ``repeats`` rounds (at least 2) within
+    ``max_seconds`` per function. Returns (median/min/runs, last result) per function."""
+    times: list[list[float]] = [[] for _ in fns]
+    results: list[object] = [None] * len(fns)
+    rounds = 0
+    while fns and rounds < max(repeats, 1) and (rounds < 2 or sum(map(sum, times)) < max_seconds * len(fns)):
+        for i, fn in enumerate(fns):
+            start = clock()
+            results[i] = fn()
+            sync()
+            times[i].append(clock() - start)
+        rounds += 1
+    return [({"median": statistics.median(t), "min": min(t), "runs": len(t)}, r)
+            for t, r in zip(times, results, strict=True)]
+
+
 def agreement(low: list, high: list) -> tuple[float, float, float]:
     """Fraction of the fp32 keypoints found at the same pixel, median and 1st percentile of the
     descriptor cosine over those."""
@@ -268,17 +288,15 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
             for batch in batches:
                 images = [photo(height, width, args.rgb)] * batch
                 fp32_result = fp32_all = fp32_seconds = None
+                ready = []  # (row, wanted, extractor, run): every path set up and warmed first, then timed in turns
                 for backend, precision in paths:
                     row = {"device": str(device), "size": f"{height}x{width}", "batch": batch, "backend": backend,
                            "precision": precision, "auto": "auto" if (backend, precision) == auto else ""}
                     wanted = backend in backends and precision in precisions
                     needed = memory_needed_gb(batch, height, width, precision)
-                    if needed > 0.6 * memory_available_gb(device):
-                        row["skipped"] = f"needs about {needed:.1f} GB"
-                        if wanted:
-                            rows.append(row)
-                        continue
                     try:
+                        if needed > 0.6 * memory_available_gb(device):
+                            raise MemoryError(f"needs about {needed:.1f} GB")
                         if (backend, precision) not in extractors:
                             # each path casts or compiles its own copy of the network
                             extractors[backend, precision] = Extractor(
@@ -289,13 +307,19 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
                         def ours(extractor=extractor, images=images):
                             return [f.numpy() for f in extractor(images)]
 
-                        stats, result = timed(ours, sync, args.repeats, args.max_seconds, args.warmup, clock)
-                        seconds = stats[args.stat]
-                    except (RuntimeError, NotImplementedError) as error:  # e.g. fp16 kernels missing on a CPU
+                        for _ in range(args.warmup):
+                            ours()
+                        sync()
+                    except (RuntimeError, NotImplementedError, MemoryError) as error:  # e.g. fp16 kernels missing
                         row["skipped"] = f"{type(error).__name__}: {str(error).splitlines()[0][:80]}"
                         if wanted:
                             rows.append(row)
                         continue
+                    ready.append((row, wanted, extractor, ours))
+                timings = interleaved([run for *_, run in ready], sync, args.repeats, args.max_seconds, clock)
+                for (row, wanted, extractor, _), (stats, result) in zip(ready, timings, strict=True):
+                    backend, precision = row["backend"], row["precision"]
+                    seconds = stats[args.stat]
                     summary = [(f.keypoints, f.descriptors) for f in result]
                     everything = all_keypoints(extractor, images) if len(paths) > 1 else None
                     if (backend, precision) == ("torch", "fp32"):

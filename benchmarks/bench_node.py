@@ -26,6 +26,8 @@ Examples::
     source build_ros/install/setup.sh
     python benchmarks/bench_node.py dds --duration 10 --weights untrained --device cpu
     python benchmarks/bench_node.py stages --device cuda --precision fp16 --iterations 500
+    python benchmarks/bench_node.py dds --cameras 1 --rate 1 --backend torch --precision fp32   # before/after
+    python benchmarks/bench_node.py dds --cameras 1 --rate 1 --backend auto --precision auto
     python benchmarks/bench_node.py int8 --weights superpoint_v6_from_tf
     python benchmarks/bench_node.py all --json bench_node.json      # dds + stages, short runs
 
@@ -178,7 +180,8 @@ def _run_dds(kind: str, cameras: int, args: argparse.Namespace, domain_id: int, 
 
         params = Path(tempfile.mkdtemp()) / "bench.yaml"
         params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
-            "weights": args.weights, "device": args.device, "precision": args.precision, "cameras": names,
+            "weights": args.weights, "device": args.device, "precision": args.precision, "backend": args.backend,
+            "cameras": names,
             "max_keypoints": args.max_keypoints, "frame_queue": 1, "diagnostics_period": 1.0}}}))
         command = [str(_node_executable()), "--ros-args", "--params-file", str(params)]
         ready = f"camera {cameras - 1}:"
@@ -299,8 +302,8 @@ def run_stages(args: argparse.Namespace) -> list[dict]:
         label = "rclpy Features"
     except ImportError:
         msg_cls, label = SimpleNamespace, "plain object (rclpy-style array.array fields)"
-    extractor = Extractor(args.weights, args.device, precision=args.precision, max_keypoints=args.max_keypoints,
-                          warmup=False)
+    extractor = Extractor(args.weights, args.device, precision=args.precision, backend=args.backend,
+                          max_keypoints=args.max_keypoints, warmup=False)
     pipeline = DetectionPipeline(extractor, msg_cls, args.encoding, synchronize=True)
     images = photos(args.size, 4)
     header = SimpleNamespace(stamp=SimpleNamespace(sec=0, nanosec=0), frame_id="bench")
@@ -320,7 +323,8 @@ def run_stages(args: argparse.Namespace) -> list[dict]:
             results, stage = pipeline.process(frames)
             assert all(r.message is not None for r in results)
             times.append(stage)
-        row = {"cameras": cameras, "device": str(extractor.device), "precision": args.precision,
+        row = {"cameras": cameras, "device": str(extractor.device), "backend": extractor.backend,
+               "precision": extractor.precision,
                "size": f"{args.size[1]}x{args.size[0]}", "message class": label,
                "keypoints": len(results[0].message.scores), "iterations": args.iterations}
         for name in ("convert", "extract", "build", "total"):
@@ -406,7 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=3, help="warps per photo (int8)")
     parser.add_argument("--weights", default="default", help="weights name or file (default: default)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                        help="network precision, as the node's parameter (default: %(default)s)")
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino"],
+                        help="network backend, as the node's parameter (default: %(default)s); "
+                        "--backend torch --precision fp32 is the node before backends existed")
     parser.add_argument("--max-keypoints", type=int, default=1000)
     parser.add_argument("--encoding", default="float32", choices=["float32", "int8"], help="descriptor encoding")
     parser.add_argument("--transport", choices=["udp", "shm"], default="udp",

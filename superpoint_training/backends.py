@@ -14,8 +14,8 @@ second start with the same weights, size, precision and versions compiles nothin
 
 ``auto`` (:func:`choose`): CUDA runs torch fp32 as before; a CPU with native bf16 (AVX-512 BF16 or
 AMX, read from ``/proc/cpuinfo``) runs the fastest path that kept the accuracy bounds on real photos
-(``test/test_backends.py``): OpenVINO bf16; any other CPU the fastest fp32 path (OpenVINO, then
-ONNX Runtime, then torch). A backend whose wheel is missing is skipped.
+(``test/test_backends.py``): OpenVINO bf16, else torch bf16; any other CPU the fastest fp32 path
+(OpenVINO, then ONNX Runtime, then torch). A backend whose wheel is missing is skipped.
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ EXTRA_HINT = "install the optional CPU backends with `pip install .[cpu]` (onnxr
 BACKEND_PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
 # CPU paths that keep the bounds (>= 95 % of the fp32 keypoints at the same pixel, descriptor cosine
 # median >= 0.999 and 1st percentile >= 0.99; test/test_backends.py), fastest first (BENCHMARKS.md).
-CPU_PATHS_NATIVE_BF16 = (("openvino", "bf16"), ("openvino", "fp32"), ("onnxruntime", "fp32"), ("torch", "fp32"))
+CPU_PATHS_NATIVE_BF16 = (
+    ("openvino", "bf16"), ("torch", "bf16"), ("openvino", "fp32"), ("onnxruntime", "fp32"), ("torch", "fp32"),
+)
 CPU_PATHS_FP32 = (("openvino", "fp32"), ("onnxruntime", "fp32"), ("torch", "fp32"))
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 

@@ -120,8 +120,9 @@ def test_auto_choice(monkeypatch):
         choose(CPU, "onnxruntime", "bf16")
     installed.discard("openvino")  # wheel absent: auto falls back
     assert choose(CPU, "auto", "auto", PLAIN_CPU) == ("onnxruntime", "fp32")
+    assert choose(CPU, "auto", "auto", BF16_CPU) == ("torch", "bf16"), "torch bf16 before ONNX Runtime fp32"
     installed.discard("onnxruntime")
-    assert choose(CPU, "auto", "auto", BF16_CPU) == ("torch", "fp32")
+    assert choose(CPU, "auto", "auto", PLAIN_CPU) == ("torch", "fp32")
     with pytest.raises(BackendUnavailable, match=r"\.\[cpu\]"):
         choose(CPU, "openvino", "auto", BF16_CPU)
 
