@@ -53,9 +53,9 @@ from superpoint_training.backends import (  # noqa: E402
     BACKEND_PRECISIONS,
     BACKENDS,
     choose,
-    cpu_flags,
     is_available,
 )
+from superpoint_training.cpu_features import cpu_flags  # noqa: E402
 from superpoint_training.extractor import PRECISIONS  # noqa: E402
 from superpoint_training.inference import GRAY_WEIGHTS  # noqa: E402
 from superpoint_training.model import STRIDE  # noqa: E402

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cpu_features import has_native_bf16
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
@@ -47,31 +49,10 @@ CPU_PATHS_NATIVE_BF16 = (
     ("openvino", "bf16"), ("torch", "bf16"), ("openvino", "fp32"), ("onnxruntime", "fp32"), ("torch", "fp32"),
 )
 CPU_PATHS_FP32 = (("openvino", "fp32"), ("onnxruntime", "fp32"), ("torch", "fp32"))
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 class BackendUnavailable(ImportError):
     """The backend's wheel is not installed."""
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def native_bf16(flags: frozenset[str] | None = None) -> bool:
-    """Whether the CPU computes bf16 natively (AVX-512 BF16 or AMX); detected, never assumed."""
-    flags = cpu_flags() if flags is None else flags
-    if flags:
-        return any(flag in flags for flag in BF16_FLAGS)
-    return "AMX" in torch.backends.cpu.get_cpu_capability()  # no /proc/cpuinfo: torch's own detection
 
 
 def is_available(backend: str) -> bool:
@@ -108,7 +89,7 @@ def choose(device: torch.device, backend: str = "auto", precision: str = "auto",
         if precision not in BACKEND_PRECISIONS[backend]:
             raise ValueError(f"backend={backend!r} runs {BACKEND_PRECISIONS[backend]}, not precision={precision!r}")
         return backend, precision
-    paths = CPU_PATHS_NATIVE_BF16 if native_bf16(flags) else CPU_PATHS_FP32
+    paths = CPU_PATHS_NATIVE_BF16 if has_native_bf16(flags) else CPU_PATHS_FP32
     for path_backend, path_precision in (*paths, ("torch", "fp32")):
         if backend not in ("auto", path_backend) or precision not in ("auto", path_precision):
             continue

@@ -135,12 +135,6 @@ def test_missing_wheel_names_the_extra(monkeypatch):
     assert Extractor(random_state_dict("v6"), device="cpu", backend="auto", warmup=False).backend != "openvino"
 
 
-def test_native_bf16_is_detected_not_assumed():
-    assert backends.native_bf16(frozenset({"avx512f", "avx512_bf16"}))
-    assert backends.native_bf16(frozenset({"amx_bf16", "amx_tile"}))
-    assert not backends.native_bf16(frozenset({"avx2", "avx512f", "avx512bw"}))
-
-
 @pytest.mark.parametrize("backend", ONNX_BACKENDS)
 def test_compiled_models_are_cached(backend):
     state = random_state_dict("v1", seed=6)
