@@ -28,6 +28,7 @@ import logging
 import os
 import sys
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ BACKENDS = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "fp16")
 EXTRA_HINT = "install the optional CPU backends with `pip install .[cpu]` (onnxruntime, openvino)"
 # precisions each backend runs (the network only; post-processing is float32)
+MAX_COMPILED_SHAPES = 8  # OpenVINO: input shapes kept compiled in memory (recompiling is a cache read)
 BACKEND_PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
 # CPU paths that keep the bounds (>= 95 % of the fp32 keypoints at the same pixel, descriptor cosine
 # median >= 0.999 and 1st percentile >= 0.99; test/test_backends.py), fastest first (BENCHMARKS.md).
@@ -236,13 +238,18 @@ class OpenVinoNetwork(_ExportedNetwork):
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             "PERFORMANCE_HINT": "LATENCY",
         }
-        self.compiled: dict[tuple[int, ...], object] = {}
+        self.compiled: OrderedDict[tuple[int, ...], object] = OrderedDict()
 
     def request(self, shape: tuple[int, ...]):
-        if shape not in self.compiled:
+        """The inference request compiled for ``shape``; the most recent few shapes stay compiled."""
+        if shape in self.compiled:
+            self.compiled.move_to_end(shape)
+        else:
             self.model.reshape({"image": list(shape)})
             compiled = self.core.compile_model(self.model, "CPU", self.properties)
             self.compiled[shape] = compiled.create_infer_request()
+            while len(self.compiled) > MAX_COMPILED_SHAPES:
+                self.compiled.popitem(last=False)
         return self.compiled[shape]
 
     def run(self, image: np.ndarray) -> list[np.ndarray]:

@@ -186,6 +186,8 @@ class Extractor:
         self.pipeline = SuperPointPipeline(
             network, config, resize=self._check_resize(resize), dtype=self.dtype, channels_last=True
         )
+        if warmup is True and self.backend != "torch":
+            warmup = False  # a compiled backend warms up per image size: the first frame of each size does
         if warmup:
             shape = warmup if isinstance(warmup, tuple) else ((480, 640) if self.device.type == "cuda" else (120, 160))
             self.warmup(shape)

@@ -152,3 +152,14 @@ def test_compiled_models_are_cached(backend):
     other = random_state_dict("v1", seed=7)
     Extractor(other, device="cpu", backend=backend, precision="fp32", warmup=False)
     assert len(list(backends.cache_dir().glob("superpoint-*-torch*.onnx"))) >= 2, "keyed by the weights"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino missing")
+def test_openvino_keeps_a_few_sizes_compiled(monkeypatch):
+    monkeypatch.setattr(backends, "MAX_COMPILED_SHAPES", 2)
+    extractor = Extractor(random_state_dict("v6", seed=8), device="cpu", backend="openvino", precision="fp32",
+                          warmup=False)
+    network = extractor.pipeline.network
+    for height, width in ((64, 80), (72, 96), (64, 80), (88, 120)):
+        assert len(extractor(_photo("camera", height, width))) > 0
+    assert list(network.compiled) == [(1, 1, 64, 80), (1, 1, 88, 120)], "the least recently used size goes"
