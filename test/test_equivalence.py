@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
-from helpers import random_state_dict
+from helpers import assert_same_features, random_state_dict
 from reference_superpoint import reference_superpoint
 
 from superpoint_training import Extractor, load_superpoint
@@ -63,7 +65,11 @@ def test_extractor_equals_reference_at_odd_sizes(variant, size):
     features = extractor(image).numpy()
     reference = reference_superpoint(state, image, variant)
     assert len(reference[0]) > 100, "scores should look like a trained net's"
-    _assert_equal_to_reference(features, reference)
+    # the same points, scores within 1e-5, descriptors within 1e-4; a point may differ only where a
+    # score ties with the threshold to float32 rounding (other CPUs' kernels round differently)
+    kp, scores, desc = reference
+    assert_same_features(features, SimpleNamespace(keypoints=kp, scores=scores, descriptors=desc),
+                         max_boundary_swaps=2)
     assert features.image_size == size
 
 
