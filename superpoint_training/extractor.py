@@ -159,19 +159,15 @@ class Extractor:
             raise ValueError(f"precision must be one of {['auto', *PRECISIONS]}, got {precision!r}")
         if backend not in BACKEND_CHOICES:
             raise ValueError(f"backend must be one of {list(BACKEND_CHOICES)}, got {backend!r}")
-        self.backend, precision = choose(self.device, backend, precision)
-        self.precision = precision
-        if self.device.type == "cpu" and self.backend == "torch" and precision != "fp32" and not _cpu_supports(precision):
-            warnings.warn(
-                f"precision={precision!r}: this CPU has no native {precision} (AVX512-BF16/AMX); expect it to be "
-                "several times slower than fp32",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        self.dtype = PRECISIONS[precision] if self.backend == "torch" else torch.float32
-        # NHWC lets oneDNN (CPU) and cuDNN (tensor cores) pick their fastest convolutions.
-        self.model = self.loaded.model.to(self.device, self.dtype).eval().to(memory_format=torch.channels_last)
-        network = make_network(self.backend, self.model, precision)
+        self.backend, self.precision = choose(self.device, backend, precision)
+        try:
+            network = self._build_network()
+        except Exception as error:  # noqa: BLE001  (auto must not fail where torch works)
+            if backend != "auto" or self.backend == "torch":
+                raise
+            log.warning("backend %s could not be set up (%s); falling back to torch", self.backend, error)
+            self.backend, self.precision = choose(self.device, "torch", precision)
+            network = self._build_network()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         options = dict(self.loaded.detection_defaults)
@@ -191,6 +187,21 @@ class Extractor:
         if warmup:
             shape = warmup if isinstance(warmup, tuple) else ((480, 640) if self.device.type == "cuda" else (120, 160))
             self.warmup(shape)
+
+    def _build_network(self):
+        """Cast the torch network to this extractor's device and precision, or compile it for its backend."""
+        precision = self.precision
+        if self.device.type == "cpu" and self.backend == "torch" and precision != "fp32" and not _cpu_supports(precision):
+            warnings.warn(
+                f"precision={precision!r}: this CPU has no native {precision} (AVX512-BF16/AMX); expect it to be "
+                "several times slower than fp32",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self.dtype = PRECISIONS[precision] if self.backend == "torch" else torch.float32
+        # NHWC lets oneDNN (CPU) and cuDNN (tensor cores) pick their fastest convolutions.
+        self.model = self.loaded.model.to(self.device, self.dtype).eval().to(memory_format=torch.channels_last)
+        return make_network(self.backend, self.model, precision)
 
     @staticmethod
     def _check_resize(resize: int | None) -> int | None:

@@ -153,3 +153,25 @@ def test_openvino_keeps_a_few_sizes_compiled(monkeypatch):
     for height, width in ((64, 80), (72, 96), (64, 80), (88, 120)):
         assert len(extractor(_photo("camera", height, width))) > 0
     assert list(network.compiled) == [(1, 1, 64, 80), (1, 1, 88, 120)], "the least recently used size goes"
+
+
+def test_auto_falls_back_to_torch_when_a_backend_fails(monkeypatch, caplog):
+    from superpoint_training import extractor as extractor_module
+
+    real = extractor_module.make_network
+
+    def broken(backend, model, precision):
+        if backend != "torch":
+            raise RuntimeError("cannot compile here")
+        return real(backend, model, precision)
+
+    monkeypatch.setattr(extractor_module, "make_network", broken)
+    monkeypatch.setattr(backends, "is_available", lambda name: True)
+    state = random_state_dict("v6")
+    with caplog.at_level("WARNING"):
+        extractor = Extractor(state, device="cpu", backend="auto", precision="fp32", warmup=False)
+    assert extractor.backend == "torch" and extractor.precision == "fp32"
+    assert "falling back to torch" in caplog.text
+    assert len(extractor(_photo("camera", 64, 80))) > 0
+    with pytest.raises(RuntimeError, match="cannot compile"):
+        Extractor(state, device="cpu", backend="openvino", precision="fp32", warmup=False)
