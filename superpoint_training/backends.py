@@ -10,7 +10,8 @@ Compiled models are cached under ``~/.cache/superpoint_ros/compiled/`` (``SUPERP
 the ONNX file is named by a hash of the weights and the torch version; ONNX Runtime's optimised
 graph by the weights and the ONNX Runtime version; OpenVINO's compiled blobs live in a folder per
 OpenVINO version, keyed by OpenVINO from the weights, the input size and the precision hint. A
-second start with the same weights, size, precision and versions compiles nothing.
+second start with the same weights, size, precision and versions exports nothing and reads the
+compiled model back (0.6 s instead of 1.9 s at 480x640 on a 2-core EPYC).
 
 ``auto`` (:func:`choose`): CUDA runs torch fp32 as before; a CPU with native bf16 (AVX-512 BF16 or
 AMX, read from ``/proc/cpuinfo``) runs the fastest path that kept the accuracy bounds on real photos
@@ -42,8 +43,8 @@ log = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "fp16")
 EXTRA_HINT = "install the optional CPU backends with `pip install .[cpu]` (onnxruntime, openvino)"
-# precisions each backend runs (the network only; post-processing is float32)
 MAX_COMPILED_SHAPES = 8  # OpenVINO: input shapes kept compiled in memory (recompiling is a cache read)
+# precisions each backend runs (the network only; post-processing is float32)
 BACKEND_PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
 # CPU paths that keep the bounds (>= 95 % of the fp32 keypoints at the same pixel, descriptor cosine
 # median >= 0.999 and 1st percentile >= 0.99; test/test_backends.py), fastest first (BENCHMARKS.md).
