@@ -180,7 +180,7 @@ class Extractor:
         options.update({k: v for k, v in given.items() if v is not None})
         config = DetectionConfig(max_keypoints=max_keypoints, fixed_keypoints=fixed_keypoints, **options)
         self.pipeline = SuperPointPipeline(
-            network, config, resize=self._check_resize(resize), dtype=self.dtype, channels_last=True
+            network, config, resize=self._check_resize(resize), dtype=self.dtype, channels_last=self.backend == "torch"
         )
         if warmup is True and self.backend != "torch":
             warmup = False  # a compiled backend warms up per image size: the first frame of each size does
