@@ -1,6 +1,6 @@
 """Homographic Adaptation export rate: images per second at 240x320 with 100 homographies.
 
-Times :class:`superpoint_training.homographic_adaptation.HomographicAdaptation` plus keypoint
+Times :class:`superpoint_training.training.homographic_adaptation.HomographicAdaptation` plus keypoint
 selection on batches of real photos (scikit-image's, resized as the export does), and the detector
 network alone on the same number of warped images, so that the report shows how much of the time
 is the network and how much the warping and aggregation. Reading and writing files are not timed
@@ -25,11 +25,10 @@ import time
 import numpy as np
 import torch
 
-from superpoint_training.datasets.image_folder import preprocess
+from superpoint_training.data.images import resize_crop, skimage_photos
 from superpoint_training.extractor import Extractor
-from superpoint_training.homographic_adaptation import HomographicAdaptation
 from superpoint_training.model import ModelConfig, SuperPoint
-from superpoint_training.synthetic_hpatches import skimage_photos
+from superpoint_training.training.homographic_adaptation import HomographicAdaptation
 
 
 def sync(device: torch.device) -> None:
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     adaptation = HomographicAdaptation(
         extractor, {"num": args.num, "aggregation": args.aggregation}, chunk_size=args.chunk_size
     )
-    photos = [preprocess(np.asarray(rgb.mean(-1), np.uint8), args.size) for _, rgb in skimage_photos()]
+    photos = [resize_crop(np.asarray(rgb.mean(-1), np.uint8), args.size) for _, rgb in skimage_photos()]
     batches = []
     for start in range(0, args.images + args.batch_size, args.batch_size):
         chosen = [photos[(start + i) % len(photos)] for i in range(args.batch_size)]

@@ -345,8 +345,8 @@ def run_int8(args: argparse.Namespace) -> list[dict]:
     from tqdm import tqdm
 
     from superpoint_ros.features_message import features_from_message, features_to_message
+    from superpoint_training.data.geometry import random_homography, warp_image, warp_points
     from superpoint_training.extractor import Extractor
-    from superpoint_training.geometry import random_homography, warp_image, warp_points
     from superpoint_training.matching import match_descriptors
 
     extractor = Extractor(args.weights, args.device, max_keypoints=args.max_keypoints, warmup=False)

@@ -32,6 +32,8 @@ if [ ! -f build_ros/.built ] || [ -n "$(find msg CMakeLists.txt package.xml scri
   echo "[setup] colcon build"
   rm -f build_ros/.built
   mkdir -p build_ros
+  # the installed copies of our Python packages go first: a moved or deleted module must not linger there
+  rm -rf build_ros/install/superpoint_ros/lib/python3*/site-packages/{superpoint_training,superpoint_ros}
   ( source "$VENV/bin/activate"
     cd build_ros
     AMENT_PREFIX_PATH="$VIRTUAL_ENV" CMAKE_PREFIX_PATH="$VIRTUAL_ENV" \

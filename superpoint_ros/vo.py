@@ -43,7 +43,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from superpoint_training.image_files import IMAGE_SUFFIXES
+from superpoint_training.data.images import IMAGE_SUFFIXES
 
 from .tracking import (
     CameraError,
@@ -244,7 +244,7 @@ def superpoint_features(frames: list[Frame], extractor: Any, progress: bool = Tr
 def orb_features(frames: list[Frame], progress: bool = True) -> MethodFeatures:
     from tqdm import tqdm
 
-    from superpoint_training.baselines import detect_and_describe
+    from superpoint_training.evaluation.baselines import detect_and_describe
 
     out = MethodFeatures()
     for frame in tqdm(frames, desc="ORB", unit="frame", disable=not progress, dynamic_ncols=True):

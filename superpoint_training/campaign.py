@@ -9,7 +9,7 @@ Stages, in order (each writes under ``$SUPERPOINT_EXPER_DIR/<name>/`` and is rec
 1. ``shapes``: MagicPoint on Synthetic Shapes (``train_config``), or named weights (``weights``)
    when a shipped MagicPoint stands in for it;
 2. ``photo_crops``: training and held-out validation images cut from the photos, held out by group
-   (:mod:`superpoint_training.datasets.photo_crops`);
+   (:mod:`superpoint_training.data.photo_crops`);
 3. ``adaptation``: Homographic Adaptation labels for both folders (the detector of ``weights``, or
    of the previous stage);
 4. ``magicpoint_photos``: the reference's second round (MagicPoint trained on those labels, then
@@ -100,7 +100,7 @@ class Campaign:
 
     # ---- bookkeeping ------------------------------------------------------------------------
     def _save_state(self) -> None:
-        from .trainer import atomic_write_text
+        from .training.trainer import atomic_write_text
 
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(yaml.safe_dump(self.state, sort_keys=False), self.state_path)
@@ -134,7 +134,7 @@ class Campaign:
     # ---- helpers ----------------------------------------------------------------------------
     def _train(self, stage: str, train_config: str, overrides: list[str], pretrained: str | None,
                max_minutes: float) -> dict:
-        from .trainer import train
+        from .training.trainer import train
 
         experiment = f"{self.config['name']}_{stage}"
         sets = [f"train.precision={self.precision}", f"train.max_minutes={max_minutes}", *overrides]
@@ -142,6 +142,8 @@ class Campaign:
             sets.append(f"train.device={self.config['device']}")
         trainer = train(train_config, experiment, overrides=sets, pretrained=pretrained or None,
                         exper_dir=self.root / experiment, show_progress=sys.stderr.isatty())
+        if getattr(trainer, "stopped_by", None) is not None:  # Ctrl+C / kill: saved, not finished
+            raise KeyboardInterrupt
         metrics = trainer.metrics_history[-1] if trainer.metrics_history else {}
         return {
             "weights": str(trainer.weights_path),
@@ -156,7 +158,7 @@ class Campaign:
         return self.state["photo_crops"]
 
     def _export(self, weights: str, name: str) -> dict:
-        from .export_detections import build_config, export
+        from .training.pseudo_labels import build_config, export
 
         adaptation = self.config["adaptation"]
         crops = self._crops()
@@ -187,7 +189,7 @@ class Campaign:
         return self._train("shapes", cfg["train_config"], cfg["overrides"], None, cfg["max_minutes"])
 
     def stage_photo_crops(self) -> dict:
-        from .datasets.photo_crops import write_photo_crops
+        from .data.photo_crops import write_photo_crops
 
         cfg = self.config["photo_crops"]
         output = self.dir / "photo_crops"
@@ -223,11 +225,11 @@ class Campaign:
                            + ("kept, labels again" if kept else "not kept, the first labels stay")}
 
     def _patches(self) -> list:
-        from .patches import generate_patches, load_patches
+        from .data.validation_patches import generate_patches, load_patches
 
         folder = self.root / "outputs" / f"{self.config['name']}_patches"
         if not folder.is_dir():
-            from .datasets.image_folder import list_images
+            from .data.image_folder import list_images
 
             generate_patches(list_images(Path(self._crops()["validation"])), folder, (240, 320))
         return load_patches(folder)
@@ -286,7 +288,7 @@ class Campaign:
 
     def stage_card(self) -> dict:
         path = self.dir / "WEIGHTS_CARD.md"
-        from .trainer import atomic_write_text
+        from .training.trainer import atomic_write_text
 
         atomic_write_text(weights_card(self.config, self.state, self.precision, self.command), path)
         return {"card": str(path), "summary": f"card in {path}"}
@@ -297,8 +299,8 @@ def heldout_repeatability(weights: str, pairs: list) -> float:
     """Mean repeatability (top 300, 3 px) of a detector on the held-out warped pairs."""
     import torch
 
+    from .evaluation.metrics import repeatability
     from .extractor import Extractor
-    from .metrics import repeatability
 
     extractor = Extractor(weights, device="cuda" if torch.cuda.is_available() else "cpu", warmup=False,
                           max_keypoints=1000)

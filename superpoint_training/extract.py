@@ -29,8 +29,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .cli_options import add_extractor_arguments, describe_path, extractor_from_args
+from .data.images import IMAGE_SUFFIXES
 from .feature_io import DESCRIPTOR_DTYPES, FeatureFileError, FeatureStore, file_kind
-from .image_files import IMAGE_SUFFIXES
 from .weights import WeightsError
 
 

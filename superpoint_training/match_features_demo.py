@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from .cli_options import add_backend_arguments
+from .data.geometry import corner_error, random_homography, warp_image
 from .extractor import Extractor
-from .geometry import corner_error, random_homography, warp_image
 from .matching import match_descriptors
 from .viz import draw_matches, save_rgb, stack_rows
 from .weights import WeightsError

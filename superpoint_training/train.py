@@ -2,7 +2,7 @@
 
 The reference's command form. Everything is written under ``$SUPERPOINT_EXPER_DIR`` (default
 ``experiments/``) ``/EXPERIMENT_NAME/``; running the same command again resumes from its
-``checkpoint.pth``. See :mod:`superpoint_training.trainer` for what is written and when.
+``checkpoint.pth``. See :mod:`superpoint_training.training.trainer` for what is written and when.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: training needs tensorboard, which is not installed: pip install '.[training]' "
               "(in the repository), or pip install tensorboard", file=sys.stderr)
         return 2
-    from .trainer import TrainingDiverged, train
+    from .training.trainer import TrainingDiverged, train
 
     try:
         trainer = train(

@@ -23,3 +23,13 @@ def photo_rgb() -> np.ndarray:
     from skimage import data
 
     return cv2.resize(data.coffee(), (320, 240), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture
+def rectangles(monkeypatch):
+    """The trainer knows the stand-in dataset ``rectangles`` (test/train_standin.py)."""
+    from train_standin import Rectangles
+
+    from superpoint_training.training.trainer import DATASETS
+
+    monkeypatch.setitem(DATASETS, "rectangles", Rectangles)

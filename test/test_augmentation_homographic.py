@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from superpoint_training import homographies as hg
 from superpoint_training.config import ConfigError
-from superpoint_training.geometry import warp_image, warp_points
-from superpoint_training.homographies import (
+from superpoint_training.data import homographies as hg
+from superpoint_training.data.geometry import warp_image, warp_points
+from superpoint_training.data.homographies import (
     SHAPES_HOMOGRAPHIC,
     HomographicAugmentation,
     compute_valid_mask,

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from superpoint_training import augmentation as aug
-from superpoint_training.augmentation import OPERATIONS, PhotometricAugmentation, photometric_config
 from superpoint_training.config import ConfigError
+from superpoint_training.data import augmentation as aug
+from superpoint_training.data.augmentation import OPERATIONS, PhotometricAugmentation, photometric_config
 
 
 def _only(operation: str, preset: str = "shapes") -> PhotometricAugmentation:

@@ -10,7 +10,7 @@ import yaml
 
 from superpoint_training.campaign import STAGES, Campaign, load_campaign_config, main
 from superpoint_training.config import ConfigError
-from superpoint_training.datasets.photo_crops import photo_group, split_photos, write_photo_crops
+from superpoint_training.data.photo_crops import photo_group, split_photos, write_photo_crops
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def generated_data(tmp_path_factory):
     pytest.importorskip("skimage")
-    from superpoint_training.datasets.image_folder import write_skimage_photos
-    from superpoint_training.synthetic_hpatches import build, skimage_photos
+    from superpoint_training.data.hpatches import build
+    from superpoint_training.data.images import skimage_photos, write_skimage_photos
 
     root = tmp_path_factory.mktemp("campaign_data")
     write_skimage_photos(root / "photos" / "skimage")

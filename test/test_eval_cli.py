@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from superpoint_training import evaluate
-from superpoint_training.synthetic_hpatches import build
+from superpoint_training.data.hpatches import build
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from superpoint_training.geometry import warp_image
-from superpoint_training.hpatches import HPatches, HPatchesError, resize_transform
-from superpoint_training.synthetic_hpatches import build, main
+from superpoint_training.data.geometry import warp_image
+from superpoint_training.data.hpatches import HPatches, HPatchesError, build, resize_transform
+from superpoint_training.synthetic_hpatches import main
 
 
 @pytest.fixture(scope="module")

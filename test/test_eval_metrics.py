@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from superpoint_training import baselines
-from superpoint_training.metrics import (
+from superpoint_training.evaluation import baselines
+from superpoint_training.evaluation.metrics import (
     average_precision,
     cross_check_matches,
     descriptor_metrics,

@@ -8,7 +8,7 @@ import torch
 from helpers import assert_same_features, random_state_dict
 
 from superpoint_training import Extractor, match_descriptors
-from superpoint_training.geometry import warp_points
+from superpoint_training.data.geometry import warp_points
 
 
 @pytest.fixture(scope="module")

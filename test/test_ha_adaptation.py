@@ -8,8 +8,13 @@ import torch.nn.functional as F
 
 from superpoint_training.config import ConfigError
 from superpoint_training.extractor import Extractor
-from superpoint_training.homographic_adaptation import HomographicAdaptation, border_kernel, erode, merge_config
 from superpoint_training.model import ModelConfig, SuperPoint
+from superpoint_training.training.homographic_adaptation import (
+    HomographicAdaptation,
+    border_kernel,
+    erode,
+    merge_config,
+)
 
 
 def intensity(images: torch.Tensor) -> torch.Tensor:

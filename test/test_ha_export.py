@@ -11,9 +11,9 @@ import torch
 import yaml
 
 from superpoint_training import export_detections
-from superpoint_training.datasets.image_folder import ImageFolder, load_label
-from superpoint_training.homographic_adaptation import HomographicAdaptation
+from superpoint_training.data.image_folder import ImageFolder, load_label
 from superpoint_training.model import ModelConfig, SuperPoint
+from superpoint_training.training.homographic_adaptation import HomographicAdaptation
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "magic-point_coco_export.yaml"
 FAST = [

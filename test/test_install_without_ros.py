@@ -176,9 +176,9 @@ def test_pip_install_without_ros_then_every_documented_command(tmp_path):
     assert (work / "vo" / "summary.md").is_file() and vo.stderr.count("matplotlib is not installed") == 1
     user.python("-m", "superpoint_training.synthetic_shapes", "sheet.png", "--primitives", "draw_star",
                 "--per-primitive", "1")  # fmt: skip
-    user.python("-m", "superpoint_training.datasets.synthetic", "--root", "shapes", "--primitives", "draw_star",
+    user.python("-m", "superpoint_training.build_synthetic_shapes", "--root", "shapes", "--primitives", "draw_star",
                 "--split-sizes", "1", "1", "1", "--workers", "1", "--no-progress")  # fmt: skip
-    user.python("-m", "superpoint_training.patches", "photos", "pairs", "--count", "2", "--resize", "48", "64")
+    user.python("-m", "superpoint_training.write_validation_patches", "photos", "pairs", "--count", "2", "--resize", "48", "64")
     user.python("-m", "superpoint_training.export_detections", source / "config/magic-point_coco_export.yaml", "none",
                 "--weights", "magicpoint_shapes", "--images", work / "photos", "--export_name", "labels",
                 "--batch_size", "1", "--device", "cpu", "--no_progress", "--set", "data.resize=[48,64]",
@@ -201,7 +201,7 @@ def test_pip_install_without_ros_then_every_documented_command(tmp_path):
     user.python("-m", "superpoint_training.evaluate", "--dataset", "hpatches", "--output", "report_plots",
                 "--methods", "orb", "--resize", "none", "--workers", "1")  # fmt: skip
     assert list((work / "report_plots" / "plots").glob("*.png"))
-    user.python("-m", "superpoint_training.datasets.image_folder", "skimage", "skimage_photos")
+    user.python("-m", "superpoint_training.write_skimage_photos", "skimage_photos")
     user.python("-m", "superpoint_training.export_onnx", "--output", "sp.onnx", "--height", "48", "--width", "64",
                 "--max_keypoints", "16")  # fmt: skip
     assert (work / "sp.onnx").is_file()

@@ -34,3 +34,13 @@ def test_every_python_module_command_exists():
     assert "superpoint_training.synthetic_shapes" in modules
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     assert not missing
+
+
+def test_commands_live_at_the_top_and_libraries_have_no_main():
+    """Every documented ``python -m superpoint_training.X`` is a top-level command; the subpackages
+    (model, data, training, evaluation) are libraries without ``main()``."""
+    package = Path(__file__).resolve().parents[1] / "superpoint_training"
+    commands = set(re.findall(r"python -m superpoint_training\.([\w.]+)", README))
+    assert all("." not in command for command in commands), commands
+    for path in package.glob("*/*.py"):
+        assert "\ndef main(" not in path.read_text(encoding="utf-8"), path

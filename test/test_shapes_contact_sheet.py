@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 
 from superpoint_training import synthetic_shapes as shapes
-from superpoint_training.datasets import generate_synthetic_shapes
-from superpoint_training.datasets import synthetic as ds
+from superpoint_training.data import shapes_dataset as ds
+from superpoint_training.data.shapes_dataset import generate_synthetic_shapes
 
 SMALL = {
     "primitives": ["draw_star", "draw_checkerboard"],
@@ -17,7 +17,7 @@ SMALL = {
 
 
 def test_the_sheet_shows_the_images_the_dataset_holds(tmp_path):
-    samples = shapes.sample_images(SMALL["primitives"], 2, SMALL)
+    samples = ds.sample_images(SMALL["primitives"], 2, SMALL)
     directory = generate_synthetic_shapes(SMALL, root=tmp_path, workers=1, progress=False)
     for primitive in SMALL["primitives"]:
         images, keypoints, offsets = ds.load_entry(directory / f"{primitive}_training.npz")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from superpoint_training import build_synthetic_shapes
 from superpoint_training.config import ConfigError
-from superpoint_training.datasets import SyntheticShapes, generate_synthetic_shapes
-from superpoint_training.datasets import synthetic as ds
-from superpoint_training.synthetic_shapes import generate_image
+from superpoint_training.data import shapes_dataset as ds
+from superpoint_training.data.shapes_dataset import SyntheticShapes, generate_image, generate_synthetic_shapes
 
 TINY = {
     "primitives": ["draw_polygon", "draw_ellipses", "draw_checkerboard"],
@@ -171,7 +171,7 @@ def test_unknown_split():
 
 def test_cli_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        ds.main(["--help"])
+        build_synthetic_shapes.main(["--help"])
     assert exit_info.value.code == 0
     assert "--contact-sheet" in capsys.readouterr().out
 
@@ -181,7 +181,7 @@ def test_cli_generates_and_writes_a_contact_sheet(tmp_path, capsys):
     config = tmp_path / "config.yaml"
     config.write_text("data:\n  name: synthetic_shapes\n  generation: {image_size: [240, 320]}\n"
                       "  preprocessing: {resize: [64, 80], blur_size: 7}\n")
-    code = ds.main(["--config", str(config), "--root", str(tmp_path), "--workers", "1", "--split-sizes", "2", "1", "1",
+    code = build_synthetic_shapes.main(["--config", str(config), "--root", str(tmp_path), "--workers", "1", "--split-sizes", "2", "1", "1",
                     "--primitives", "draw_star", "draw_cube", "--contact-sheet", str(sheet), "--per-primitive", "2",
                     "--no-progress", "--verify"])
     assert code == 0

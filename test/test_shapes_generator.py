@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from superpoint_training import synthetic_shapes as shapes
-from superpoint_training.synthetic_shapes import PRIMITIVES, generate_image
+from superpoint_training.data import shapes
+from superpoint_training.data.shapes import PRIMITIVES
+from superpoint_training.data.shapes_dataset import generate_image
 
 # Drawn at half the reference size to keep the tests fast; same output size (120x160).
 SMALL = {"generation": {"image_size": [480, 640]}, "preprocessing": {"resize": [120, 160], "blur_size": 11}}

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from superpoint_training.config import ConfigError
-from superpoint_training.datasets.pairs import WARPED_PAIR, WarpedPairs
-from superpoint_training.geometry import warp_points
-from superpoint_training.losses import descriptor_loss
-from superpoint_training.patches import generate_patches, load_patches
-from superpoint_training.superpoint_task import LOSS_PRESETS, loss_weights
+from superpoint_training.data.geometry import warp_points
+from superpoint_training.data.pairs import WARPED_PAIR, WarpedPairs
+from superpoint_training.data.validation_patches import generate_patches, load_patches
+from superpoint_training.training.losses import descriptor_loss
+from superpoint_training.training.superpoint_task import LOSS_PRESETS, loss_weights
 
 HC, WC = 3, 4
 N = HC * WC

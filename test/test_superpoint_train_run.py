@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from superpoint_training import trainer
-from superpoint_training.datasets.image_folder import preprocess
+from superpoint_training.data.images import resize_crop
 from superpoint_training.model import SuperPoint
-from superpoint_training.superpoint_task import SuperPointTask
+from superpoint_training.training import trainer
+from superpoint_training.training.superpoint_task import SuperPointTask
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "superpoint_coco.yaml"
 SIZE = (48, 64)
@@ -23,7 +23,7 @@ def photos() -> list[np.ndarray]:
     from skimage import data
 
     rgb = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
-    return [preprocess(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), SIZE) for im in rgb]
+    return [resize_crop(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), SIZE) for im in rgb]
 
 
 def corner_labels(gray: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from superpoint_training.config import ConfigError, load_config, merge_strict, parse_override
-from superpoint_training.trainer import DEFAULTS, build_config
+from superpoint_training.training.trainer import DEFAULTS, build_config
 
 DEFAULTS_SMALL = {"train": {"learning_rate": 1e-3, "batch_size": 64, "amp": False, "name": "x"}, "free": {}}
 
@@ -48,15 +48,15 @@ def test_yaml_file_and_overrides(tmp_path):
     assert parse_override("a.b=[1, 2]") == {"a": {"b": [1, 2]}}
 
 
-def test_trainer_config_checks(tmp_path):
-    config = build_config({"data": {"name": "train_standin:Rectangles", "size": 4}, "train": {"iterations": 3}})
+def test_trainer_config_checks(tmp_path, rectangles):
+    config = build_config({"data": {"name": "rectangles", "size": 4}, "train": {"iterations": 3}})
     assert config["train"]["batch_size"] == DEFAULTS["train"]["batch_size"] and config["data"]["size"] == 4
     with pytest.raises(ConfigError, match=r"data\.sise"):  # the dataset's keys are strict too
-        build_config({"data": {"name": "train_standin:Rectangles", "sise": 4}})
+        build_config({"data": {"name": "rectangles", "sise": 4}})
     with pytest.raises(ConfigError, match=r"train\.lerning_rate"):
-        build_config({"data": {"name": "train_standin:Rectangles"}}, ["train.lerning_rate=0.1"])
+        build_config({"data": {"name": "rectangles"}}, ["train.lerning_rate=0.1"])
     with pytest.raises(ConfigError, match=r"train\.precision"):
-        build_config({"data": {"name": "train_standin:Rectangles"}, "train": {"precision": "fp8"}})
+        build_config({"data": {"name": "rectangles"}, "train": {"precision": "fp8"}})
     with pytest.raises(ConfigError, match=r"data\.name"):
         build_config({"data": {"name": "no_such_dataset"}})
 

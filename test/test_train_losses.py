@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from superpoint_training.losses import (
+from superpoint_training.training.losses import (
     DUSTBIN,
     cell_valid_mask,
     descriptor_loss,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from superpoint_training.detector_metrics import DetectorMetricsAccumulator
+from superpoint_training.training.detector_metrics import DetectorMetricsAccumulator
 
 
 def test_perfect_and_shifted_detections():

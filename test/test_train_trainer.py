@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from superpoint_training import Extractor, load_superpoint
-from superpoint_training.tasks import MagicPointTask
 from superpoint_training.train import main as train_main
-from superpoint_training.trainer import TrainingDiverged, train
+from superpoint_training.training.magicpoint_task import MagicPointTask
+from superpoint_training.training.trainer import TrainingDiverged, train
 
 TEST_DIR = Path(__file__).resolve().parent
 TINY = {
-    "data": {"name": "train_standin:Rectangles", "size": 8, "image_size": [32, 48]},
+    "data": {"name": "rectangles", "size": 8, "image_size": [32, 48]},
     "train": {
         "iterations": 4,
         "batch_size": 2,
@@ -32,6 +32,8 @@ TINY = {
     },
     "validation": {"every": 2, "batch_size": 8, "max_images": 4},
 }
+
+pytestmark = pytest.mark.usefixtures("rectangles")
 
 
 def run(tmp_path: Path, name: str = "tiny", overrides=None, **kwargs):
@@ -165,8 +167,7 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
         "--standalone",
         "--nproc_per_node",
         "2",
-        "-m",
-        "superpoint_training.train",
+        str(TEST_DIR / "train_standin.py"),  # the train command, with the stand-in dataset
         str(config),
         "ddp",
         "--no_progress",
@@ -185,7 +186,7 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
 
 def test_dustbin_prior_initialisation(tmp_path):
     from superpoint_training.model import ModelConfig, SuperPoint
-    from superpoint_training.tasks import set_dustbin_prior
+    from superpoint_training.training.task import set_dustbin_prior
 
     for variant in ("v6", "v1"):
         model = SuperPoint(ModelConfig(variant=variant, descriptor_dim=0)).eval()

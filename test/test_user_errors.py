@@ -22,7 +22,7 @@ import torch
 
 from superpoint_training import evaluate, extract, match_features_demo, synthetic_hpatches
 from superpoint_training import weights as weights_module
-from superpoint_training.synthetic_hpatches import build
+from superpoint_training.data.hpatches import build
 from superpoint_training.viz import GREEN, RED, draw_matches
 
 TEST_DIR = Path(__file__).resolve().parent
@@ -137,7 +137,7 @@ def test_extract_failing_midway_keeps_the_previous_output(tmp_path, monkeypatch,
 
 
 TINY_CONFIG = """\
-data: {name: "train_standin:Rectangles", size: 8, image_size: [32, 48]}
+data: {name: "rectangles", size: 8, image_size: [32, 48]}
 train: {iterations: 50, batch_size: 2, num_workers: 0, num_threads: 1, log_every: 1, image_every: 0,
         checkpoint_every: 100, device: cpu}
 validation: {every: 0, batch_size: 8, max_images: 4}
@@ -145,7 +145,7 @@ validation: {every: 0, batch_size: 8, max_images: 4}
 
 
 @pytest.fixture
-def tiny_config(tmp_path, monkeypatch):
+def tiny_config(tmp_path, monkeypatch, rectangles):
     monkeypatch.syspath_prepend(str(TEST_DIR))  # train_standin
     monkeypatch.setenv("SUPERPOINT_EXPER_DIR", str(tmp_path / "experiments"))
     path = tmp_path / "tiny.yaml"
@@ -166,8 +166,8 @@ def test_set_error_names_the_set_not_the_yaml(tiny_config, capsys):
 
 
 def test_ctrl_c_saves_then_exits_130_and_resumes(tiny_config, monkeypatch, capsys):
-    from superpoint_training.tasks import MagicPointTask
     from superpoint_training.train import main as train_main
+    from superpoint_training.training.magicpoint_task import MagicPointTask
 
     original = MagicPointTask.loss
     iterations = itertools.count(1)

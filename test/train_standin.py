@@ -1,4 +1,8 @@
-"""A tiny stand-in dataset for the trainer tests: bright rectangles whose corners are the keypoints."""
+"""A tiny stand-in dataset for the trainer tests: bright rectangles whose corners are the keypoints.
+
+Tests add it to the trainer's datasets as ``rectangles`` (fixture ``rectangles``); run as a script it is
+the train command with it added (for torchrun).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from superpoint_training.config import merge_strict
+
 
 class Rectangles(Dataset):
-    default_config = {"size": 16, "image_size": [48, 64], "seed": 0}
+    default_config = {"name": "rectangles", "size": 16, "image_size": [48, 64], "seed": 0}
+
+    @staticmethod
+    def merge_config(config) -> dict:
+        return merge_strict(Rectangles.default_config, config)
 
     def __init__(self, config: dict, split: str, apply_photometric: bool = True):
         self.config = config
@@ -34,3 +44,13 @@ class Rectangles(Dataset):
             "valid_mask": torch.ones(h, w),
             "name": f"rect_{self.offset + index}",
         }
+
+
+if __name__ == "__main__":
+    import sys
+
+    from superpoint_training.train import main
+    from superpoint_training.training.trainer import DATASETS
+
+    DATASETS["rectangles"] = Rectangles
+    sys.exit(main())

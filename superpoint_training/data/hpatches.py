@@ -26,13 +26,17 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
-from .image_files import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
+from .geometry import random_homography, warp_image
+from .images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
+from .images import cover_size, read_gray, resize_crop, skimage_photos, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +144,7 @@ def resize_transform(
     if mode == "reference":
         if target is None:
             raise ValueError("resize='reference' needs a target size (H, W)")
-        scale = max(target[0] / h, target[1] / w)
-        new = (max(target[0], int(h * scale + 1e-6)), max(target[1], int(w * scale + 1e-6)))
-        offset = ((new[0] - target[0]) // 2, (new[1] - target[1]) // 2)
+        new, offset = cover_size((h, w), target)
     elif mode == "short_side":
         scale = short_side / min(h, w)
         new = (max(1, round(h * scale)), max(1, round(w * scale)))
@@ -227,7 +229,7 @@ class HPatches:
 
     @staticmethod
     def _read(path: Path) -> np.ndarray:
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        image = read_gray(path)
         if image is None:
             raise HPatchesError(f"{path}: cannot read the image")
         return image
@@ -268,3 +270,77 @@ class HPatches:
             f"{len(self.sequences)} sequences ({kinds.count('illumination')} illumination, "
             f"{kinds.count('viewpoint')} viewpoint), {len(self.pairs)} pairs, {len(self.skipped)} skipped; {resize}"
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# Building HPatches-layout sequences from any photos (python -m superpoint_training.synthetic_hpatches)
+
+
+def photometric_change(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """An illumination change of growing ``strength`` in (0, 1]: gamma, gain, offset, shading, noise."""
+    h, w = image.shape[:2]
+    x = image.astype(np.float32) / 255.0
+    gamma = float(np.exp(rng.uniform(-0.6, 0.6) * strength))
+    x = x**gamma
+    x = x * rng.uniform(1 - 0.5 * strength, 1 + 0.3 * strength) + rng.uniform(-0.15, 0.15) * strength
+    # A smooth shading: a random linear ramp plus a soft blob, like a light moving across the scene.
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    direction = rng.normal(size=2)
+    ramp = (xx / w - 0.5) * direction[0] + (yy / h - 0.5) * direction[1]
+    centre = rng.uniform(0, 1, size=2) * (w, h)
+    blob = np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (2 * (0.3 * max(h, w)) ** 2))
+    shade = 1.0 + strength * (0.4 * ramp + rng.uniform(-0.4, 0.4) * blob)
+    x = x * shade[..., None]
+    x = x + rng.normal(0, 0.01 + 0.02 * strength, size=x.shape).astype(np.float32)
+    return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def write_sequence(folder: Path, images: list[np.ndarray], homographies: list[np.ndarray]) -> None:
+    """Write RGB images as ``1.ppm``.. and ``H_1_k`` text files (HPatches layout)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, image in enumerate(images, start=1):
+        cv2.imwrite(str(folder / f"{k}.ppm"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    for k, H in enumerate(homographies, start=2):
+        np.savetxt(folder / f"H_1_{k}", H / H[2, 2], fmt="%.10g")
+
+
+def build(
+    output: str | Path,
+    photos: Iterable[tuple[str, np.ndarray]] | None = None,
+    sequences: int | None = None,
+    size: tuple[int, int] = (480, 640),
+    images_per_sequence: int = 6,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[Path]:
+    """Write ``sequences`` sequences (default: one per photo) under ``output``; returns their folders.
+
+    ``size`` (H, W) of every image; ``images_per_sequence`` between 2 and 6 (HPatches has 6).
+    """
+    if not 2 <= images_per_sequence <= 6:
+        raise ValueError(f"images_per_sequence must be in [2, 6], got {images_per_sequence}")
+    photos = list(photos) if photos is not None else skimage_photos()
+    if not photos:
+        raise ValueError("no photos given")
+    count = len(photos) if sequences is None else sequences
+    rng = np.random.default_rng(seed)
+    output = Path(output)
+    folders = []
+    for n in tqdm(range(count), desc="synthetic sequences", disable=not progress):
+        name, photo = photos[n % len(photos)]
+        base = resize_crop(to_rgb(photo), size)
+        kind = "v" if n % 2 == 0 else "i"
+        suffix = f"_{n // len(photos)}" if n >= len(photos) else ""
+        images, homographies = [base], []
+        for k in range(2, images_per_sequence + 1):
+            if kind == "v":
+                H = random_homography(size, rng)
+                images.append(warp_image(base, H))
+            else:
+                H = np.eye(3)
+                images.append(photometric_change(base, rng, strength=(k - 1) / 5))
+            homographies.append(H)
+        folder = output / f"{kind}_{name}{suffix}"
+        write_sequence(folder, images, homographies)
+        folders.append(folder)
+    return folders

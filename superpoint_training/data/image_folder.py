@@ -24,32 +24,30 @@ DataLoader workers), unless ``warped_pair.enable`` is set: SuperPoint training t
 image on the device and applies the photometric augmentation to both images of the pair there (the
 reference's order). ``augmentation.homographic`` is the trainer task's job (on the device).
 
-    python -m superpoint_training.datasets.image_folder skimage data/skimage_photos   # a tiny real folder
+    python -m superpoint_training.write_skimage_photos data/skimage_photos   # a tiny real folder
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..augmentation import DEFAULT_CONFIG as PHOTOMETRIC_DEFAULTS
-from ..augmentation import PRESETS as PHOTOMETRIC_PRESETS
-from ..augmentation import PhotometricAugmentation, merge_photometric_config
 from ..config import ConfigError, merge_strict
-from ..homographies import DEFAULT_CONFIG as HOMOGRAPHIC_DEFAULTS
-from ..homographies import HomographicAugmentation
-from ..image_files import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
+from .augmentation import DEFAULT_CONFIG as PHOTOMETRIC_DEFAULTS
+from .augmentation import PRESETS as PHOTOMETRIC_PRESETS
+from .augmentation import PhotometricAugmentation, merge_photometric_config
+from .homographies import DEFAULT_CONFIG as HOMOGRAPHIC_DEFAULTS
+from .homographies import HomographicAugmentation
+from .images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
+from .images import read_gray, resize_crop
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +74,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "validation_labels": "",  # its labels (default: labels)
     "truncate": 0,  # keep only the first N images (0: all)
     "extensions": list(IMAGE_EXTENSIONS),
-    "validation_patches": "",  # SuperPoint: warped validation pairs (superpoint_training.patches)
+    "validation_patches": "",  # SuperPoint: warped validation pairs (data.validation_patches)
     "augmentation": {
         "photometric": {**PHOTOMETRIC_DEFAULTS, "enable": True, "params": PHOTOMETRIC_PRESETS["magicpoint_coco"]},
         "homographic": {**HOMOGRAPHIC_DEFAULTS, "enable": False},
@@ -154,42 +152,6 @@ def label_file(labels: Path, image_root: Path, image: Path) -> Path:
     return labels / image.relative_to(image_root).with_suffix(".npz")
 
 
-def preprocess(gray: np.ndarray, resize: tuple[int, int] | list[int] | None) -> np.ndarray:
-    """The reference's ``ratio_preserving_resize``: scale to cover ``resize`` (H, W), centre crop.
-
-    The new size is truncated to integers as there; area interpolation when shrinking.
-    """
-    if not resize:
-        return gray
-    th, tw = resize
-    h, w = gray.shape
-    scale = max(th / h, tw / w)
-    nh, nw = max(th, int(h * scale + 1e-6)), max(tw, int(w * scale + 1e-6))
-    if (nh, nw) != (h, w):
-        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        gray = cv2.resize(gray, (nw, nh), interpolation=interpolation)
-    y, x = (nh - th) // 2, (nw - tw) // 2
-    return np.ascontiguousarray(gray[y : y + th, x : x + tw])
-
-
-def read_gray(path: str | os.PathLike) -> np.ndarray | None:
-    """An image file as gray uint8 (BT.601 weights, as the extractor), or None when it cannot be read."""
-    try:
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        return None
-    if image is None or image.size == 0:
-        return None
-    if image.dtype == np.uint16:
-        image = (image / 257).round().astype(np.uint8)
-    if image.dtype != np.uint8:
-        return None
-    if image.ndim == 3:
-        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        image = cv2.cvtColor(image, code) if image.shape[2] in (3, 4) else image[..., 0]
-    return image
-
-
 def load_label(path: Path) -> dict[str, np.ndarray]:
     """keypoints (N, 2) and image_size (H, W) of a label file; errors name the file."""
     try:
@@ -224,8 +186,7 @@ class ImageFolder(Dataset):
     ``labels_required`` (default: when ``labels`` is set) drops images without a label file.
     """
 
-    # The trainer merges the data section over this; the augmentation sections are checked here.
-    default_config = {**{k: v for k, v in DEFAULT_CONFIG.items()}, "augmentation": {}, "warped_pair": {}}
+    merge_config = staticmethod(merge_config)  # the trainer checks the data section with it
 
     def __init__(self, config: Mapping | None, split: str = "training"):
         if split not in SPLIT_ALIASES:
@@ -271,7 +232,7 @@ class ImageFolder(Dataset):
         gray = read_gray(path)
         if gray is None:
             raise ValueError(f"{path}: cannot read the image")
-        gray = preprocess(gray, self.config["resize"])
+        gray = resize_crop(gray, self.config["resize"])
         item: dict[str, Any] = {"name": str(path.relative_to(self.root).with_suffix(""))}
         if self.labels is not None:
             label = load_label(self.label_file(index))
@@ -287,37 +248,3 @@ class ImageFolder(Dataset):
         item["image"] = torch.from_numpy(gray).float().div(255)[None]
         item["valid_mask"] = torch.ones(gray.shape, dtype=torch.float32)
         return item
-
-
-def write_skimage_photos(folder: str | os.PathLike) -> list[Path]:
-    """Write the real photos that ship with scikit-image as PNG files (a tiny real image folder)."""
-    from ..synthetic_hpatches import skimage_photos
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, rgb in skimage_photos():
-        path = folder / f"{name}.png"
-        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        written.append(path)
-    return written
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.datasets.image_folder",
-        description="Image-folder helpers: write the scikit-image photos as a tiny real image folder.",
-        epilog="example:\n  python -m superpoint_training.datasets.image_folder skimage data/skimage_photos\n\n"
-        + LABEL_FORMAT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("command", choices=["skimage"])
-    parser.add_argument("output", help="folder to write into")
-    args = parser.parse_args(argv)
-    written = write_skimage_photos(args.output)
-    print(f"wrote {len(written)} photos to {args.output}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,14 +14,13 @@ The config is the reference's ``data`` section of ``magic-point_shapes.yaml`` (d
 those values); unknown keys raise an error naming them. The dataset applies the photometric
 augmentation per sample (training split, or every split with ``add_augmentation_to_test_set``) unless
 ``apply_photometric=False``; the homographic augmentation is the trainer's job, batched on the device
-(``superpoint_training.homographies.HomographicAugmentation(config["augmentation"]["homographic"])``).
+(``superpoint_training.data.homographies.HomographicAugmentation(config["augmentation"]["homographic"])``).
 
-    python -m superpoint_training.datasets.synthetic --contact-sheet /tmp/shapes.png
+    python -m superpoint_training.build_synthetic_shapes --contact-sheet /tmp/shapes.png
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import io
@@ -29,20 +28,20 @@ import json
 import multiprocessing
 import os
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
-from ..augmentation import PRESETS as PHOTOMETRIC_PRESETS
-from ..augmentation import PhotometricAugmentation, merge_photometric_config, parse_primitives
 from ..config import ConfigError, merge_strict
-from ..homographies import SHAPES_HOMOGRAPHIC, HomographicAugmentation
-from ..synthetic_shapes import DEFAULT_PARAMS, PRIMITIVES, draw_image, settings
+from .augmentation import PRESETS as PHOTOMETRIC_PRESETS
+from .augmentation import PhotometricAugmentation, merge_photometric_config, parse_primitives
+from .homographies import SHAPES_HOMOGRAPHIC, HomographicAugmentation
+from .shapes import DEFAULT_BLUR_SIZE, DEFAULT_IMAGE_SIZE, DEFAULT_PARAMS, DEFAULT_RESIZE, PRIMITIVES, draw_image
 
 GENERATOR_VERSION = 1  # bump when a change of synthetic_shapes.py changes the images
 SPLITS: tuple[str, ...] = ("training", "validation", "test")
@@ -147,7 +146,66 @@ def image_seed(random_seed: int, primitive: str, split: str, index: int) -> int:
     return int(sequence.generate_state(1, np.uint64)[0])
 
 
-def _file(directory: Path, primitive: str, split: str) -> Path:
+def settings(config: Mapping | None) -> tuple[tuple[int, int], dict, tuple[int, int], int]:
+    """(image_size, params, resize, blur_size) from a dataset config or defaults."""
+    if config is None:
+        return DEFAULT_IMAGE_SIZE, copy.deepcopy(DEFAULT_PARAMS), DEFAULT_RESIZE, DEFAULT_BLUR_SIZE
+    if "generation" in config or "preprocessing" in config:
+        config = merge_config(config)
+        generation, preprocessing = config["generation"], config["preprocessing"]
+        return (tuple(generation["image_size"]), generation["params"], tuple(preprocessing["resize"]),
+                int(preprocessing["blur_size"]))
+    raise KeyError("config must be a dataset config with 'generation' / 'preprocessing' sections, or None")
+
+
+def generate_image(primitive: str, seed: int, config: Mapping | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one Synthetic Shapes image: background, ``primitive``, Gaussian blur, resize.
+
+    Returns the image (uint8 (H, W) at the config's ``preprocessing.resize``) and its corners
+    (float32 (N, 2) (x, y) in that image). The same (primitive, seed, config) gives the same image.
+    """
+    return draw_image(primitive, seed, *settings(config))
+
+
+def sample_images(
+    primitives: tuple[str, ...] | list[str] = PRIMITIVES, per_primitive: int = 4, config: Mapping | None = None
+) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """The first ``per_primitive`` training images of each primitive, drawn now: the same seeds, so
+    the same images as the cached dataset  holds."""
+    config = merge_config(config or {})
+    unpacked = settings(config)
+    seed = config["generation"]["random_seed"]
+    return {
+        primitive: [draw_image(primitive, image_seed(seed, primitive, "training", i), *unpacked)
+                    for i in range(per_primitive)]
+        for primitive in primitives
+    }  # fmt: skip
+
+
+def contact_sheet(samples: Mapping[str, list[tuple[np.ndarray, np.ndarray]]], scale: int = 2) -> np.ndarray:
+    """A BGR picture with one row per primitive: its name, then its images enlarged ``scale`` times
+    with every corner circled in red."""
+    rows = []
+    for primitive, images in samples.items():
+        height = max(image.shape[0] for image, _ in images) * scale
+        name = np.full((height, 190, 3), 255, np.uint8)
+        cv2.putText(name, primitive.removeprefix("draw_"), (8, height // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                    (0, 0, 0), 1, cv2.LINE_AA)  # fmt: skip
+        cells = [name]
+        for image, corners in images:
+            big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+            cell = cv2.cvtColor(big, cv2.COLOR_GRAY2BGR)
+            for x, y in (corners + 0.5) * scale - 0.5:  # pixel centres scale about the half-pixel
+                cv2.circle(cell, (round(x), round(y)), scale + 1, (0, 0, 255), 1, cv2.LINE_AA)
+            pad = ((2, 2 + height - cell.shape[0]), (2, 2), (0, 0))
+            cells.append(np.pad(cell, pad, constant_values=255))
+        cells[0] = np.pad(cells[0], ((2, 2), (0, 0), (0, 0)), constant_values=255)
+        rows.append(np.hstack(cells))
+    width = max(row.shape[1] for row in rows)
+    return np.vstack([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows])
+
+
+def entry_path(directory: Path, primitive: str, split: str) -> Path:
     return directory / f"{primitive}_{split}.npz"
 
 
@@ -176,7 +234,7 @@ def _save_entry(path: Path, images: np.ndarray, keypoints: list[np.ndarray]) -> 
     _write_atomic(_marker(path), json.dumps(marker).encode())
 
 
-def _entry_complete(path: Path) -> bool:
+def entry_complete(path: Path) -> bool:
     """Cheap check: the file and its marker exist and the size matches (the checksum is checked on load)."""
     try:
         marker = json.loads(_marker(path).read_text())
@@ -227,8 +285,6 @@ def _locked(directory: Path) -> Iterator[None]:
 
 
 def _worker_init() -> None:
-    import cv2
-
     cv2.setNumThreads(1)  # one core per process
 
 
@@ -244,7 +300,7 @@ def _generate_chunk(task: tuple) -> tuple:
     return primitive, split, start, np.stack(images), keypoints
 
 
-def _cpu_count() -> int:
+def worker_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
@@ -272,7 +328,7 @@ def generate_synthetic_shapes(
         info = {"generator_version": GENERATOR_VERSION, "generation": config["generation"],
                 "preprocessing": config["preprocessing"], "suffix": config["suffix"]}
         (directory / "config.json").write_text(json.dumps(info, indent=2, sort_keys=True))
-        todo = [(p, s) for p in wanted for s in SPLITS if not _entry_complete(_file(directory, p, s))]
+        todo = [(p, s) for p in wanted for s in SPLITS if not entry_complete(entry_path(directory, p, s))]
         if not todo:
             return directory
         _generate_entries(directory, config, todo, sizes, workers, progress)
@@ -291,8 +347,8 @@ def _generate_entries(directory: Path, config: dict, todo: list, sizes: Mapping,
     h, w = config["preprocessing"]["resize"]
     for p, s in todo:  # empty splits are written at once
         if sizes[s] == 0:
-            _save_entry(_file(directory, p, s), np.zeros((0, h, w), np.uint8), [])
-    workers = _cpu_count() if workers is None else max(int(workers), 1)
+            _save_entry(entry_path(directory, p, s), np.zeros((0, h, w), np.uint8), [])
+    workers = worker_count() if workers is None else max(int(workers), 1)
     total = sum(sizes[s] for _, s in todo)
     bar = tqdm(total=total, desc=f"Synthetic Shapes ({workers} workers)", unit="img", disable=not progress,
                dynamic_ncols=True)
@@ -306,7 +362,7 @@ def _generate_entries(directory: Path, config: dict, todo: list, sizes: Mapping,
         remaining[key] -= len(images)
         bar.update(len(images))
         if remaining[key] == 0:
-            _save_entry(_file(directory, primitive, split), np.stack(buffers[key]), points[key])
+            _save_entry(entry_path(directory, primitive, split), np.stack(buffers[key]), points[key])
             buffers[key] = points[key] = None  # free memory
 
     try:
@@ -320,7 +376,7 @@ def _generate_entries(directory: Path, config: dict, todo: list, sizes: Mapping,
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
             if "forkserver" in methods:
-                context.set_forkserver_preload(["superpoint_training.datasets.synthetic"])
+                context.set_forkserver_preload(["superpoint_training.data.shapes_dataset"])
             with context.Pool(min(workers, len(tasks)), initializer=_worker_init) as pool:
                 for result in pool.imap_unordered(_generate_chunk, tasks):
                     consume(result)
@@ -338,6 +394,8 @@ class SyntheticShapes(torch.utils.data.Dataset):
     ``test_size`` keep the first images of those splits (-1: all).
     """
 
+    merge_config = staticmethod(merge_config)  # the trainer checks the data section with it
+
     def __init__(
         self,
         config: Mapping | None,
@@ -354,7 +412,7 @@ class SyntheticShapes(torch.utils.data.Dataset):
         self.directory = generate_synthetic_shapes(self.config, root, workers, progress)
         images, keypoints, names = [], [], []
         for primitive in self.config["primitives"]:
-            path = _file(self.directory, primitive, self.split)
+            path = entry_path(self.directory, primitive, self.split)
             try:
                 entry = load_entry(path)
             except CorruptCacheError as error:
@@ -404,7 +462,7 @@ class SyntheticShapes(torch.utils.data.Dataset):
 
 
 # --------------------------------------------------------------------------------------------------
-# Contact sheet and CLI
+# Contact sheet of the cached images
 
 
 def write_contact_sheet(
@@ -415,118 +473,19 @@ def write_contact_sheet(
     split: str = "training",
     scale: int = 2,
 ) -> Path:
-    """A PNG grid: one row per primitive, its first images upscaled with the corners drawn in red."""
-    import cv2
-
-    rows = []
-    label_width = 190
+    """:func:`contact_sheet` of the first cached images of each primitive, written as a PNG."""
+    samples = {}
     for primitive in primitives:
-        entry = _file(Path(directory), primitive, SPLIT_ALIASES[split])
-        if not entry.exists():
-            continue
-        images, keypoints, offsets = load_entry(entry)
-        h, w = images.shape[1] * scale, images.shape[2] * scale
-        label = np.full((h, label_width, 3), 255, np.uint8)
-        cv2.putText(label, primitive.replace("draw_", ""), (8, h // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-        tiles = [label]
-        for i in range(per_primitive):
-            tile = np.full((h, w, 3), 255, np.uint8)
-            if i < len(images):
-                tile = cv2.cvtColor(cv2.resize(images[i], (w, h), interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR)
-                for x, y in keypoints[offsets[i]:offsets[i + 1]]:
-                    centre = (int(round((x + 0.5) * scale - 0.5)), int(round((y + 0.5) * scale - 0.5)))
-                    cv2.circle(tile, centre, max(2, scale + 1), (0, 0, 255), 1, cv2.LINE_AA)
-            tiles.append(np.pad(tile, ((2, 2), (2, 2), (0, 0)), constant_values=255))
-        height = max(t.shape[0] for t in tiles)
-        tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255) for t in tiles]
-        rows.append(np.concatenate(tiles, axis=1))
-    if not rows:
+        entry = entry_path(Path(directory), primitive, SPLIT_ALIASES[split])
+        if entry.exists():
+            images, keypoints, offsets = load_entry(entry)
+            samples[primitive] = [(images[i], keypoints[offsets[i] : offsets[i + 1]])
+                                  for i in range(min(per_primitive, len(images)))]
+    samples = {primitive: images for primitive, images in samples.items() if images}
+    if not samples:
         raise FileNotFoundError(f"no cached images of {list(primitives)} in {directory}")
-    sheet = np.concatenate(rows, axis=0)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), sheet):
+    if not cv2.imwrite(str(path), contact_sheet(samples, scale)):
         raise OSError(f"could not write {path}")
     return path
-
-
-def _load_cli_config(path: str | None) -> dict:
-    if path is None:
-        return {}
-    from ..config import read_yaml
-
-    data = read_yaml(path)
-    return dict(data.get("data", data)) if isinstance(data.get("data", data), Mapping) else {}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.datasets.synthetic",
-        description="Generate (or reuse) the cached Synthetic Shapes dataset and optionally write a contact sheet.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="""examples:
-  # the reference dataset (10000/200/500 images per primitive, 120x160) on all cores
-  python -m superpoint_training.datasets.synthetic
-  # the data section of a training config, and a contact sheet to check it at a glance
-  python -m superpoint_training.datasets.synthetic --config config/magic-point_shapes.yaml --contact-sheet /tmp/shapes.png
-  # a small set for a quick look
-  python -m superpoint_training.datasets.synthetic --split-sizes 8 2 2 --contact-sheet /tmp/shapes.png""",
-    )
-    parser.add_argument("--config", help="YAML file: a training config (its 'data' section) or a data config")
-    parser.add_argument("--root", help="cache root (default: $SUPERPOINT_DATA_DIR/synthetic_shapes or "
-                        "~/.cache/superpoint_ros/synthetic_shapes)")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    parser.add_argument("--primitives", nargs="+", choices=PRIMITIVES, help="only these primitives")
-    parser.add_argument("--split-sizes", nargs=3, type=int, metavar=("TRAIN", "VAL", "TEST"),
-                        help="images per primitive in each split (default 10000 200 500)")
-    parser.add_argument("--seed", type=int, help="generation.random_seed")
-    parser.add_argument("--contact-sheet", metavar="PNG", help="write a grid of images with their corners drawn")
-    parser.add_argument("--per-primitive", type=int, default=4, help="images per primitive on the contact sheet")
-    parser.add_argument("--verify", action="store_true", help="check every file's checksum (regenerate bad ones)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-
-    try:
-        config = _load_cli_config(args.config)
-        generation = config.setdefault("generation", {})
-        if args.split_sizes:
-            generation["split_sizes"] = dict(zip(SPLITS, args.split_sizes, strict=True))
-        if args.seed is not None:
-            generation["random_seed"] = args.seed
-        if args.primitives:
-            config["primitives"] = args.primitives
-        config = merge_config(config)
-    except ConfigError as error:
-        parser.error(str(error))
-    sizes = config["generation"]["split_sizes"]
-    target = (Path(args.root) if args.root else default_root()) / cache_key(config)
-    missing = sum(sizes[s] for p in config["primitives"] for s in SPLITS if not _entry_complete(_file(target, p, s)))
-    workers = _cpu_count() if args.workers is None else max(args.workers, 1)
-    start = time.perf_counter()
-    directory = generate_synthetic_shapes(config, args.root, args.workers, not args.no_progress)
-    elapsed = time.perf_counter() - start
-    if missing:
-        rate = missing / max(elapsed, 1e-9)
-        print(f"generated {missing} images in {elapsed:.1f} s: {rate:.1f} images/s, "
-              f"{rate / min(workers, max(missing, 1)):.1f} per worker (workers: {workers}, start-up included)")
-    if args.verify:
-        for primitive in config["primitives"]:
-            for split in SPLITS:
-                path = _file(directory, primitive, split)
-                try:
-                    load_entry(path)
-                except CorruptCacheError as error:
-                    print(f"{error}; regenerating", file=sys.stderr)
-                    remove_entry(path)
-        directory = generate_synthetic_shapes(config, args.root, args.workers, not args.no_progress)
-    count = len(config["primitives"]) * sum(sizes.values())
-    print(f"{directory}: {len(config['primitives'])} primitives x {sizes} = {count} images")
-    if args.contact_sheet:
-        sheet = write_contact_sheet(directory, args.contact_sheet, config["primitives"], args.per_primitive)
-        print(f"contact sheet: {sheet}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

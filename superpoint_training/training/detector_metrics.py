@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .keypoints import logits_to_scores, nms, remove_border_scores
+from ..keypoints import logits_to_scores, nms, remove_border_scores
 
 
 @dataclass
@@ -126,93 +126,3 @@ def evaluate_detector(
     finally:
         model.train(was_training)
     return metrics.compute()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Evaluate detectors on held-out Synthetic Shapes images (the data section of a training config)."""
-    import argparse
-    import sys
-
-    from tqdm import tqdm
-
-    from .config import ConfigError
-    from .extractor import resolve_device
-    from .weights import WeightsError, load_superpoint
-
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.detector_metrics",
-        description="Precision, recall, mAP and localisation error of detectors on Synthetic Shapes.",
-        epilog="examples:\n"
-        "  python -m superpoint_training.detector_metrics config/magic-point_shapes_cpu.yaml "
-        "--weights magicpoint_shapes untrained\n"
-        "  python -m superpoint_training.detector_metrics config/magic-point_shapes.yaml "
-        "--weights experiments/magic-point_synth/weights.pth --split validation",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("config", help="training config whose data section names the images")
-    parser.add_argument("--weights", nargs="+", default=["magicpoint_shapes"], help="weights files or names")
-    parser.add_argument("--split", default="test", choices=["validation", "test"])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch_size", type=int, default=50)
-    parser.add_argument("--output", default=None, help="also write the settings and figures to this YAML file")
-    args = parser.parse_args(argv)
-
-    from torch.utils.data import DataLoader
-
-    from .trainer import _dataset_factory, build_config
-
-    try:
-        config = build_config(args.config)
-        dataset = _dataset_factory(config["data"]["name"])(config["data"], args.split)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    options = config["validation"]
-    device = resolve_device(args.device)
-    print(
-        f"{len(dataset)} {args.split} images of {config['data']['name']}; NMS radius {options['nms_radius']}, "
-        f"distance {options['distance_threshold']} px, detection threshold {options['detection_threshold']}, "
-        f"border {options['remove_borders']}, curve from score {options['min_score']}"
-    )
-    settings = {
-        k: options[k]
-        for k in ("distance_threshold", "detection_threshold", "nms_radius", "remove_borders", "min_score")
-    }
-    report = {
-        "config": str(args.config),
-        "split": args.split,
-        "images": len(dataset),
-        "settings": settings,
-        "results": {},
-    }
-    for weights in args.weights:
-        try:
-            loaded = load_superpoint(weights)
-        except WeightsError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        loader = DataLoader(dataset, batch_size=args.batch_size)
-        metrics = evaluate_detector(
-            loaded.model.to(device),
-            tqdm(loader, desc=str(weights), leave=False),
-            device,
-            distance_threshold=options["distance_threshold"],
-            detection_threshold=options["detection_threshold"],
-            nms_radius=options["nms_radius"],
-            remove_borders=options["remove_borders"],
-            min_score=options["min_score"],
-        )
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-        print(f"{loaded.description}: {shown}")
-        report["results"][str(weights)] = {"description": loaded.description, **metrics}
-    if args.output:
-        import yaml
-
-        with open(args.output, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(report, handle, sort_keys=False)
-        print(f"wrote {args.output}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,14 +1,14 @@
 """SuperPoint training: the detector loss on an image and its warp plus the descriptor hinge loss.
 
-The task contract is :mod:`superpoint_training.tasks`'. Per iteration (after the reference's
+The task contract is :mod:`.task`. Per iteration (after the reference's
 ``models/super_point.py``):
 
-- ``augment``: the batch (images with exported labels, :mod:`superpoint_training.datasets.image_folder`)
-  becomes warped pairs on the device (:class:`~superpoint_training.datasets.pairs.WarpedPairs`:
+- ``augment``: the batch (images with exported labels, :mod:`superpoint_training.data.image_folder`)
+  becomes warped pairs on the device (:class:`~superpoint_training.data.pairs.WarpedPairs`:
   ``data.warped_pair`` homographies, then ``data.augmentation.photometric`` on each image);
 - ``loss``: one forward pass over both images;
   ``detector(image) + detector(warped) + lambda_loss * descriptor`` with
-  :func:`~superpoint_training.losses.detector_loss` and :func:`~superpoint_training.losses.descriptor_loss`
+  :func:`~.losses.detector_loss` and :func:`~.losses.descriptor_loss`
   (``lambda_d``, positive margin 1, negative margin 0.2);
 - ``validate``: detector precision/recall against the validation labels, and on the validation
   patches (``data.validation_patches``, generated once from the validation images when missing):
@@ -37,12 +37,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ConfigError
-from .inference import SuperPointPipeline
-from .keypoints import DetectionConfig, logits_to_scores
+from ..config import ConfigError
+from ..inference import SuperPointPipeline
+from ..keypoints import DetectionConfig, logits_to_scores
+from ..model import ModelConfig
 from .losses import descriptor_loss, detector_loss, sample_correspondences, sampled_descriptor_loss
-from .model import ModelConfig
-from .tasks import Task, _overlay
+from .task import Task, overlay
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class SuperPointTask(Task):
 
     def __init__(self, config: dict, device: torch.device):
         super().__init__(config, device)
-        from .datasets.pairs import WARPED_PAIR, WarpedPairs
+        from ..data.pairs import WARPED_PAIR, WarpedPairs
 
         data = config["data"]
         self.weights = loss_weights(config["loss"])
@@ -92,7 +92,7 @@ class SuperPointTask(Task):
                             preset, expected["batch_size"], expected["learning_rate"], train["batch_size"],
                             train["learning_rate"])
         if "warped_pair" in data:  # an image-folder dataset: it left the photometric changes to us
-            from .datasets.image_folder import merge_config
+            from ..data.image_folder import merge_config
 
             merged = merge_config(data)
             if not merged["warped_pair"]["enable"]:
@@ -162,8 +162,8 @@ class SuperPointTask(Task):
         if self._patches is None:
             self._patches = []
             if self.patches_name and self.data_config is not None:
-                from .datasets.image_folder import ImageFolder, labels_path
-                from .patches import generate_patches, load_patches
+                from ..data.image_folder import ImageFolder, labels_path
+                from ..data.validation_patches import generate_patches, load_patches
 
                 folder = labels_path(self.patches_name)
                 if not folder.is_dir():
@@ -176,7 +176,7 @@ class SuperPointTask(Task):
     @torch.no_grad()
     def pair_metrics(self, model: torch.nn.Module) -> dict[str, float]:
         """Repeatability and matching on the validation patches (empty when there are none)."""
-        from .metrics import descriptor_metrics, repeatability
+        from ..evaluation.metrics import descriptor_metrics, repeatability
 
         pairs = self.patches()
         if not pairs:
@@ -231,5 +231,5 @@ class SuperPointTask(Task):
             ("train/warped_prediction", "warped_image", "warped_keypoint_map", "warped_logits"),
         ):
             heat = logits_to_scores(outputs[logits][:n])
-            pictures[key] = _overlay(batch[image][:n], batch[kmap][:n], heat).cpu()
+            pictures[key] = overlay(batch[image][:n], batch[kmap][:n], heat).cpu()
         return pictures

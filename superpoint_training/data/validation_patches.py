@@ -5,21 +5,18 @@ training (gray, ratio-preserving resize to 240x320), warped by a random homograp
 of ``coco_patches_generation.yaml`` (scaling 0.1, perspective 0.05, patch ratio 0.8, rotation up to
 3.14 without artifacts) and the warp is downscaled by ``warped_scale`` (0.5 there). The pairs are
 written in the HPatches layout (``v_<index>_<name>/1.png``, ``2.png``, ``H_1_2``: H maps pixels of
-image 1 to image 2, scale included), so that :mod:`superpoint_training.hpatches` and the evaluation
+image 1 to image 2, scale included), so that :mod:`.hpatches` and the evaluation
 read them too. A ``COMPLETE`` file marks a finished set; an interrupted run starts over.
 
 SuperPoint training (``data.validation_patches``) measures repeatability and matching on them at
 every validation.
-
-    python -m superpoint_training.patches data/COCO/val2014 experiments/outputs/coco_patches --count 100
+(``python -m superpoint_training.write_validation_patches`` writes a set).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +24,10 @@ import cv2
 import numpy as np
 import torch
 
-from .datasets.image_folder import list_images, preprocess, read_gray
 from .geometry import warp_image
 from .homographies import SAMPLER_DEFAULTS, sample_homography
 from .hpatches import read_homography
+from .images import read_gray, resize_crop
 
 # coco_patches_generation.yaml (allow_artifacts and translation_overflow at the sampler's defaults).
 PATCH_HOMOGRAPHIES: dict[str, Any] = {
@@ -71,7 +68,7 @@ def generate_patches(
         gray = read_gray(path)
         if gray is None:
             continue
-        image = preprocess(gray, resize)
+        image = resize_crop(gray, resize)
         h, w = image.shape
         H = sample_homography(1, (h, w), params, generator)[0].double().numpy()
         warped = warp_image(image, H)
@@ -106,32 +103,3 @@ def load_patches(folder: str | os.PathLike) -> list[tuple[str, np.ndarray, np.nd
             raise ValueError(f"{pair}: cannot read 1.png / 2.png")
         pairs.append((pair.name, image1, image2, read_homography(pair / "H_1_2")))
     return pairs
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.patches",
-        description="Write warped validation pairs (HPatches layout) from a folder of images, once.",
-        epilog="example:\n  python -m superpoint_training.patches data/COCO/val2014 experiments/outputs/coco_patches "
-        "--count 100",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("images", help="folder of images (searched recursively, sorted)")
-    parser.add_argument("output", help="output folder")
-    parser.add_argument("--count", type=int, default=100, help="pairs (the first images of the folder)")
-    parser.add_argument("--resize", type=int, nargs=2, default=[240, 320], metavar=("H", "W"))
-    parser.add_argument("--warped_scale", type=float, default=0.5, help="scale of the warped image (reference 0.5)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        paths = list_images(Path(args.images))[: args.count]
-        folder = generate_patches(paths, args.output, args.resize, args.warped_scale, seed=args.seed)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"validation patches in {folder}: {(folder / COMPLETE).read_text().strip()}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

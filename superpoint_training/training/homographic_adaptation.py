@@ -34,9 +34,9 @@ import cv2
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError, merge_strict
-from .homographies import SAMPLER_DEFAULTS, sample_homography
-from .keypoints import nms, remove_border_scores, top_k_keypoints
+from ..config import ConfigError, merge_strict
+from ..data.homographies import SAMPLER_DEFAULTS, sample_homography
+from ..keypoints import nms, remove_border_scores, top_k_keypoints
 
 AGGREGATIONS = ("sum", "max")
 

@@ -1,6 +1,6 @@
 """The training loop shared by MagicPoint and SuperPoint training.
 
-What it does, whatever the task (:mod:`superpoint_training.tasks`):
+What it does, whatever the task (:mod:`.task`):
 
 - writes under ``$SUPERPOINT_EXPER_DIR`` (default ``experiments/``) ``/<experiment>/``: the merged
   ``config.yaml``, ``checkpoint.pth`` (model, optimizer, iteration: the resume point),
@@ -21,8 +21,6 @@ flag, progress bar), so a fast GPU is not held back by host round trips.
 
 from __future__ import annotations
 
-import copy
-import importlib
 import logging
 import math
 import os
@@ -38,11 +36,15 @@ import torch.distributed as dist
 import yaml
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
-from .config import ConfigError, attribute_error, load_config, merge_strict, read_yaml
-from .extractor import resolve_device
-from .model import SuperPoint
-from .tasks import TASKS, Task, get_task
-from .weights import CHECKPOINT_FORMAT, load_superpoint
+from ..config import ConfigError, attribute_error, load_config, merge_strict, read_yaml
+from ..data.image_folder import ImageFolder
+from ..data.shapes_dataset import SyntheticShapes
+from ..extractor import resolve_device
+from ..model import SuperPoint
+from ..weights import CHECKPOINT_FORMAT, load_superpoint
+from .magicpoint_task import MagicPointTask
+from .superpoint_task import SuperPointTask
+from .task import Task
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +104,11 @@ DEFAULTS: dict = {
     },
 }
 
-# name -> "module:attribute" of a Dataset class taking (data_config, split), or a callable.
-# The ``data`` section is checked by the class's ``merge_config(data)`` (static or in its module),
-# else merged strictly over its ``default_config`` attribute. ``data.name`` may itself be a
-# "module:attribute" path (a dataset outside the registry).
-DATASETS: dict[str, str | Callable[..., Dataset]] = {
-    "synthetic_shapes": "superpoint_training.datasets.synthetic:SyntheticShapes",
-    "image_folder": "superpoint_training.datasets.image_folder:ImageFolder",
-}
+# data.name -> the Dataset class, called with (data_config, split); the ``data`` section is checked
+# by the class's ``merge_config(data)`` (checkpoints store the name, so names stay).
+DATASETS: dict[str, Callable[..., Dataset]] = {"synthetic_shapes": SyntheticShapes, "image_folder": ImageFolder}
+# task -> the Task class (checkpoints store the name).
+TASKS: dict[str, type[Task]] = {"magicpoint": MagicPointTask, "superpoint": SuperPointTask}
 TRAIN_SPLIT, VALIDATION_SPLIT = "training", "validation"
 
 
@@ -119,7 +118,7 @@ def resolve_training_precision(precision: str, device: torch.device) -> str:
     ``auto``: bf16 on CUDA devices that support it and on CPUs with native bf16 (AVX-512 BF16, AMX),
     else fp32. An explicit ``bf16`` on a CPU without native bf16 runs (emulated, slow) with a warning.
     """
-    from .cpu_features import has_native_bf16
+    from ..cpu_features import has_native_bf16
 
     if device.type == "cuda":
         if precision == "auto":
@@ -138,37 +137,15 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def register_dataset(name: str, factory: str | Callable[..., Dataset]) -> None:
-    DATASETS[name] = factory
-
-
-def _dataset_factory(name: str) -> Callable[..., Dataset]:
-    if name not in DATASETS and ":" in name:
-        register_dataset(name, name)
-    if name not in DATASETS:
-        raise ConfigError(f"data.name: unknown dataset {name!r} (known: {', '.join(DATASETS)})")
-    factory = DATASETS[name]
-    if isinstance(factory, str):
-        module, attribute = factory.split(":")
-        try:
-            factory = getattr(importlib.import_module(module), attribute)
-        except (ImportError, AttributeError) as error:
-            raise ConfigError(f"data.name: cannot import dataset {factory!r} ({error})") from error
-    return factory
-
-
 def merge_data_config(data: Mapping) -> dict:
     """The ``data`` section checked and completed by its dataset; errors name ``data.<key>``."""
     name = data.get("name", DEFAULTS["data"]["name"])
     if not isinstance(name, str):
         raise ConfigError(f"data.name: expected a string, got {name!r}")
-    factory = _dataset_factory(name)
-    merge = getattr(factory, "merge_config", None) or getattr(sys.modules.get(factory.__module__), "merge_config", None)
+    if name not in DATASETS:
+        raise ConfigError(f"data.name: unknown dataset {name!r} (known: {', '.join(DATASETS)})")
     try:
-        if merge is not None:
-            return dict(merge({k: v for k, v in data.items()}))
-        defaults = {"name": name, **copy.deepcopy(getattr(factory, "default_config", None) or {})}
-        return merge_strict(defaults, data)
+        return dict(DATASETS[name].merge_config(data))
     except ConfigError as error:
         raise ConfigError(f"data.{error}") from None
 
@@ -442,7 +419,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.task: Task = get_task(self.config["task"])(self.config, self.device)
+        self.task: Task = TASKS[self.config["task"]](self.config, self.device)
         torch.manual_seed(cfg["seed"])  # same initial weights on every process
         self.model = SuperPoint(self.task.model_config())
         self.task.initialise(self.model)
@@ -480,7 +457,7 @@ class Trainer:
 
     def _build_data(self) -> None:
         cfg = self.config["train"]
-        factory = _dataset_factory(self.config["data"]["name"])
+        factory = DATASETS[self.config["data"]["name"]]
         options = {"apply_photometric": False} if self.task.photometric_on_device else {}
         if self.dist.is_main:  # let one process fill the dataset cache before the others read it
             train_set = factory(self.config["data"], TRAIN_SPLIT, **options)
@@ -701,4 +678,4 @@ def train(
     return trainer
 
 
-__all__ = ["DEFAULTS", "Trainer", "TrainingDiverged", "build_config", "merge_strict", "register_dataset", "train"]
+__all__ = ["DEFAULTS", "Trainer", "TrainingDiverged", "build_config", "merge_strict", "train"]

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .geometry import warp_points
-from .model import STRIDE
+from ..data.geometry import warp_points
+from ..model import STRIDE
 
 DUSTBIN = STRIDE**2
 
@@ -83,7 +83,7 @@ def descriptor_loss(
     """Hinge loss between the dense descriptors of an image and of its warp.
 
     descriptors, warped_descriptors (B, D, Hc, Wc) raw head outputs (normalised here);
-    homography (B, 3, 3) maps (x, y) pixels of image 0 to image 1 (:mod:`superpoint_training.geometry`);
+    homography (B, 3, 3) maps (x, y) pixels of image 0 to image 1 (:mod:`..data.geometry`);
     warped_valid_mask (B, H, W) of image 1 or None. Returns a float32 scalar.
     Memory grows as (Hc Wc)^2 per image: 90 MB for a batch of 2 at 240x320 in float32.
     """
@@ -150,7 +150,7 @@ def sampled_descriptor_loss(
     (Hc Wc)^2 pairs of cells. Points of image 1 closer than ``min_distance`` pixels to the positive are
     not counted as negatives. Returns a float32 scalar (0 when fewer than two points are valid).
     """
-    from .keypoints import sample_descriptors
+    from ..keypoints import sample_descriptors
 
     d0 = sample_descriptors(descriptors.float(), points0, "cell")  # (B, N, D)
     d1 = sample_descriptors(warped_descriptors.float(), points1, "cell")

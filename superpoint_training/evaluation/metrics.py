@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import torch
 
-from .geometry import corner_error, warp_points
-from .matching import match_descriptors
+from ..data.geometry import corner_error, warp_points
+from ..matching import match_descriptors
 
 CORRECTNESS_THRESHOLDS = (1, 3, 5)
 NORMS = ("unit", "l2", "hamming")

@@ -23,8 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..image_files import IMAGE_SUFFIXES
-from .image_folder import preprocess, read_gray
+from .images import IMAGE_SUFFIXES, read_gray, resize_crop
 
 # Scenes of ../shared/data/oxford_hpatches (the final report) that also appear among the photos.
 EVALUATION_SCENES = ("leuven",)
@@ -109,7 +108,7 @@ def write_photo_crops(
                 counts["unreadable"] += 1
                 continue
             rng = np.random.default_rng([seed, zlib.crc32(str(relative).encode("utf-8"))])
-            views = [preprocess(gray, size)] + random_crops(gray, crops, size, rng)
+            views = [resize_crop(gray, size)] + random_crops(gray, crops, size, rng)
             for index, view in enumerate(views):
                 target = output / name / relative.parent / f"{relative.name}_{index}.jpg"
                 if not target.exists():

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from ..augmentation import PhotometricAugmentation
-from ..homographies import DEFAULT_CONFIG as HOMOGRAPHIC_DEFAULTS
-from ..homographies import (
+from .augmentation import PhotometricAugmentation
+from .homographies import DEFAULT_CONFIG as HOMOGRAPHIC_DEFAULTS
+from .homographies import (
     SAMPLER_DEFAULTS,
     HomographicAugmentation,
     compute_valid_mask,

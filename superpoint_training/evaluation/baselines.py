@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import torch
 
-from .keypoints import nms
+from ..keypoints import nms
 
 DETECTORS = ("fast", "harris", "shi")
 DESCRIPTORS = ("sift", "orb")

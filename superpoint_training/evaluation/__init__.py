@@ -1,0 +1,1 @@
+"""Evaluation on HPatches-layout sequences: metrics, classical baselines, prediction cache, report, plots."""

@@ -1,0 +1,243 @@
+"""One HPatches evaluation: export each method's predictions into the cache, metrics per pair, the report."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import functools
+import logging
+import shlex
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.hpatches import HPatches, HPatchesError, Pair
+from . import baselines
+from .cache import Cache
+from .methods import PROTOCOLS, Method, Protocol, build_methods
+from .metrics import descriptor_metrics, repeatability
+from .plots import make_plots, pick_match_pairs
+from .report import (
+    PROTOCOL_METRICS,
+    aggregate,
+    describe_choices,
+    finite_or_none,
+    machine_description,
+    pooled_curve,
+    write_report,
+)
+
+log = logging.getLogger(__name__)
+
+
+def prefetch(pool: ThreadPoolExecutor, fn, items: list, depth: int):
+    """``fn`` over ``items`` on the pool's threads, results in order, at most ``depth`` in flight."""
+    pending = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def export(
+    dataset: HPatches,
+    method: Method,
+    protocol: Protocol,
+    cache: Cache,
+    batch_size: int = 8,
+    workers: int = 2,
+    recompute: bool = False,
+) -> int:
+    """Predictions of every image the pairs use, into ``cache``; returns how many were computed."""
+    cache.write_settings()
+    todo = [item for item in dataset.images() if recompute or not cache.valid(*item)]
+    if not todo:
+        return 0
+    keep_descriptors = protocol.name == "descriptor"
+    bar = tqdm(total=len(todo), desc=f"export {method.label} @ {protocol.name}", unit="img", leave=False)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        if method.family == "superpoint":
+            extractor = method.extractor
+            extractor.configure(
+                nms_radius=protocol.nms_radius, max_keypoints=protocol.export_max, fixed_keypoints=False
+            )
+            images = prefetch(pool, lambda item: dataset.load(*item).image, todo, 2 * batch_size)
+            for start in range(0, len(todo), batch_size):
+                items = todo[start : start + batch_size]
+                batch = [next(images) for _ in items]
+                for item, image, features in zip(items, batch, extractor(batch), strict=True):
+                    f = features.numpy()
+                    cache.save(*item, f.keypoints, f.scores, f.descriptors if keep_descriptors else None, image.shape)
+                bar.update(len(items))
+        else:
+
+            def extract_one(item):
+                image = dataset.load(*item).image
+                f = baselines.extract(image, method.family, protocol.nms_radius, protocol.export_max)
+                return item, f, image.shape
+
+            for item, f, shape in prefetch(pool, extract_one, todo, 4 * max(1, workers)):
+                cache.save(*item, f.keypoints, f.scores, f.descriptors if keep_descriptors else None, shape)
+                bar.update(1)
+    bar.close()
+    return len(todo)
+
+
+def pair_metrics(
+    dataset: HPatches,
+    method: Method,
+    protocol: Protocol,
+    cache: Cache,
+    workers: int = 2,
+    keep_matches: frozenset[tuple[str, int]] = frozenset(),
+):
+    """Per-pair records, for descriptors the pooled (distance, correct) of all matches, and the
+    matches of the pairs in ``keep_matches`` (for pictures). Pairs run on ``workers`` threads."""
+    device = method.extractor.device if method.extractor is not None else "cpu"
+    load = functools.lru_cache(maxsize=4 * max(1, workers))(cache.load)  # image 1 serves five pairs
+
+    def one(pair: Pair):
+        p0, p1 = load(pair.sequence, 1), load(pair.sequence, pair.index)
+        H = dataset.homography(pair)
+        size0, size1 = tuple(p0["image_size"]), tuple(p1["image_size"])
+        if protocol.name == "detector":
+            result = repeatability(
+                p0["keypoints"], p0["scores"], p1["keypoints"], p1["scores"], H, size0, size1,
+                k=protocol.top_k, threshold=protocol.distance,
+            )  # fmt: skip
+        else:
+            result = descriptor_metrics(
+                p0["keypoints"], p0["scores"], p0["descriptors"], p1["keypoints"], p1["scores"], p1["descriptors"],
+                H, size0, size1, norm=method.norm, k=protocol.top_k, match_threshold=protocol.distance,
+                device=device,
+            )  # fmt: skip
+            result["keypoints0"], result["keypoints1"] = p0["keypoints"], p1["keypoints"]
+        return pair, result
+
+    records, pooled, matches = [], {"illumination": [], "viewpoint": []}, {}
+    bar = tqdm(total=len(dataset.pairs), desc=f"metrics {method.label} @ {protocol.name}", unit="pair", leave=False)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for pair, result in prefetch(pool, one, dataset.pairs, 2 * max(1, workers)):
+            record = {"sequence": pair.sequence, "pair": pair.name, "kind": pair.kind, "method": method.label}
+            record.update({k: finite_or_none(v) for k, v in result.items() if np.isscalar(v)})
+            records.append(record)
+            if protocol.name == "descriptor":
+                pooled[pair.kind].append((result["distances"], result["correct"]))
+                if (pair.sequence, pair.index) in keep_matches:
+                    keys = ("keypoints0", "keypoints1", "matches", "correct")
+                    matches[(pair.sequence, pair.index)] = {k: result[k] for k in keys}
+            bar.update(1)
+    bar.close()
+    return records, pooled, matches
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The whole evaluation; returns the report dict (also written to OUTPUT/report.json)."""
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> dict:
+    output = Path(args.output)
+    cache_root = Path(args.cache) if args.cache else output / "cache"
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    protocols = [PROTOCOLS[p] for p in (("detector", "descriptor") if args.protocol == "both" else (args.protocol,))]
+    protocols = [dataclasses.replace(p, short_side=args.short_side or p.size[0]) for p in protocols]
+    methods = build_methods(names, args.weights or ["default"], args.device, args.detection_threshold)
+    timings: dict[str, float] = {}
+    records: list[dict] = []
+    aggregates: dict[str, dict] = {}
+    curves: dict[str, dict] = {}
+    all_matches: dict[str, dict] = {}
+    datasets = {}
+    skipped_methods: list[str] = []
+    for protocol in protocols:
+        dataset = HPatches(
+            args.dataset, resize=args.resize, size=protocol.size, short_side=protocol.short_side,
+            split=args.split, max_sequences=args.max_sequences,
+        )  # fmt: skip
+        datasets[protocol.name] = dataset
+        if not dataset.pairs:
+            raise HPatchesError(f"{args.dataset}: no usable pairs ({len(dataset.skipped)} sequences skipped)")
+        pictured = pick_match_pairs(dataset, args.match_pictures) if protocol.name == "descriptor" else []
+        for method in methods:
+            if not method.supports(protocol):
+                reason = method.skip_reason(protocol)
+                skipped_methods.append(reason)
+                if method.family == "superpoint":
+                    log.warning(reason)
+                continue
+            cache = Cache(cache_root, protocol, method, dataset)
+            start = time.perf_counter()
+            batch_size = args.batch_size or (16 if method.extractor and method.extractor.device.type == "cuda" else 1)
+            computed = export(dataset, method, protocol, cache, batch_size, args.workers, args.recompute)
+            timings[f"export {method.label} @ {protocol.name} ({computed} images computed)"] = (
+                time.perf_counter() - start
+            )
+            start = time.perf_counter()
+            method_records, pooled, matches = pair_metrics(
+                dataset, method, protocol, cache, args.workers, frozenset((p.sequence, p.index) for p in pictured)
+            )
+            timings[f"metrics {method.label} @ {protocol.name}"] = time.perf_counter() - start
+            for record in method_records:
+                record["protocol"] = protocol.name
+            records += method_records
+            aggregates.setdefault(protocol.name, {})[method.label] = aggregate(
+                method_records, PROTOCOL_METRICS[protocol.name]
+            )
+            if protocol.name == "descriptor":
+                both = pooled["illumination"] + pooled["viewpoint"]
+                curves[method.label] = {
+                    "illumination": pooled_curve(pooled["illumination"]),
+                    "viewpoint": pooled_curve(pooled["viewpoint"]),
+                    "all": pooled_curve(both),
+                }
+                all_matches[method.label] = matches
+    any_dataset = next(iter(datasets.values()))
+    report = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_description(args.device),
+        "command": "python -m superpoint_training.evaluate " + " ".join(shlex.quote(a) for a in args.argv),
+        "settings": {
+            "dataset": str(Path(args.dataset).resolve()),
+            "dataset_description": any_dataset.describe(),
+            "resize": args.resize,
+            "split": args.split,
+            "device": str(next((m.extractor.device for m in methods if m.extractor), "none")),
+            "protocols": {p.name: asdict(p) for p in protocols},
+            "methods": {m.label: m.settings for m in methods},
+            "weights": {m.label: m.settings["weights"] for m in methods if m.family == "superpoint"},
+            "cache": str(cache_root),
+        },
+        "choices": describe_choices(args, protocols, args.resize),
+        "skipped": any_dataset.skipped,
+        "skipped_methods": skipped_methods,
+        "aggregates": aggregates,
+        "precision_recall": curves,
+        "timings": timings,
+        "plots": [],
+        "pairs": records,
+    }
+    write_report(report, output)  # the numbers first: a failure in the plots cannot lose them
+    if not args.no_plots:
+        start = time.perf_counter()
+        plots = make_plots(report, curves, datasets, all_matches, args.match_pictures, output / "plots")
+        if plots:
+            report["plots"] = [str(p.relative_to(output)) for p in plots]
+            timings["plots"] = time.perf_counter() - start
+            write_report(report, output)
+    return report

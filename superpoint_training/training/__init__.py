@@ -1,0 +1,1 @@
+"""Training: the trainer, MagicPoint and SuperPoint tasks, losses, homographic adaptation, detector metrics."""
