@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from superpoint_training.data.images import to_rgb
+
 from .features_message import DESCRIPTOR_ENCODINGS, features_to_message
 from .image_conversion import DEFAULT_MAX_PIXELS, ImageConversionError, compressed_msg_to_numpy, image_msg_to_numpy
 
@@ -205,9 +207,7 @@ class DetectionPipeline:
 
 def draw_keypoints(image: np.ndarray, keypoints: Any, radius: int = 1, colour=(0, 255, 0)) -> np.ndarray:
     """An RGB uint8 copy of ``image`` with a (2 radius + 1)-pixel square on each keypoint (vectorised)."""
-    if image.dtype != np.uint8:
-        image = np.clip(np.asarray(image, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    canvas = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image.copy()
+    canvas = to_rgb(image)
     points = keypoints.detach().cpu().numpy() if hasattr(keypoints, "detach") else np.asarray(keypoints)
     if len(points) == 0:
         return canvas

@@ -43,7 +43,7 @@ from superpoint_training.keypoints import DESCRIPTOR_SAMPLING, no_limit
 
 from .detection_pipeline import DetectionPipeline, Frame, FrameQueue, Result, draw_keypoints
 from .diagnostics import StreamStats, stream_status
-from .features_message import DESCRIPTOR_ENCODINGS
+from .features_message import DESCRIPTOR_ENCODINGS, sequence_field
 from .image_conversion import DEFAULT_MAX_PIXELS, numpy_to_image_fields
 from .node_common import ParameterSpec, declare_parameters, run_node
 
@@ -295,12 +295,8 @@ def _extractor_args(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _image_fields(rgb: Any) -> dict[str, Any]:
-    import array
-
     fields = numpy_to_image_fields(rgb, "rgb8")
-    data = array.array("B")
-    data.frombytes(fields.pop("data"))
-    return {**fields, "data": data}
+    return {**fields, "data": sequence_field(memoryview(fields.pop("data")), "B")}
 
 
 def main(args: list[str] | None = None) -> int:

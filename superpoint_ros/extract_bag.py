@@ -33,7 +33,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -292,9 +291,10 @@ class _Extraction:
     def __init__(self, bag: BagOutput, store: Any, extractor: Any, options: _Options, summary: Summary, bar: Any):
         self.bag, self.store, self.extractor, self.options = bag, store, extractor, options
         self.summary, self.bar = summary, bar
+        from superpoint_training.cli_options import SizeBatcher
+
         self.pending: deque[_Slot] = deque()
-        self.groups: dict[tuple, list[_Slot]] = {}
-        self.waiting = 0  # decoded frames not yet extracted
+        self.batches = SizeBatcher(options.batch_size)  # decoded frames not yet extracted
         self.h5_keys: set[str] = set()
 
     def add(self, item: Frame | Passthrough) -> None:
@@ -312,21 +312,16 @@ class _Extraction:
         else:
             if self.options.batch_size is None:
                 self.options.batch_size = auto_batch_size(self.extractor.device, *item.image.shape[:2])
-                self.summary.batch_size = self.options.batch_size
-            key = (item.image.shape, item.image.dtype.str)
-            group = self.groups.setdefault(key, [])
-            group.append(slot)
-            self.waiting += 1
-            if len(group) >= self.options.batch_size:
-                self.run(self.groups.pop(key))
-            elif self.waiting >= 4 * self.options.batch_size:  # many image sizes at once: bound the memory
-                self.run(self.groups.pop(max(self.groups, key=lambda k: len(self.groups[k]))))
+                self.summary.batch_size = self.batches.batch_size = self.options.batch_size
+            full = self.batches.add(item.image, slot)
+            if full:
+                self.run(full)
         self.flush()
 
     def finish(self) -> None:
         """Extract the partial batches and write everything that is left."""
-        while self.groups:
-            self.run(self.groups.pop(next(iter(self.groups))))
+        for group in self.batches.rest():
+            self.run(group)
         self.flush()
 
     def run(self, group: list[_Slot]) -> None:
@@ -344,7 +339,6 @@ class _Extraction:
             slot.done = True
             frame.image = None
             self.summary.keypoints += len(features)
-        self.waiting -= len(group)
         self.bar.update(len(group))
 
     def _store(self, frame: Frame, features: Any) -> None:
@@ -374,12 +368,10 @@ def _run(reader: Any, output: Path, storage: str, h5: Path | None, extractor: An
     bag = BagOutput(output, storage, reader)
     store = None
     if h5 is not None:
+        from superpoint_training.cli_options import extractor_settings
         from superpoint_training.feature_io import FeatureStore
 
-        config = {**dataclasses.asdict(extractor.config), "resize": extractor.resize,
-                  "precision": extractor.precision, "backend": extractor.backend,
-                  "descriptor_dim": extractor.descriptor_dim}
-        store = FeatureStore.open(h5, "w", weights=extractor.weights_description, config=config)
+        store = FeatureStore.open(h5, "w", weights=extractor.weights_description, config=extractor_settings(extractor))
     bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True, smoothing=0.1)
     work = _Extraction(bag, store, extractor, options, summary, bar)
     try:

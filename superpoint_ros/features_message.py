@@ -80,9 +80,13 @@ def _is_rosbags(msg_cls: type) -> bool:
     return hasattr(msg_cls, "__msgtype__")
 
 
-def _sequence(values: np.ndarray, typecode: str, numpy_fields: bool) -> Any:
+# array.array typecode of a sequence field -> its little-endian numpy dtype
+SEQUENCE_DTYPES = {"f": "<f4", "B": np.uint8, "I": "<u4", "Q": "<u8"}
+
+
+def sequence_field(values: Any, typecode: str, numpy_fields: bool = False) -> Any:
     """A sequence field value: numpy for rosbags, array.array for rclpy (its fast, unchecked path)."""
-    values = np.ascontiguousarray(values, dtype={"f": "<f4", "B": np.uint8}[typecode]).reshape(-1)
+    values = np.ascontiguousarray(values, dtype=SEQUENCE_DTYPES[typecode]).reshape(-1)
     if numpy_fields:
         return values
     out = array.array(typecode)
@@ -122,11 +126,11 @@ def features_to_message(
         header=header,
         height=int(height),
         width=int(width),
-        keypoints=_sequence(_numpy(keypoints), "f", numpy_fields),
-        scores=_sequence(_numpy(scores), "f", numpy_fields),
+        keypoints=sequence_field(_numpy(keypoints), "f", numpy_fields),
+        scores=sequence_field(_numpy(scores), "f", numpy_fields),
         descriptor_dim=dim,
         descriptor_encoding=encoding,
-        descriptor_data=_sequence(data, "B", numpy_fields),
+        descriptor_data=sequence_field(data, "B", numpy_fields),
         weights=str(weights),
     )
 

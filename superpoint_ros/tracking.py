@@ -374,17 +374,19 @@ def estimate_relative_pose(
 
 @dataclass
 class TrackingResult:
-    """One processed frame: the tracks extended into it and the relative pose to the previous frame.
+    """One frame's tracks, as the tracker returns them and as a Tracks message carries them.
 
     Track arrays (K entries, one per match with the previous frame): ``track_ids`` uint64,
     ``positions`` and ``previous_positions`` (K, 2) float32 pixels, ``lengths`` uint32 (frames
     observed, this one included), ``match_distances`` float32, ``inliers`` bool (RANSAC+cheirality
-    inliers; all False when no geometry was tested, all True for LOW_PARALLAX). ``ended_track_ids``: tracks of the previous frame that
-    ended here. ``keypoint_track_ids``: the id of every (kept) keypoint of this frame.
+    inliers; all False when no geometry was tested, all True for LOW_PARALLAX). ``ended_track_ids``:
+    tracks of the previous frame that ended here. ``stamp`` / ``previous_stamp``: seconds (None when
+    unknown). From the tracker only: ``reason``, ``keypoint_track_ids`` (the id of every kept keypoint
+    of this frame), ``num_keypoints``, ``pose``. From a message only (:func:`~.tracks_message.tracks_from_message`):
+    ``image_size`` (H, W) and ``header``.
     """
 
     status: str
-    reason: str
     track_ids: np.ndarray
     positions: np.ndarray
     previous_positions: np.ndarray
@@ -392,11 +394,17 @@ class TrackingResult:
     match_distances: np.ndarray
     inliers: np.ndarray
     ended_track_ids: np.ndarray
-    keypoint_track_ids: np.ndarray
-    num_keypoints: int
+    reason: str = ""
+    keypoint_track_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    num_keypoints: int = 0
     pose: RelativePose | None = None
     stamp: float | None = None
     previous_stamp: float | None = None
+    image_size: tuple[int, int] | None = None
+    header: Any = None
+
+    def __len__(self) -> int:
+        return int(self.track_ids.shape[0])
 
     @property
     def lost(self) -> bool:

@@ -6,59 +6,24 @@ build, with rosbags' dataclasses, and reads any object with the message's field 
 
 from __future__ import annotations
 
-import array
 import math
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from .features_message import SEQUENCE_DTYPES, _field_array, _is_rosbags, sequence_field
+from .tracking import TrackingResult
 
-from .features_message import _field_array, _is_rosbags
+__all__ = ["tracks_to_message", "tracks_from_message"]
 
-__all__ = ["TrackArrays", "tracks_to_message", "tracks_from_message"]
-
-# field -> (array.array typecode, numpy dtype)
+# sequence field -> its array.array typecode (features_message.SEQUENCE_DTYPES)
 _FIELDS = {
-    "track_ids": ("Q", "<u8"),
-    "positions": ("f", "<f4"),
-    "previous_positions": ("f", "<f4"),
-    "lengths": ("I", "<u4"),
-    "match_distances": ("f", "<f4"),
-    "inliers": ("B", np.uint8),
-    "ended_track_ids": ("Q", "<u8"),
+    "track_ids": "Q",
+    "positions": "f",
+    "previous_positions": "f",
+    "lengths": "I",
+    "match_distances": "f",
+    "inliers": "B",
+    "ended_track_ids": "Q",
 }
-
-
-@dataclass
-class TrackArrays:
-    """A Tracks message as numpy: ``track_ids`` (K,) uint64, ``positions`` / ``previous_positions``
-    (K, 2) float32, ``lengths`` (K,) uint32, ``match_distances`` (K,) float32, ``inliers`` (K,) bool,
-    ``ended_track_ids`` (E,) uint64, ``status``, ``image_size`` (H, W), ``header``, ``previous_stamp``
-    (seconds, None when zero)."""
-
-    track_ids: np.ndarray
-    positions: np.ndarray
-    previous_positions: np.ndarray
-    lengths: np.ndarray
-    match_distances: np.ndarray
-    inliers: np.ndarray
-    ended_track_ids: np.ndarray
-    status: str
-    image_size: tuple[int, int]
-    header: Any = None
-    previous_stamp: float | None = None
-
-    def __len__(self) -> int:
-        return int(self.track_ids.shape[0])
-
-
-def _sequence(values: Any, typecode: str, dtype: Any, numpy_fields: bool) -> Any:
-    values = np.ascontiguousarray(values, dtype=dtype).reshape(-1)
-    if numpy_fields:
-        return values
-    out = array.array(typecode)
-    out.frombytes(values.tobytes())
-    return out
 
 
 def tracks_to_message(
@@ -70,7 +35,7 @@ def tracks_to_message(
     builtin_interfaces/Time, needed for rosbags' classes (rclpy's default value is used when None).
     """
     numpy_fields = _is_rosbags(msg_cls)
-    fields = {name: _sequence(getattr(result, name), code, dtype, numpy_fields) for name, (code, dtype) in _FIELDS.items()}
+    fields = {name: sequence_field(getattr(result, name), code, numpy_fields) for name, code in _FIELDS.items()}
     seconds, nanoseconds = 0, 0
     if result.previous_stamp is not None:
         seconds = math.floor(result.previous_stamp)
@@ -83,9 +48,9 @@ def tracks_to_message(
     return msg
 
 
-def tracks_from_message(msg: Any) -> TrackArrays:
+def tracks_from_message(msg: Any) -> TrackingResult:
     """Decode a Tracks message (rclpy, rosbags or any object with its fields) to numpy arrays."""
-    arrays = {name: _field_array(getattr(msg, name), dtype) for name, (_, dtype) in _FIELDS.items()}
+    arrays = {name: _field_array(getattr(msg, name), SEQUENCE_DTYPES[code]) for name, code in _FIELDS.items()}
     count = arrays["track_ids"].size
     for name in ("lengths", "match_distances", "inliers"):
         if arrays[name].size != count:
@@ -95,7 +60,7 @@ def tracks_from_message(msg: Any) -> TrackArrays:
             raise ValueError(f"Tracks.{name} has {arrays[name].size} values, expected {2 * count} (x, y per track)")
     stamp = msg.previous_stamp
     previous = stamp.sec + 1e-9 * stamp.nanosec if (stamp.sec or stamp.nanosec) else None
-    return TrackArrays(
+    return TrackingResult(
         track_ids=arrays["track_ids"],
         positions=arrays["positions"].reshape(count, 2),
         previous_positions=arrays["previous_positions"].reshape(count, 2),

@@ -43,7 +43,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from superpoint_training.data.images import IMAGE_SUFFIXES
+from superpoint_training.data.images import IMAGE_SUFFIXES, read_gray
 
 from .tracking import (
     CameraError,
@@ -151,7 +151,7 @@ def read_image_folder(folder: Path, start: int = 0, max_frames: int | None = Non
     stamped = stamped[start : None if max_frames is None else start + max_frames]
     frames = []
     for stamp, path in stamped:
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        image = read_gray(path)
         if image is None:
             raise VOInputError(f"{path}: cannot read the image")
         frames.append(Frame(stamp, image, path.name))
@@ -165,13 +165,13 @@ def read_bag(
     start: int = 0,
     max_frames: int | None = None,
 ) -> tuple[list[Frame], CameraModel | None]:
-    """Frames of one image topic (Image or CompressedImage) of a ROS 1/2 bag, and its first CameraInfo."""
-    from .bag_reader import BagError, open_bag
-    from .image_conversion import compressed_msg_to_numpy, image_msg_to_numpy
+    """Frames of one image topic (Image or CompressedImage) of a ROS 1/2 bag, and its first CameraInfo,
+    read as the bag tool reads (:mod:`.bag_reader`: damaged files recovered, images decoded in threads)."""
+    from .bag_reader import IMAGE_TYPES, BagError, MessagePump, Passthrough, ReadFailure, open_bag
 
-    image_types = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
     frames: list[Frame] = []
     camera = None
+    skipped: list[str] = []
     try:
         reader, note = open_bag([path])
     except BagError as error:
@@ -181,35 +181,42 @@ def read_bag(
     try:
         topics = {c.topic: c.msgtype for c in reader.connections}
         if topic is None:
-            candidates = sorted(t for t, m in topics.items() if m in image_types)
+            candidates = sorted(t for t, m in topics.items() if m in IMAGE_TYPES)
             if len(candidates) != 1:
                 raise VOInputError(f"{path}: name the image topic with --topic (image topics: {candidates or 'none'})")
             topic = candidates[0]
-        if topics.get(topic) not in image_types:
+        if topics.get(topic) not in IMAGE_TYPES:
             raise VOInputError(f"{path}: topic {topic!r} is not an image topic (topics: {sorted(topics)})")
         if camera_info_topic is None:
             infos = sorted(t for t, m in topics.items() if m == "sensor_msgs/msg/CameraInfo")
             camera_info_topic = infos[0] if len(infos) == 1 else None
-        wanted = [c for c in reader.connections if c.topic in (topic, camera_info_topic)]
         index = 0
-        for connection, _, raw in reader.messages(connections=wanted):
-            msg = reader.deserialize(raw, connection.msgtype)
-            if connection.topic == camera_info_topic:
-                if camera is None:
-                    camera = CameraModel.from_camera_info(msg)
-                continue
-            index += 1
-            if index <= start:
-                continue
-            if max_frames is not None and len(frames) >= max_frames:
-                if camera is not None or camera_info_topic is None:
+        with MessagePump(reader, lambda c: c.topic == topic, copy_others=camera_info_topic is not None) as pump:
+            for item in pump:
+                if isinstance(item, ReadFailure):
+                    print(f"warning: {path}: cannot read further ({item.error}); {len(frames)} frames read",
+                          file=sys.stderr)
                     break
-                continue
-            convert = compressed_msg_to_numpy if connection.msgtype.endswith("CompressedImage") else image_msg_to_numpy
-            stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
-            frames.append(Frame(stamp, _to_gray(convert(msg)), f"{topic}#{index - 1}"))
+                if isinstance(item, Passthrough):
+                    if item.connection.topic == camera_info_topic and camera is None:
+                        camera = CameraModel.from_camera_info(reader.deserialize(item.raw, item.connection.msgtype))
+                    continue
+                index += 1
+                if index <= start:
+                    continue
+                if max_frames is not None and len(frames) >= max_frames:
+                    if camera is not None or camera_info_topic is None:
+                        break
+                    continue
+                if item.error is not None:
+                    skipped.append(f"{topic}#{index - 1}: {item.error}")
+                    continue
+                stamp = item.stamp[0] + 1e-9 * item.stamp[1]
+                frames.append(Frame(stamp, _to_gray(item.image), f"{topic}#{index - 1}"))
     finally:
         reader.close()
+    if skipped:
+        print(f"warning: skipped {len(skipped)} unreadable frames, the first: {skipped[0]}", file=sys.stderr)
     if not frames:
         raise VOInputError(f"{path}: no frames on {topic}")
     return frames, camera
@@ -523,11 +530,11 @@ def run(args: argparse.Namespace) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     progress = not args.quiet
 
-    from superpoint_training.extractor import Extractor
+    from superpoint_training.cli_options import extractor_from_args, extractor_settings
     from superpoint_training.weights import WeightsError
 
     try:
-        extractor = Extractor(args.weights, args.device, max_keypoints=args.max_keypoints)
+        extractor = extractor_from_args(args)
     except WeightsError as error:
         raise VOInputError(str(error)) from None
     if extractor.descriptor_dim == 0:
@@ -564,6 +571,7 @@ def run(args: argparse.Namespace) -> dict:
         "groundtruth": str(args.groundtruth) if args.groundtruth else "none",
         "weights": extractor.weights_description,
         "max_keypoints": args.max_keypoints,
+        "extractor": extractor_settings(extractor, weights=str(args.weights)),
         "camera": {"K": camera.K.tolist(), "distortion": camera.distortion.tolist(), "model": camera.distortion_model},
         "settings": {k: v for k, v in asdict(config).items() if k != "max_frame_gap"},
         "methods": summary_methods,
@@ -624,6 +632,8 @@ def _run_tracker(feats: MethodFeatures, frames: list[Frame], camera: CameraModel
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from superpoint_training.cli_options import add_extractor_arguments
+
     parser = argparse.ArgumentParser(
         prog="python -m superpoint_ros.vo",
         description=__doc__.split("\n\n")[0],
@@ -637,9 +647,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--groundtruth", help="TUM trajectory 'timestamp tx ty tz qx qy qz qw' (T_world_cam)")
     parser.add_argument("--output", required=True, help="output folder (pairs.csv, summary.json/md, trajectory.png)")
     parser.add_argument("--gaps", type=int, nargs="+", default=[1, 5], help="frame gaps to evaluate (default: 1 5)")
-    parser.add_argument("--weights", default="default", help="SuperPoint weights: name or file (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    parser.add_argument("--max-keypoints", type=int, default=1000, help="SuperPoint keypoints per frame (default: %(default)s)")
     parser.add_argument("--topic", help="bag: image topic (default: the only Image/CompressedImage topic)")
     parser.add_argument("--camera-info-topic", help="bag: CameraInfo topic (default: the only one, if any)")
     parser.add_argument("--start", type=int, default=0, help="skip this many frames first")
@@ -656,6 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ransac-threshold", type=float, default=defaults.ransac_threshold_px, help="pixels (default: %(default)s)")
     parser.add_argument("--min-parallax", type=float, default=defaults.min_parallax_px, help="pixels, 0 = off (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_extractor_arguments(parser.add_argument_group("SuperPoint (the extractor options of the node and the bag tool)"),
+                            max_keypoints=1000)
     parser.set_defaults(command=None)
     return parser
 

@@ -1,9 +1,14 @@
-"""The Extractor's command-line options, shared by every tool that extracts (one set of names,
-the Extractor's keyword names, with hyphenated aliases)."""
+"""What every tool that extracts shares: the Extractor's command-line options (its keyword names,
+with hyphenated aliases), the settings record written beside features, and batching by image size."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
 
 from .extractor import BACKEND_CHOICES, PRECISIONS, Extractor
 from .keypoints import DESCRIPTOR_SAMPLING, no_limit
@@ -63,3 +68,47 @@ def extractor_from_args(args: argparse.Namespace, **overrides) -> Extractor:
     )
     options.update(overrides)
     return Extractor(args.weights, args.device, **options)
+
+
+def extractor_settings(extractor: Extractor, **extra) -> dict:
+    """The settings a tool records beside its features: detection options, resize, backend and
+    precision, descriptor size, plus ``extra`` (e.g. the weights as given)."""
+    return {
+        **dataclasses.asdict(extractor.config),
+        "resize": extractor.resize,
+        "precision": extractor.precision,
+        "backend": extractor.backend,
+        "descriptor_dim": extractor.descriptor_dim,
+        **extra,
+    }
+
+
+class SizeBatcher:
+    """Streams items into batches of images of one size (shape and dtype): :meth:`add` returns a full
+    batch, or, when 4 batches' worth wait across many sizes, the largest group (bounded memory);
+    :meth:`rest` hands out what is left at the end. ``batch_size`` may be set before the first add."""
+
+    def __init__(self, batch_size: int | None = None):
+        self.batch_size = batch_size
+        self.groups: dict[tuple, list] = {}
+        self.waiting = 0
+
+    def add(self, image: np.ndarray, item: Any) -> list | None:
+        key = (image.shape, image.dtype.str)
+        group = self.groups.setdefault(key, [])
+        group.append(item)
+        self.waiting += 1
+        if len(group) >= self.batch_size:
+            return self._pop(key)
+        if self.waiting >= 4 * self.batch_size:
+            return self._pop(max(self.groups, key=lambda k: len(self.groups[k])))
+        return None
+
+    def rest(self) -> Iterator[list]:
+        while self.groups:
+            yield self._pop(next(iter(self.groups)))
+
+    def _pop(self, key: tuple) -> list:
+        group = self.groups.pop(key)
+        self.waiting -= len(group)
+        return group

@@ -2,8 +2,10 @@
 
 Every key of a user config must exist in the defaults and have the default's type; anything else
 is a :class:`ConfigError` that names the key path (``train.lerning_rate``). An int is accepted where
-the default is a float, and a default of ``None`` accepts any value. A mapping whose defaults are
-empty (``{}``) is open: its keys are checked by whoever consumes it (for example the dataset).
+the default is a float. Openings are declared, never implied: :class:`OpenMapping` defaults accept
+other keys too (whoever consumes them checks them, for example the dataset), :class:`Maybe` is a
+``None`` default that accepts values of its types; an empty ``{}`` accepts no key and a plain
+``None`` default only ``None``.
 
     config = load_config("config/magic-point_shapes.yaml", overrides=["train.iterations=100"])
 """
@@ -14,6 +16,7 @@ import copy
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +31,44 @@ class ConfigError(ValueError):
     attributed = False  # True once the message names where the value came from (file or --set)
 
 
+class OpenMapping(dict):
+    """Defaults of a mapping that also accepts keys it does not list (checked by its consumer)."""
+
+
+@dataclass(frozen=True)
+class Maybe:
+    """A default of ``None`` that also accepts values of ``types`` (an int where float is one of them)."""
+
+    types: type | tuple[type, ...]
+
+
+def plain(defaults: Any) -> Any:
+    """A deep copy of ``defaults`` without the markers: :class:`OpenMapping` -> dict, :class:`Maybe` -> None."""
+    if isinstance(defaults, Mapping):
+        return {key: plain(value) for key, value in defaults.items()}
+    if isinstance(defaults, Maybe):
+        return None
+    return copy.deepcopy(defaults)
+
+
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
 def _check_type(default: Any, value: Any, path: str) -> Any:
     if default is None:
+        if value is not None:
+            raise ConfigError(f"{path}: expected null, got {_type_name(value)} ({value!r})")
+        return value
+    if isinstance(default, Maybe):
+        types = default.types if isinstance(default.types, tuple) else (default.types,)
+        if value is None:
+            return None
+        if float in types and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            raise ConfigError(f"{path}: expected {names} or null, got {_type_name(value)} ({value!r})")
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -62,18 +97,20 @@ def _check_type(default: Any, value: Any, path: str) -> Any:
 
 def merge_strict(defaults: Mapping, overrides: Mapping | None, path: str = "") -> dict:
     """A deep copy of ``defaults`` with ``overrides`` merged in; unknown keys and wrong types raise."""
-    result = copy.deepcopy(dict(defaults))
+    result = plain(defaults)
     if overrides is None:
         return result
     if not isinstance(overrides, Mapping):
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {_type_name(overrides)}")
-    open_mapping = len(defaults) == 0
+    open_mapping = isinstance(defaults, OpenMapping)
     for key, value in overrides.items():
         key_path = f"{path}.{key}" if path else str(key)
         if key not in defaults:
             if open_mapping:
                 result[key] = copy.deepcopy(value)
                 continue
+            if not defaults:
+                raise ConfigError(f"{key_path}: unknown key ({path or 'the config'} takes no keys)")
             known = ", ".join(sorted(map(str, defaults)))
             raise ConfigError(f"{key_path}: unknown key (known keys{' in ' + path if path else ''}: {known})")
         default = defaults[key]

@@ -15,7 +15,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -24,12 +23,11 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .cli_options import add_extractor_arguments, describe_path, extractor_from_args
-from .data.images import IMAGE_SUFFIXES
+from .cli_options import SizeBatcher, add_extractor_arguments, describe_path, extractor_from_args, extractor_settings
+from .data.images import IMAGE_SUFFIXES, read_image
 from .feature_io import DESCRIPTOR_DTYPES, FeatureFileError, FeatureStore, file_kind
 from .weights import WeightsError
 
@@ -57,25 +55,6 @@ def find_images(inputs: Iterable[str | Path], recursive: bool = False) -> list[t
             raise ValueError(f"two inputs give the key {key!r}: {seen[key]} and {path} (pass their parent folder)")
         seen[key] = path
     return list({key: (key, path) for key, path in found}.values())  # the same file named twice: once
-
-
-def read_image(path: Path) -> np.ndarray | None:
-    """An image as gray HxW or RGB HxWx3 (uint8, or float32 in [0, 1] for 16-bit files); None if unreadable."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        return None
-    if image.ndim == 3:
-        if image.shape[2] == 1:
-            image = image[..., 0]
-        elif image.shape[2] == 4:
-            image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-        else:
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) / 65535.0
-    if image.dtype != np.uint8:
-        return None
-    return image
 
 
 def _prefetch(paths: list[tuple[str, Path]], workers: int = 2, depth: int = 8) -> Iterator[tuple[str, Path, np.ndarray | None]]:
@@ -117,28 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Batcher:
-    """Collects images by size and hands out full batches (and, at the end, the rest)."""
-
-    def __init__(self, batch_size: int):
-        self.batch_size = batch_size
-        self.groups: dict[tuple, list[tuple[str, Path, np.ndarray]]] = {}
-
-    def add(self, key: str, path: Path, image: np.ndarray) -> list[tuple[str, Path, np.ndarray]] | None:
-        group = self.groups.setdefault((image.shape, image.dtype.str), [])
-        group.append((key, path, image))
-        if len(group) >= self.batch_size:
-            return self.groups.pop((image.shape, image.dtype.str))
-        if sum(len(g) for g in self.groups.values()) >= 4 * self.batch_size:  # many sizes: bound the memory
-            largest = max(self.groups, key=lambda k: len(self.groups[k]))
-            return self.groups.pop(largest)
-        return None
-
-    def rest(self) -> Iterator[list[tuple[str, Path, np.ndarray]]]:
-        while self.groups:
-            yield self.groups.pop(next(iter(self.groups)))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     output = Path(args.output)
@@ -158,14 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"SuperPoint: {extractor.weights_description} on {describe_path(extractor)}; "
           f"{len(images)} images -> {output}")
-    config = {
-        **dataclasses.asdict(extractor.config),
-        "resize": extractor.resize,
-        "precision": extractor.precision,
-        "backend": extractor.backend,
-        "weights": str(args.weights),
-        "descriptor_dim": extractor.descriptor_dim,
-    }
+    config = extractor_settings(extractor, weights=str(args.weights))
     start = time.perf_counter()
     new_folder = not output.parent.exists()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -216,13 +166,13 @@ def _extract_all(extractor, images: list[tuple[str, Path]], store: FeatureStore,
             bar.update(len(batch))
             bar.set_postfix(kpts=f"{n_keypoints / max(n_images, 1):.0f}/img", skipped=len(skipped))
 
-        batcher = _Batcher(args.batch_size)
+        batcher = SizeBatcher(args.batch_size)
         for key, path, image in _prefetch(images):
             if image is None:
                 skipped.append(path)
                 bar.update(1)
                 continue
-            full = batcher.add(key, path, image)
+            full = batcher.add(image, (key, path, image))
             if full:
                 run(full)
         for batch in batcher.rest():

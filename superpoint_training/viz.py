@@ -7,6 +7,8 @@ import sys
 import cv2
 import numpy as np
 
+from .data.images import to_rgb
+
 GREEN = (40, 200, 40)
 RED = (230, 40, 40)
 YELLOW = (250, 210, 0)
@@ -31,13 +33,6 @@ def import_pyplot(purpose: str | None = None):
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def to_rgb(image: np.ndarray) -> np.ndarray:
-    """uint8 RGB copy of a gray or RGB, uint8 or [0, 1] float image."""
-    if image.dtype != np.uint8:
-        image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-    return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image.copy()
 
 
 def draw_keypoints(image: np.ndarray, keypoints: np.ndarray, color=YELLOW, radius: int = 2) -> np.ndarray:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from superpoint_training.config import ConfigError, load_config, merge_strict, parse_override
+from superpoint_training.config import ConfigError, Maybe, OpenMapping, load_config, merge_strict, parse_override
 from superpoint_training.training.trainer import DEFAULTS, build_config
 
-DEFAULTS_SMALL = {"train": {"learning_rate": 1e-3, "batch_size": 64, "amp": False, "name": "x"}, "free": {}}
+DEFAULTS_SMALL = {"train": {"learning_rate": 1e-3, "batch_size": 64, "amp": False, "name": "x"}, "free": OpenMapping()}
 
 
 def test_merge_keeps_defaults_and_converts_int_to_float():
@@ -35,6 +35,19 @@ def test_errors_name_the_key(user, key):
 
 def test_open_mapping_accepts_any_key():
     assert merge_strict(DEFAULTS_SMALL, {"free": {"anything": [1, 2]}})["free"] == {"anything": [1, 2]}
+
+
+def test_openings_are_declared_not_implied():
+    defaults = {"none": {}, "null": None, "maybe": Maybe(float), "open": OpenMapping(known=1)}
+    with pytest.raises(ConfigError, match=r"^none\.x: unknown key \(none takes no keys\)"):
+        merge_strict(defaults, {"none": {"x": 1}})
+    with pytest.raises(ConfigError, match=r"^null: expected null"):
+        merge_strict(defaults, {"null": "anything"})
+    with pytest.raises(ConfigError, match=r"^maybe: expected float or null"):
+        merge_strict(defaults, {"maybe": "0.5"})
+    merged = merge_strict(defaults, {"maybe": 1, "open": {"other": "x"}})
+    assert merged == {"none": {}, "null": None, "maybe": 1.0, "open": {"known": 1, "other": "x"}}
+    assert type(merged["open"]) is dict and merge_strict(defaults, None)["maybe"] is None
 
 
 def test_yaml_file_and_overrides(tmp_path):

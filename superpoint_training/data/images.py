@@ -75,7 +75,7 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
         image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    return np.ascontiguousarray(image[..., :3])
+    return image[..., :3].copy()
 
 
 def cover_size(size: tuple[int, int], target: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -161,7 +161,7 @@ def export(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Run the export; returns the summary (counts, rate, settings). See the module docstring."""
-    from ..extractor import Extractor
+    from ..extractor import Extractor, equal_size_groups
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     device = config["device"]
@@ -223,10 +223,8 @@ def export(
         for items in loader:
             good = [item for item in items if item[1] is not None]
             unreadable.extend(pending[item[0]] for item in items if item[1] is None)
-            groups: dict[tuple, list] = {}
-            for item in good:
-                groups.setdefault(item[1].shape, []).append(item)
-            for group in groups.values():
+            for indices in equal_size_groups([item[1] for item in good]):
+                group = [good[i] for i in indices]
                 # seeded by the image's place in the folder: the same labels for the same batches
                 generator = torch.Generator().manual_seed(config["seed"] * 1_000_003 + todo[group[0][0]])
                 batch = torch.from_numpy(np.stack([g[1] for g in group])).to(extractor.device)

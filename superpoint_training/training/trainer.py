@@ -36,7 +36,7 @@ import torch.distributed as dist
 import yaml
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
-from ..config import ConfigError, attribute_error, load_config, merge_strict, read_yaml
+from ..config import ConfigError, OpenMapping, attribute_error, load_config, merge_strict, read_yaml
 from ..data.image_folder import ImageFolder
 from ..data.shapes_dataset import SyntheticShapes
 from ..extractor import resolve_device
@@ -154,7 +154,7 @@ def build_config(source: str | os.PathLike | Mapping | None, overrides=None) -> 
     """Merge a YAML file (or mapping) and ``KEY.PATH=VALUE`` overrides strictly over the defaults."""
     user = read_yaml(source) if isinstance(source, (str, os.PathLike)) else dict(source or {})
     try:
-        config = load_config(user, {**DEFAULTS, "data": {}}, overrides)  # data is the dataset's to check
+        config = load_config(user, {**DEFAULTS, "data": OpenMapping()}, overrides)  # data: the dataset checks it
         config["data"] = merge_data_config(config["data"])
         _validate(config)
     except ConfigError as error:
