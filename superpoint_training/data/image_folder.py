@@ -1,30 +1,11 @@
-"""A folder of real images (MS-COCO's ``train2014/`` or any folder), with exported keypoint labels.
+"""A folder of images (MS-COCO's ``train2014/`` or any folder) with exported keypoint labels, as a torch Dataset.
 
-Used by homographic adaptation (:mod:`superpoint_training.export_detections`: the images) and by
-training rounds on real images (MagicPoint on COCO, SuperPoint: images plus the exported labels).
-
-Images: every file with an image extension under ``images`` (recursively, sorted by path), read as
-gray and preprocessed as the reference's ``ratio_preserving_resize``: scaled so that it covers
-``resize`` (H, W), then centre-cropped (``resize: []`` keeps each image's own size). A relative
-``images`` path is taken under ``$SUPERPOINT_DATA_DIR`` when that is set (the reference's
-``DATA_PATH``), else under the working directory.
-
-Labels (``labels``): an export name under ``$SUPERPOINT_EXPER_DIR/outputs/`` or a folder; the
-label of ``<images>/a/b.jpg`` is ``<labels>/a/b.npz`` (:data:`LABEL_FORMAT`). Images without a
-label file are skipped with a warning (the export skips unreadable images); a label whose
-``image_size`` differs from the preprocessed image is an error naming both files.
-
-Splits: ``validation`` is the first ``validation_size`` images, ``training`` the rest (the
-reference trained on all of them, the validation images included); with ``validation_images`` (and
-``validation_labels``) set, validation reads that folder and training all of ``images``. Items: ``image`` (1, H, W)
-float in [0, 1], ``keypoint_map`` (H, W) float 0/1, ``valid_mask`` (H, W) ones, ``name``.
-
-Augmentation: ``augmentation.photometric`` is applied here per training sample (numpy, in the
-DataLoader workers), unless ``warped_pair.enable`` is set: SuperPoint training then warps the clean
-image on the device and applies the photometric augmentation to both images of the pair there (the
-reference's order). ``augmentation.homographic`` is the trainer task's job (on the device).
-
-    python -m superpoint_training.write_skimage_photos data/skimage_photos   # a tiny real folder
+Images are found recursively, read as gray and resized as the reference (:func:`.images.resize_crop`); a
+relative ``images`` path lies under ``$SUPERPOINT_DATA_DIR``. The label of ``<images>/a/b.jpg`` is
+``<labels>/a/b.npz`` (:data:`LABEL_FORMAT`). ``validation`` is the first ``validation_size`` images (or
+the ``validation_images`` folder), ``training`` the rest. The photometric augmentation runs here per
+sample, unless ``warped_pair.enable``: SuperPoint training then applies it on the device to both images
+of each pair.
 """
 
 from __future__ import annotations

@@ -1,22 +1,11 @@
 """The Synthetic Shapes dataset: generated in parallel once, cached on disk, served as a torch Dataset.
 
-The cache lives in ``<root>/<key>/`` where ``root`` defaults to ``$SUPERPOINT_DATA_DIR/synthetic_shapes``
-(``~/.cache/superpoint_ros/synthetic_shapes`` when unset) and ``key`` hashes everything that changes the
-images (generation and preprocessing settings, suffix, generator version). It holds one
-``<primitive>_<split>.npz`` per primitive and split (``images`` uint8 (N, H, W), ``keypoints`` float32
-(M, 2) (x, y) of all images concatenated, ``offsets`` int64 (N + 1,): image i owns
-``keypoints[offsets[i]:offsets[i + 1]]``), each followed by a ``.sha256`` file written last (the
-completion marker: checksum and size). A file without its marker, or whose checksum does not match
-when it is loaded, is regenerated, never trained on. Image i of a primitive and split is drawn from
-its own seed, so the content does not depend on the number of workers.
-
-The config is the reference's ``data`` section of ``magic-point_shapes.yaml`` (defaults below are
-those values); unknown keys raise an error naming them. The dataset applies the photometric
-augmentation per sample (training split, or every split with ``add_augmentation_to_test_set``) unless
-``apply_photometric=False``; the homographic augmentation is the trainer's job, batched on the device
-(``superpoint_training.data.homographies.HomographicAugmentation(config["augmentation"]["homographic"])``).
-
-    python -m superpoint_training.build_synthetic_shapes --contact-sheet /tmp/shapes.png
+The cache ``<root>/<key>/`` (root ``$SUPERPOINT_DATA_DIR/synthetic_shapes``, else
+``~/.cache/superpoint_ros/synthetic_shapes``; key: a hash of what changes the images) holds one
+``<primitive>_<split>.npz`` per primitive and split, completed by a ``.sha256`` marker written last: a
+file without a valid marker is regenerated, never trained on. Each image has its own seed, so the
+content does not depend on the number of workers. The config is the reference's ``data`` section of
+``magic-point_shapes.yaml``, merged strictly.
 """
 
 from __future__ import annotations

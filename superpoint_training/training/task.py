@@ -1,20 +1,5 @@
-"""What the trainer trains: one :class:`Task` per kind of training run.
-
-The trainer (:mod:`.trainer`) owns everything that does not depend on the
-model's objective: devices, DDP, the optimizer, checkpoints, logging, signals. A task owns the rest:
-
-- ``model_config()``: the network to build (MagicPoint: v6 without descriptor head);
-- ``augment(batch)``: batched augmentation on the device (homographic warps, and photometric
-  changes when ``photometric_on_device``: then the dataset is built with ``apply_photometric=False``),
-  training only;
-- ``loss(model, batch)``: the loss and the scalars to log, plus the outputs kept for images;
-- ``validate(model, batches)``: the validation metrics (a dict of floats);
-- ``images(batch, outputs)``: a few (3, H, W) pictures for TensorBoard.
-
-MagicPoint (:class:`MagicPointTask`): detector loss on the (warped) image. SuperPoint (issue 4)
-(:mod:`.superpoint_task`) warps each image into a pair and adds :func:`.losses.descriptor_loss` to
-the detector loss on both images. The trainer's :data:`.trainer.TASKS` names them.
-"""
+"""The trainer's contract with what it trains: one :class:`Task` per kind of run (MagicPoint,
+SuperPoint); the trainer keeps devices, DDP, the optimizer, checkpoints, logging and signals."""
 
 from __future__ import annotations
 
@@ -28,7 +13,16 @@ from ..model import STRIDE, ModelConfig
 
 
 class Task:
-    """Base class; see the module docstring for the contract."""
+    """What a training run optimises; the trainer calls:
+
+    - ``model_config()``: the network to build (MagicPoint: v6 without descriptor head);
+    - ``augment(batch)``: batched augmentation on the device (homographic warps, and photometric
+      changes when ``photometric_on_device``: then the dataset is built with ``apply_photometric=False``),
+      training only;
+    - ``loss(model, batch)``: the loss and the scalars to log, plus the outputs kept for images;
+    - ``validate(model, batches)``: the validation metrics (a dict of floats);
+    - ``images(batch, outputs)``: a few (3, H, W) pictures for TensorBoard.
+    """
 
     name = "task"
 
