@@ -36,8 +36,8 @@ import torch
 
 from superpoint_ros.bag_reader import MessagePump, open_bag
 from superpoint_ros.extract_bag import extract_bag
-from superpoint_training.extractor import Extractor
-from superpoint_training.weights import WeightsError, load_superpoint
+from superpoint_training.model.extractor import Extractor
+from superpoint_training.model.loading import WeightsError, load_superpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 from bag_files import BagImage, write_image_bag  # noqa: E402 - the tests' bag writer

@@ -49,16 +49,16 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from superpoint_training import Extractor, load_superpoint  # noqa: E402
-from superpoint_training.backends import (  # noqa: E402
+from superpoint_training.cpu_features import cpu_flags  # noqa: E402
+from superpoint_training.model.backends import (  # noqa: E402
     BACKEND_PRECISIONS,
     BACKENDS,
     choose,
     is_available,
 )
-from superpoint_training.cpu_features import cpu_flags  # noqa: E402
-from superpoint_training.extractor import PRECISIONS  # noqa: E402
-from superpoint_training.inference import GRAY_WEIGHTS  # noqa: E402
-from superpoint_training.model import STRIDE  # noqa: E402
+from superpoint_training.model.extractor import PRECISIONS  # noqa: E402
+from superpoint_training.model.inference import GRAY_WEIGHTS  # noqa: E402
+from superpoint_training.model.network import STRIDE  # noqa: E402
 
 DEFAULT_SIZES = "240x320,480x640,720x1280"
 

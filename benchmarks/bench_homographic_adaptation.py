@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from superpoint_training.data.images import resize_crop, skimage_photos
-from superpoint_training.extractor import Extractor
-from superpoint_training.model import ModelConfig, SuperPoint
+from superpoint_training.model.extractor import Extractor
+from superpoint_training.model.network import ModelConfig, SuperPoint
 from superpoint_training.training.homographic_adaptation import HomographicAdaptation
 
 

@@ -294,7 +294,7 @@ def run_stages(args: argparse.Namespace) -> list[dict]:
     import torch
 
     from superpoint_ros.detection_pipeline import DetectionPipeline, Frame
-    from superpoint_training.extractor import Extractor
+    from superpoint_training.model.extractor import Extractor
 
     try:
         from superpoint_ros.msg import Features as msg_cls  # the rclpy class, when built
@@ -346,8 +346,8 @@ def run_int8(args: argparse.Namespace) -> list[dict]:
 
     from superpoint_ros.features_message import features_from_message, features_to_message
     from superpoint_training.data.geometry import random_homography, warp_image, warp_points
-    from superpoint_training.extractor import Extractor
-    from superpoint_training.matching import match_descriptors
+    from superpoint_training.model.extractor import Extractor
+    from superpoint_training.model.matching import match_descriptors
 
     extractor = Extractor(args.weights, args.device, max_keypoints=args.max_keypoints, warmup=False)
     rng = np.random.default_rng(0)

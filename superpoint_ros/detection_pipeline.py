@@ -3,7 +3,7 @@ message building and the debug drawing.
 
 :class:`FrameQueue` keeps the newest frames of each camera and drops older ones while the extractor
 is busy (latency first). :class:`DetectionPipeline` turns one batch of image messages (one per
-camera) into Features messages with a single :class:`~superpoint_training.extractor.Extractor`
+camera) into Features messages with a single :class:`~superpoint_training.model.extractor.Extractor`
 call, timing each stage. Imports without rclpy, so the stage benchmark runs on any GPU machine.
 """
 

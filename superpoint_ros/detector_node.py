@@ -38,8 +38,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from sensor_msgs.msg import CompressedImage, Image
 
 from superpoint_training.cli_options import describe_path
-from superpoint_training.extractor import BACKEND_CHOICES, PRECISIONS, Extractor
-from superpoint_training.keypoints import DESCRIPTOR_SAMPLING, no_limit
+from superpoint_training.model.extractor import BACKEND_CHOICES, PRECISIONS, Extractor
+from superpoint_training.model.keypoints import DESCRIPTOR_SAMPLING, no_limit
 
 from .detection_pipeline import DetectionPipeline, Frame, FrameQueue, Result, draw_keypoints
 from .diagnostics import StreamStats, stream_status

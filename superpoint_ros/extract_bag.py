@@ -444,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from superpoint_training.cli_options import describe_path, extractor_from_args
-    from superpoint_training.weights import WeightsError
+    from superpoint_training.model.loading import WeightsError
 
     try:
         # check cheap things before loading the network

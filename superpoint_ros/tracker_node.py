@@ -155,7 +155,7 @@ class TrackerNode(Node):
         values = declare_parameters(self, PARAMETERS)
         self.values = values
         config = tracker_config(values)
-        from superpoint_training.extractor import resolve_device
+        from superpoint_training.model.extractor import resolve_device
 
         self.tracker = FrameTracker(config, resolve_device(values["device"]))
         self.odometry = PoseAccumulator()

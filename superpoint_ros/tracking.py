@@ -5,7 +5,7 @@ The tracker node (:mod:`superpoint_ros.tracker_node`) and the offline runner
 
 1. optional bucketing: keep at most ``bucket_max_per_cell`` keypoints (best scores first) per cell
    of a ``bucket_rows`` x ``bucket_cols`` grid, so that matches spread over the image;
-2. descriptor matching on the device (:func:`superpoint_training.matching.match_descriptors`:
+2. descriptor matching on the device (:func:`superpoint_training.model.matching.match_descriptors`:
    mutual nearest neighbours, Lowe's ratio test, an L2 distance bound);
 3. tracks: a keypoint matched to the previous frame keeps that keypoint's track id, every other
    keypoint starts a new track; a previous keypoint left unmatched ends its track;
@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import torch
 
-from superpoint_training.matching import match_descriptors
+from superpoint_training.model.matching import match_descriptors
 
 __all__ = [
     "Status",

@@ -531,7 +531,7 @@ def run(args: argparse.Namespace) -> dict:
     progress = not args.quiet
 
     from superpoint_training.cli_options import extractor_from_args, extractor_settings
-    from superpoint_training.weights import WeightsError
+    from superpoint_training.model.loading import WeightsError
 
     try:
         extractor = extractor_from_args(args)

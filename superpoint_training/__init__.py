@@ -5,9 +5,8 @@ Imports nothing from ROS. The public API::
     from superpoint_training import Extractor
     features = Extractor(weights="default", device="auto")(image)
 
-The names below are imported on first use, not with the package: several of its modules are
-also commands (``python -m superpoint_training.weights``), and a package that imported them
-up front would make runpy warn that the module was already imported.
+The names below are imported on first use, not with the package: importing the package (as every
+command ``python -m superpoint_training.X`` does) stays light.
 """
 
 from __future__ import annotations
@@ -16,23 +15,23 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time each name loads on first use
-    from .extractor import Extractor, Features
-    from .keypoints import DetectionConfig
-    from .matching import match_descriptors
-    from .model import ModelConfig, SuperPoint
-    from .weights import LoadedWeights, WeightsError, load_superpoint
+    from .model.extractor import Extractor, Features
+    from .model.keypoints import DetectionConfig
+    from .model.loading import LoadedWeights, WeightsError, load_superpoint
+    from .model.matching import match_descriptors
+    from .model.network import ModelConfig, SuperPoint
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "DetectionConfig": "keypoints",
-    "Extractor": "extractor",
-    "Features": "extractor",
-    "LoadedWeights": "weights",
-    "ModelConfig": "model",
-    "SuperPoint": "model",
-    "WeightsError": "weights",
-    "load_superpoint": "weights",
-    "match_descriptors": "matching",
+    "DetectionConfig": "model.keypoints",
+    "Extractor": "model.extractor",
+    "Features": "model.extractor",
+    "LoadedWeights": "model.loading",
+    "ModelConfig": "model.network",
+    "SuperPoint": "model.network",
+    "WeightsError": "model.loading",
+    "load_superpoint": "model.loading",
+    "match_descriptors": "model.matching",
 }
 
 __all__ = [

@@ -300,7 +300,7 @@ def heldout_repeatability(weights: str, pairs: list) -> float:
     import torch
 
     from .evaluation.metrics import repeatability
-    from .extractor import Extractor
+    from .model.extractor import Extractor
 
     extractor = Extractor(weights, device="cuda" if torch.cuda.is_available() else "cpu", warmup=False,
                           max_keypoints=1000)

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .extractor import BACKEND_CHOICES, PRECISIONS, Extractor
-from .keypoints import DESCRIPTOR_SAMPLING, no_limit
+from .model.extractor import BACKEND_CHOICES, PRECISIONS, Extractor
+from .model.keypoints import DESCRIPTOR_SAMPLING, no_limit
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

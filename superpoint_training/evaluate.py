@@ -35,7 +35,7 @@ from .data.hpatches import RESIZE_MODES, SPLITS, HPatchesError
 from .evaluation.hpatches_run import run
 from .evaluation.methods import ALL_METHODS
 from .evaluation.report import format_value
-from .weights import WeightsError
+from .model.loading import WeightsError
 
 
 def build_parser() -> argparse.ArgumentParser:

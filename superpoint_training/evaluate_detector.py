@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .config import ConfigError
-from .extractor import resolve_device
+from .model.extractor import resolve_device
+from .model.loading import WeightsError, load_superpoint
 from .training.detector_metrics import evaluate_detector
 from .training.trainer import DATASETS, build_config
-from .weights import WeightsError, load_superpoint
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,8 +27,8 @@ import sys
 
 from .config import ConfigError
 from .data.image_folder import LABEL_FORMAT
+from .model.loading import WeightsError
 from .training.pseudo_labels import build_config, export
-from .weights import WeightsError
 
 log = logging.getLogger(__name__)
 

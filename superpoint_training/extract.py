@@ -18,60 +18,15 @@ import argparse
 import os
 import sys
 import time
-from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from .cli_options import SizeBatcher, add_extractor_arguments, describe_path, extractor_from_args, extractor_settings
-from .data.images import IMAGE_SUFFIXES, read_image
+from .data.images import IMAGE_SUFFIXES, find_images, prefetch_images
 from .feature_io import DESCRIPTOR_DTYPES, FeatureFileError, FeatureStore, file_kind
-from .weights import WeightsError
-
-
-def find_images(inputs: Iterable[str | Path], recursive: bool = False) -> list[tuple[str, Path]]:
-    """(key, path) for every image named or found in the folders, in sorted order per folder.
-
-    Keys are relative to the folder given, or the file name for a file given directly. Raises
-    FileNotFoundError for a missing input and ValueError when two inputs give the same key.
-    """
-    found: list[tuple[str, Path]] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            files = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            found.extend((p.relative_to(path).as_posix(), p) for p in files)
-        elif path.is_file():
-            found.append((path.name, path))
-        else:
-            raise FileNotFoundError(f"no such image or folder: {path}")
-    seen: dict[str, Path] = {}
-    for key, path in found:
-        if key in seen and seen[key].resolve() != path.resolve():
-            raise ValueError(f"two inputs give the key {key!r}: {seen[key]} and {path} (pass their parent folder)")
-        seen[key] = path
-    return list({key: (key, path) for key, path in found}.values())  # the same file named twice: once
-
-
-def _prefetch(paths: list[tuple[str, Path]], workers: int = 2, depth: int = 8) -> Iterator[tuple[str, Path, np.ndarray | None]]:
-    """Read images in background threads (OpenCV releases the GIL), at most ``depth`` ahead."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque = deque()
-        items = iter(paths)
-        for key, path in items:
-            pending.append((key, path, pool.submit(read_image, path)))
-            if len(pending) >= depth:
-                break
-        while pending:
-            key, path, future = pending.popleft()
-            nxt = next(items, None)
-            if nxt is not None:
-                pending.append((nxt[0], nxt[1], pool.submit(read_image, nxt[1])))
-            yield key, path, future.result()
+from .model.loading import WeightsError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +122,7 @@ def _extract_all(extractor, images: list[tuple[str, Path]], store: FeatureStore,
             bar.set_postfix(kpts=f"{n_keypoints / max(n_images, 1):.0f}/img", skipped=len(skipped))
 
         batcher = SizeBatcher(args.batch_size)
-        for key, path, image in _prefetch(images):
+        for key, path, image in prefetch_images(images):
             if image is None:
                 skipped.append(path)
                 bar.update(1)

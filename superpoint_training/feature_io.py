@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from .extractor import Features
+from .model.extractor import Features
 
 FORMAT_NAME = "superpoint_ros-features"
 FORMAT_VERSION = 1

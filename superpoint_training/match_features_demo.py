@@ -22,10 +22,10 @@ import torch
 
 from .cli_options import add_backend_arguments
 from .data.geometry import corner_error, random_homography, warp_image
-from .extractor import Extractor
-from .matching import match_descriptors
+from .model.extractor import Extractor
+from .model.loading import WeightsError
+from .model.matching import match_descriptors
 from .viz import draw_matches, save_rgb, stack_rows
-from .weights import WeightsError
 
 RANSAC_THRESHOLD = 3.0
 

@@ -13,7 +13,7 @@ import logging
 import sys
 
 from .config import ConfigError
-from .weights import WeightsError
+from .model.loading import WeightsError
 
 EPILOG = """examples:
   python -m superpoint_training.train config/magic-point_shapes.yaml magic-point_synth

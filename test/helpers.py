@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from superpoint_training.model import ModelConfig, SuperPoint
+from superpoint_training.model.network import ModelConfig, SuperPoint
 
 
 def random_state_dict(variant: str, seed: int = 0, dustbin_bias: float = 4.0) -> dict[str, torch.Tensor]:

@@ -14,8 +14,9 @@ import pytest
 import torch
 from helpers import assert_same_features, random_state_dict
 
-from superpoint_training import Extractor, backends
-from superpoint_training.backends import BackendUnavailable, agreement, choose
+from superpoint_training import Extractor
+from superpoint_training.model import backends
+from superpoint_training.model.backends import BackendUnavailable, agreement, choose
 
 ONNX_BACKENDS = [
     pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None, reason=f"{name} missing"))
@@ -131,7 +132,8 @@ import json, sys
 import numpy as np
 sys.path.insert(0, {test_dir!r})
 from helpers import random_state_dict
-from superpoint_training import Extractor, backends
+from superpoint_training import Extractor
+from superpoint_training.model import backends
 image = np.load({image!r})
 extractor = Extractor(random_state_dict("v1", seed={seed}), device="cpu", backend={backend!r}, precision="fp32",
                       warmup=False)
@@ -188,7 +190,7 @@ def test_openvino_keeps_a_few_sizes_compiled(monkeypatch):
 
 
 def test_auto_falls_back_to_torch_when_a_backend_fails(monkeypatch, caplog):
-    from superpoint_training import extractor as extractor_module
+    from superpoint_training.model import extractor as extractor_module
 
     real = extractor_module.make_network
 

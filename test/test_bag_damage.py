@@ -36,7 +36,7 @@ from superpoint_ros.bag_reader import (  # noqa: E402
 )
 from superpoint_ros.bag_recovery import TruncatedMcap  # noqa: E402
 from superpoint_ros.extract_bag import auto_batch_size, extract_bag, main  # noqa: E402
-from superpoint_training.extractor import Extractor  # noqa: E402
+from superpoint_training.model.extractor import Extractor  # noqa: E402
 
 T0 = 1_700_000_000_000_000_000
 STEP = 100_000_000

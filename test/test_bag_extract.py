@@ -21,7 +21,7 @@ from superpoint_ros.bag_writer import features_typestore  # noqa: E402
 from superpoint_ros.extract_bag import extract_bag, main  # noqa: E402
 from superpoint_ros.features_message import features_from_message, features_to_message  # noqa: E402
 from superpoint_ros.image_conversion import compressed_msg_to_numpy, image_msg_to_numpy  # noqa: E402
-from superpoint_training.extractor import Extractor  # noqa: E402
+from superpoint_training.model.extractor import Extractor  # noqa: E402
 
 T0 = 1_700_000_000_000_000_000
 STEP = 100_000_000  # 10 Hz

@@ -166,7 +166,7 @@ def test_mutual_nearest_neighbour_matching():
 
 
 def test_dense_scores_are_the_maps_keypoints_come_from(extractor, photo_gray):
-    from superpoint_training.keypoints import nms, remove_border_scores, top_k_keypoints
+    from superpoint_training.model.keypoints import nms, remove_border_scores, top_k_keypoints
 
     image = torch.from_numpy(photo_gray[:100, :150]).float()[None, None] / 255
     scores = extractor.dense_scores(image)

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from superpoint_training.config import ConfigError
-from superpoint_training.extractor import Extractor
-from superpoint_training.model import ModelConfig, SuperPoint
+from superpoint_training.model.extractor import Extractor
+from superpoint_training.model.network import ModelConfig, SuperPoint
 from superpoint_training.training.homographic_adaptation import (
     HomographicAdaptation,
     border_kernel,

@@ -12,7 +12,7 @@ import yaml
 
 from superpoint_training import export_detections
 from superpoint_training.data.image_folder import ImageFolder, load_label
-from superpoint_training.model import ModelConfig, SuperPoint
+from superpoint_training.model.network import ModelConfig, SuperPoint
 from superpoint_training.training.homographic_adaptation import HomographicAdaptation
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "magic-point_coco_export.yaml"

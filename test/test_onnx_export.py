@@ -11,11 +11,11 @@ from helpers import random_state_dict
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from superpoint_training.export_onnx import (  # noqa: E402
+from superpoint_training.export_onnx import main  # noqa: E402
+from superpoint_training.model.onnx_graph import (  # noqa: E402
     ExportModule,
     compare_with_extractor,
     export_onnx,
-    main,
     make_extractor,
     run_onnx,
 )

@@ -88,7 +88,7 @@ def test_cyclone_dds_exchanges_images_and_features_with_the_node(tmp_path, photo
     from cyclonedds.topic import Topic
     from cyclonedds.util import duration
 
-    from superpoint_training.extractor import Extractor
+    from superpoint_training.model.extractor import Extractor
 
     weights = write_random_weights(tmp_path / "random_v6.pth")
     params = write_params(tmp_path / "params.yaml", {"weights": str(weights), "device": "cpu", "max_keypoints": 64})

@@ -12,7 +12,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from superpoint_ros.features_message import FeatureArrays, features_from_message, features_to_message
 from superpoint_ros.message_types import definitions_dir, message_definitions, register_rosbags_types
-from superpoint_training.extractor import Extractor, Features
+from superpoint_training.model.extractor import Extractor, Features
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,7 @@ def ros(node):
 
 @pytest.fixture(scope="module")
 def reference_extractor(weights_file):
-    from superpoint_training.extractor import Extractor
+    from superpoint_training.model.extractor import Extractor
 
     # the path the node's defaults (backend and precision auto) pick on this machine
     return Extractor(str(weights_file), device="cpu", max_keypoints=MAX_KEYPOINTS, warmup=False, backend="auto",

@@ -15,7 +15,7 @@ from superpoint_ros.diagnostics import OK, STALE, WARN, StreamStats, stream_stat
 from superpoint_ros.features_message import features_from_message
 from superpoint_ros.image_conversion import numpy_to_image_fields
 from superpoint_ros.message_types import register_rosbags_types
-from superpoint_training.extractor import Extractor
+from superpoint_training.model.extractor import Extractor
 
 
 def test_frame_queue_keeps_the_newest():

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from superpoint_training.data.images import resize_crop
-from superpoint_training.model import SuperPoint
+from superpoint_training.model.network import SuperPoint
 from superpoint_training.training import trainer
 from superpoint_training.training.superpoint_task import SuperPointTask
 

@@ -210,7 +210,7 @@ def _real_frames(count: int) -> tuple[list[np.ndarray], list[float], object]:
 
 
 def test_extractor_features_of_real_frames(ros):
-    from superpoint_training.extractor import Extractor
+    from superpoint_training.model.extractor import Extractor
 
     frames, stamps, camera = _real_frames(3)
     send_info(ros, camera_info(camera))

@@ -185,7 +185,7 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
 
 
 def test_dustbin_prior_initialisation(tmp_path):
-    from superpoint_training.model import ModelConfig, SuperPoint
+    from superpoint_training.model.network import ModelConfig, SuperPoint
     from superpoint_training.training.task import set_dustbin_prior
 
     for variant in ("v6", "v1"):

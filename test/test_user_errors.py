@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from superpoint_training import evaluate, extract, match_features_demo, synthetic_hpatches
-from superpoint_training import weights as weights_module
+from superpoint_training import weights as weights_command
 from superpoint_training.data.hpatches import build
 from superpoint_training.viz import GREEN, RED, draw_matches
 
@@ -86,12 +86,12 @@ def test_synthetic_hpatches_with_an_empty_or_missing_photo_folder(tmp_path, caps
 
 def test_weights_check_says_a_png_is_not_a_pytorch_file(tmp_path, capsys):
     png = write_photo(tmp_path / "some.png")
-    assert weights_module.main(["check", str(png)]) == 1
+    assert weights_command.main(["check", str(png)]) == 1
     line = one_error_line(capsys.readouterr().err)
     assert "not a PyTorch file" in line and "PNG image" in line
     archive = tmp_path / "features.npz"
     np.savez(archive, a=np.zeros(3))
-    assert weights_module.main(["check", str(archive)]) == 1
+    assert weights_command.main(["check", str(archive)]) == 1
     assert "not a PyTorch file" in one_error_line(capsys.readouterr().err)
 
 
@@ -196,7 +196,7 @@ def test_ctrl_c_saves_then_exits_130_and_resumes(tiny_config, monkeypatch, capsy
 def test_package_import_does_not_import_its_commands():
     commands = sorted(
         f"superpoint_training.{path.stem}"
-        for path in (Path(weights_module.__file__).parent).glob("*.py")
+        for path in (Path(weights_command.__file__).parent).glob("*.py")
         if 'if __name__ == "__main__"' in path.read_text(encoding="utf-8")
     )
     assert "superpoint_training.weights" in commands and "superpoint_training.evaluate" in commands

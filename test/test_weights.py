@@ -8,7 +8,8 @@ import torch
 from helpers import random_state_dict
 
 from superpoint_training import Extractor, ModelConfig, SuperPoint, WeightsError, load_superpoint
-from superpoint_training import weights as weights_module
+from superpoint_training import weights as weights_command
+from superpoint_training.model import loading
 
 
 @pytest.mark.parametrize("variant", ["v1", "v6"])
@@ -76,7 +77,7 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
 
 
 def test_named_weights_not_present_say_how_to_get_them(tmp_path, monkeypatch):
-    monkeypatch.setitem(weights_module.NAMED_WEIGHTS, "superpoint_v1",
+    monkeypatch.setitem(loading.NAMED_WEIGHTS, "superpoint_v1",
                         (tmp_path / "superpoint_v1.pth", "copy it there (non-commercial licence)"))
     with pytest.raises(WeightsError, match="superpoint_v1.*non-commercial"):
         load_superpoint("superpoint_v1")
@@ -86,14 +87,14 @@ def test_download_checks_what_it_loads(tmp_path):
     good = tmp_path / "served_v6.pth"
     torch.save(random_state_dict("v6"), good)
     destination = tmp_path / "cache" / "superpoint_v6_from_tf.pth"
-    weights_module.download(good.as_uri(), destination)
+    loading.download(good.as_uri(), destination)
     assert load_superpoint(destination).format == "v6"
 
     bad = tmp_path / "served_v1.pth"
     torch.save(random_state_dict("v1"), bad)
     other = tmp_path / "cache" / "other.pth"
     with pytest.raises(WeightsError, match="expected v6 weights, found v1"):
-        weights_module.download(bad.as_uri(), other)
+        loading.download(bad.as_uri(), other)
     assert not other.exists()
     assert not list(other.parent.glob("*.part"))
 
@@ -101,8 +102,8 @@ def test_download_checks_what_it_loads(tmp_path):
 def test_weights_cli_check_and_list(tmp_path, capsys):
     path = tmp_path / "w.pth"
     torch.save(random_state_dict("v1"), path)
-    assert weights_module.main(["check", str(path)]) == 0
+    assert weights_command.main(["check", str(path)]) == 0
     assert "v1 weights" in capsys.readouterr().out
-    assert weights_module.main(["check", str(tmp_path / "missing.pth")]) == 1
-    assert weights_module.main(["list"]) == 0
+    assert weights_command.main(["check", str(tmp_path / "missing.pth")]) == 1
+    assert weights_command.main(["list"]) == 0
     assert "superpoint_v6_from_tf" in capsys.readouterr().out

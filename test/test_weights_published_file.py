@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from superpoint_training import Extractor, WeightsError, load_superpoint
-from superpoint_training import weights as weights_module
+from superpoint_training import weights as weights_command
+from superpoint_training.model import loading
 
 # (name, input channels, output channels, kernel size) of every conv + BatchNorm block of the v6 port
 V6_BLOCKS = [
@@ -67,9 +68,9 @@ def test_download_and_check_accept_the_published_file(tmp_path, capsys):
     served = tmp_path / "served.pth"
     torch.save(published_v6_state_dict(), served)
     destination = tmp_path / "cache" / "superpoint_v6_from_tf.pth"
-    weights_module.download(served.as_uri(), destination)
+    loading.download(served.as_uri(), destination)
     assert destination.exists()
-    assert weights_module.main(["check", str(destination)]) == 0
+    assert weights_command.main(["check", str(destination)]) == 0
     assert "v6 weights" in capsys.readouterr().out
 
 

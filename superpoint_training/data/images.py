@@ -1,9 +1,13 @@
-"""Image files and pixels, once for every tool: which files are images, reading, RGB conversion,
-the aspect-preserving resize of the reference, and the photos that ship with scikit-image."""
+"""Image files and pixels, once for every tool: which files are images, finding them in folders,
+reading (also ahead, in threads), RGB conversion, the aspect-preserving resize of the reference,
+and the photos that ship with scikit-image."""
 
 from __future__ import annotations
 
 import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -67,6 +71,48 @@ def read_image(path: str | os.PathLike) -> np.ndarray | None:
     if image.dtype != np.uint8:
         return None
     return image
+
+
+def find_images(inputs: Iterable[str | Path], recursive: bool = False) -> list[tuple[str, Path]]:
+    """(key, path) for every image named or found in the folders, in sorted order per folder.
+
+    Keys are relative to the folder given, or the file name for a file given directly. Raises
+    FileNotFoundError for a missing input and ValueError when two inputs give the same key.
+    """
+    found: list[tuple[str, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            files = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found.extend((p.relative_to(path).as_posix(), p) for p in files)
+        elif path.is_file():
+            found.append((path.name, path))
+        else:
+            raise FileNotFoundError(f"no such image or folder: {path}")
+    seen: dict[str, Path] = {}
+    for key, path in found:
+        if key in seen and seen[key].resolve() != path.resolve():
+            raise ValueError(f"two inputs give the key {key!r}: {seen[key]} and {path} (pass their parent folder)")
+        seen[key] = path
+    return list({key: (key, path) for key, path in found}.values())  # the same file named twice: once
+
+
+def prefetch_images(paths: list[tuple[str, Path]], workers: int = 2, depth: int = 8) -> Iterator[tuple[str, Path, np.ndarray | None]]:
+    """Read images in background threads (OpenCV releases the GIL), at most ``depth`` ahead."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        items = iter(paths)
+        for key, path in items:
+            pending.append((key, path, pool.submit(read_image, path)))
+            if len(pending) >= depth:
+                break
+        while pending:
+            key, path, future = pending.popleft()
+            nxt = next(items, None)
+            if nxt is not None:
+                pending.append((nxt[0], nxt[1], pool.submit(read_image, nxt[1])))
+            yield key, path, future.result()
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ Settings from rpautrat's ``models/classical_detectors.py`` and
   keypoints' responses as scores; SIFT matched with L2, ORB with Hamming distance.
 
 The three detectors then go through the same max-pool NMS as SuperPoint
-(:func:`superpoint_training.keypoints.nms`, radius ``nms_radius``); SIFT and ORB keep the points of
+(:func:`superpoint_training.model.keypoints.nms`, radius ``nms_radius``); SIFT and ORB keep the points of
 their own detectors, as the reference's descriptor evaluation did.
 """
 
@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..keypoints import nms
+from ..model.keypoints import nms
 
 DETECTORS = ("fast", "harris", "shi")
 DESCRIPTORS = ("sift", "orb")

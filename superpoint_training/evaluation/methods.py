@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..extractor import Extractor
-from ..weights import load_superpoint
+from ..model.extractor import Extractor
+from ..model.loading import load_superpoint
 from . import baselines
 
 ALL_METHODS = ("superpoint", "sift", "orb", "fast", "harris", "shi")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..data.geometry import corner_error, warp_points
-from ..matching import match_descriptors
+from ..model.matching import match_descriptors
 
 CORRECTNESS_THRESHOLDS = (1, 3, 5)
 NORMS = ("unit", "l2", "hamming")

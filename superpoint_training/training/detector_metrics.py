@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..keypoints import logits_to_scores, nms, remove_border_scores
+from ..model.keypoints import logits_to_scores, nms, remove_border_scores
 
 
 @dataclass

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..config import ConfigError, merge_strict
 from ..data.homographies import SAMPLER_DEFAULTS, sample_homography
-from ..keypoints import nms, remove_border_scores, top_k_keypoints
+from ..model.keypoints import nms, remove_border_scores, top_k_keypoints
 
 AGGREGATIONS = ("sum", "max")
 
@@ -96,7 +96,7 @@ def erode(mask: torch.Tensor, kernel: torch.Tensor | None) -> torch.Tensor:
 class HomographicAdaptation:
     """Aggregate a dense detector over random homographies; see the module docstring.
 
-    ``detector``: an :class:`~superpoint_training.extractor.Extractor` (its ``dense_scores``, the
+    ``detector``: an :class:`~superpoint_training.model.extractor.Extractor` (its ``dense_scores``, the
     project's one inference path) or any function (B, 1, H, W) -> (B, H, W) probabilities.
     ``chunk_size``: warped images per detector call (0: 256 on CUDA, 8 on the CPU).
     """

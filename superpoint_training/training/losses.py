@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.geometry import warp_points
-from ..model import STRIDE
+from ..model.network import STRIDE
 
 DUSTBIN = STRIDE**2
 
@@ -150,7 +150,7 @@ def sampled_descriptor_loss(
     (Hc Wc)^2 pairs of cells. Points of image 1 closer than ``min_distance`` pixels to the positive are
     not counted as negatives. Returns a float32 scalar (0 when fewer than two points are valid).
     """
-    from ..keypoints import sample_descriptors
+    from ..model.keypoints import sample_descriptors
 
     d0 = sample_descriptors(descriptors.float(), points0, "cell")  # (B, N, D)
     d1 = sample_descriptors(warped_descriptors.float(), points1, "cell")

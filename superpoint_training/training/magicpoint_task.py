@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..keypoints import logits_to_scores
-from ..model import ModelConfig
+from ..model.keypoints import logits_to_scores
+from ..model.network import ModelConfig
 from .detector_metrics import evaluate_detector
 from .losses import detector_loss
 from .task import Task, overlay

@@ -21,7 +21,7 @@ import yaml
 from ..config import ConfigError, load_config
 from ..data.image_folder import IMAGE_EXTENSIONS, data_path, label_file, list_images
 from ..data.images import read_gray, resize_crop
-from ..weights import WeightsError
+from ..model.loading import WeightsError
 from .homographic_adaptation import DEFAULT_CONFIG as HA_DEFAULTS
 from .homographic_adaptation import HomographicAdaptation, merge_config
 
@@ -83,7 +83,7 @@ def resolve_weights(experiment: str, weights: str | None) -> str:
             return str(folder / name)
     if folder.exists():
         raise WeightsError(f"{folder} has no weights.pth or checkpoint.pth (train it first or pass --weights)")
-    from ..weights import NAMED_WEIGHTS
+    from ..model.loading import NAMED_WEIGHTS
 
     shipped = NAMED_WEIGHTS["magicpoint_shapes"][0]
     if shipped is not None and shipped.is_file():
@@ -161,7 +161,7 @@ def export(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Run the export; returns the summary (counts, rate, settings). See the module docstring."""
-    from ..extractor import Extractor, equal_size_groups
+    from ..model.extractor import Extractor, equal_size_groups
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     device = config["device"]

@@ -38,9 +38,9 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
-from ..inference import SuperPointPipeline
-from ..keypoints import DetectionConfig, logits_to_scores
-from ..model import ModelConfig
+from ..model.inference import SuperPointPipeline
+from ..model.keypoints import DetectionConfig, logits_to_scores
+from ..model.network import ModelConfig
 from .losses import descriptor_loss, detector_loss, sample_correspondences, sampled_descriptor_loss
 from .task import Task, overlay
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-from ..model import STRIDE, ModelConfig
+from ..model.network import STRIDE, ModelConfig
 
 
 class Task:

@@ -39,9 +39,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from ..config import ConfigError, OpenMapping, attribute_error, load_config, merge_strict, read_yaml
 from ..data.image_folder import ImageFolder
 from ..data.shapes_dataset import SyntheticShapes
-from ..extractor import resolve_device
-from ..model import SuperPoint
-from ..weights import CHECKPOINT_FORMAT, load_superpoint
+from ..model.extractor import resolve_device
+from ..model.loading import CHECKPOINT_FORMAT, load_superpoint
+from ..model.network import SuperPoint
 from .magicpoint_task import MagicPointTask
 from .superpoint_task import SuperPointTask
 from .task import Task

@@ -2,8 +2,8 @@
 
 The node, the bag tool, the CLIs, the demo, the evaluation and homographic adaptation all call
 :class:`Extractor`. Everything after the upload runs on the extractor's device, in
-:class:`~superpoint_training.inference.SuperPointPipeline`: gray conversion, optional resize, the
-network on the whole image and the post-processing of :mod:`superpoint_training.keypoints`.
+:class:`~superpoint_training.model.inference.SuperPointPipeline`: gray conversion, optional resize, the
+network on the whole image and the post-processing of :mod:`superpoint_training.model.keypoints`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 from .backends import choose, make_network
 from .inference import SuperPointPipeline
 from .keypoints import DetectionConfig, no_limit
-from .model import STRIDE
-from .weights import LoadedWeights, load_superpoint
+from .loading import LoadedWeights, load_superpoint
+from .network import STRIDE
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class Extractor:
     ``"openvino"`` (CPU; ``pip install .[cpu]``); ``precision`` is the network's (``"fp32"``,
     ``"bf16"``, ``"fp16"``); post-processing is float32 whatever they are. ``"auto"`` for either
     picks the fastest path that keeps the accuracy bounds on this machine
-    (:func:`superpoint_training.backends.choose`); the defaults, torch fp32, are the exact path
+    (:func:`superpoint_training.model.backends.choose`); the defaults, torch fp32, are the exact path
     that evaluation, homographic adaptation and the equivalence tests pin.
     """
 
@@ -276,7 +276,7 @@ class Extractor:
     def extract_batch(self, batch: torch.Tensor, as_list: bool = False) -> dict[str, torch.Tensor] | list[Features]:
         """Extract from a (B, 1, H, W) float tensor in [0, 1] (or (B, 3, H, W) RGB) on the device.
 
-        Returns the batched dict of :func:`superpoint_training.keypoints.detect` (keypoints
+        Returns the batched dict of :func:`superpoint_training.model.keypoints.detect` (keypoints
         (B, K, 2), scores (B, K), valid (B, K), descriptors (B, K, D)), or with ``as_list`` one
         :class:`Features` per image (only the valid keypoints unless in fixed-K mode).
         """

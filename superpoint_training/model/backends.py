@@ -1,6 +1,6 @@
 """Inference backends for the network, and the automatic choice of backend and precision.
 
-The Extractor runs its one device function (:class:`~superpoint_training.inference.SuperPointPipeline`)
+The Extractor runs its one device function (:class:`~superpoint_training.model.inference.SuperPointPipeline`)
 with one of these as the network: eager ``torch`` (any device), or, on the CPU, ``onnxruntime`` or
 ``openvino`` (the optional extra ``pip install .[cpu]``). Only the network moves: post-processing
 stays in torch, in float32, so options, coordinates and outputs are the torch path's. Any image size
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cpu_features import has_native_bf16
+from ..cpu_features import has_native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def choose(device: torch.device, backend: str = "auto", precision: str = "auto",
 
 
 def cache_dir() -> Path:
-    from .weights import CACHE_DIR
+    from .loading import CACHE_DIR
 
     return Path(CACHE_DIR) / "compiled"
 
@@ -272,7 +272,7 @@ def make_network(backend: str, model: nn.Module, precision: str):
 
 
 def agreement(reference, other) -> dict[str, float]:
-    """How closely ``other`` reproduces ``reference`` (two :class:`~superpoint_training.extractor.Features`
+    """How closely ``other`` reproduces ``reference`` (two :class:`~superpoint_training.model.extractor.Features`
     of one image): the fraction of the reference's keypoints found at the same pixel, and the
     cosine of their descriptors (median and 1st percentile; 1.0 when neither has descriptors)."""
     ref, oth = reference.numpy(), other.numpy()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .model import STRIDE
+from .network import STRIDE
 
 DESCRIPTOR_SAMPLING = ("cell", "legacy")
 
@@ -171,7 +171,7 @@ def detect(
 
     The score map is the (8 Hc, 8 Wc) depth-to-space of the logits, as in the publishers' code;
     border removal counts from its edges. Whole images in, pipeline and all:
-    :class:`superpoint_training.inference.SuperPointPipeline`.
+    :class:`superpoint_training.model.inference.SuperPointPipeline`.
     """
     scores = logits_to_scores(logits)
     scores = remove_border_scores(nms(scores, config.nms_radius), config.remove_borders)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .keypoints import DetectionConfig, detect, logits_to_scores
-from .model import STRIDE
+from .network import STRIDE
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as rpautrat's port converts RGB
 # image (B, 1, H, W) -> (logits (B, 65, H/8, W/8), raw dense descriptors (B, D, H/8, W/8) or None)
@@ -32,7 +32,7 @@ def covered_size(height: int, width: int) -> tuple[int, int]:
 class SuperPointPipeline(nn.Module):
     """(B, 1, H, W) gray (or (B, 3, H, W) RGB) float in [0, 1] -> batched keypoints.
 
-    ``network``: a :class:`~superpoint_training.model.SuperPoint` or any callable with its
+    ``network``: a :class:`~superpoint_training.model.network.SuperPoint` or any callable with its
     signature (an inference backend). ``dtype`` / ``channels_last``: how the image is handed to a
     torch network (its precision and memory layout); post-processing always runs in float32.
     ``resize``: resize so that the longer side has that many pixels before the network; keypoints
@@ -71,7 +71,7 @@ class SuperPointPipeline(nn.Module):
         return self.network(image, with_descriptors=with_descriptors)
 
     def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Returns the dict of :func:`superpoint_training.keypoints.detect`: keypoints (B, K, 2)
+        """Returns the dict of :func:`superpoint_training.model.keypoints.detect`: keypoints (B, K, 2)
         (x, y) in the input's pixels, scores (B, K), valid (B, K), descriptors (B, K, D)."""
         batch = self.to_gray(batch)
         height, width = batch.shape[-2:]

@@ -11,7 +11,7 @@ conv 1x1 to the descriptor size).
   ``descriptor.*``): each conv is followed by ReLU then BatchNorm (eps 1e-3); the 1x1 heads have
   BatchNorm but no ReLU. The project trains this layout.
 
-The network returns raw head outputs; post-processing lives in :mod:`superpoint_training.keypoints`.
+The network returns raw head outputs; post-processing lives in :mod:`superpoint_training.model.keypoints`.
 """
 
 from __future__ import annotations
