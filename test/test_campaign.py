@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from superpoint_training.campaign import STAGES, Campaign, load_campaign_config, main
+from superpoint_training.campaign import main
 from superpoint_training.config import ConfigError
 from superpoint_training.data.photo_crops import photo_group, split_photos, write_photo_crops
+from superpoint_training.training.campaign import STAGES, Campaign, load_campaign_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
