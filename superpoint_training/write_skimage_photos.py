@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from .data.images import write_skimage_photos
+from .data.images import PhotosError, write_skimage_photos
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("output", help="folder to write into")
     args = parser.parse_args(argv)
-    written = write_skimage_photos(args.output)
+    try:
+        written = write_skimage_photos(args.output)
+    except (PhotosError, OSError) as error:  # e.g. scikit-image not installed: one line, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {len(written)} photos to {args.output}")
     return 0
 

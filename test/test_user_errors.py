@@ -310,3 +310,12 @@ def test_match_picture_legend_says_what_green_and_red_mean():
     bar = with_legend[28 : with_legend.shape[0] - plain.shape[0] + 28]
     assert (np.abs(bar.astype(int) - GREEN).sum(axis=-1) < 30).any()
     assert (np.abs(bar.astype(int) - RED).sum(axis=-1) < 30).any()
+
+
+def test_write_skimage_photos_without_scikit_image_is_one_line(tmp_path, monkeypatch, capsys):
+    from superpoint_training import write_skimage_photos as command
+
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage now raises ImportError
+    assert command.main([str(tmp_path / "photos")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "scikit-image" in err and "Traceback" not in err
