@@ -91,6 +91,14 @@ def node_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT back to its default, as in a terminal. A test run started in the background
+    by a non-interactive shell inherits SIGINT ignored, and a node would then not stop on Ctrl+C."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class NodeProcess:
     """A node started as a subprocess; its output goes to a file that the test can search."""
 
@@ -98,7 +106,8 @@ class NodeProcess:
         self.command = [str(c) for c in command]
         self._log = tempfile.NamedTemporaryFile("w+", prefix="detector_node_", suffix=".log", delete=False)
         self.process = subprocess.Popen(
-            self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env or node_environment(), cwd=REPO
+            self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env or node_environment(), cwd=REPO,
+            preexec_fn=_default_sigint,
         )
 
     @property
