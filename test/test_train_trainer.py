@@ -197,3 +197,13 @@ def test_dustbin_prior_initialisation(tmp_path):
             assert torch.allclose(torch.softmax(logits, 1)[:, -1], torch.tensor(0.95), atol=0.01)
     trainer = run(tmp_path, overrides=["train.iterations=1", "train.dustbin_prior=0.9", "validation.every=0"])
     assert trainer.config["train"]["dustbin_prior"] == 0.9
+
+
+def test_max_minutes_stops_saves_and_resumes(tmp_path):
+    spent = run(tmp_path, overrides=["train.iterations=1000", "train.max_minutes=0.00001", "validation.every=0",
+                                     "train.checkpoint_every=1000"])
+    assert spent.budget_reached and spent.final_iteration == 1  # the first log step past the budget
+    assert torch.load(tmp_path / "tiny" / "checkpoint.pth", weights_only=False)["iteration"] == 1
+    assert spent.metrics_history and spent.metrics_history[-1]["iteration"] == 1  # validated before stopping
+    resumed = run(tmp_path, overrides=["train.iterations=3", "validation.every=0"])
+    assert resumed.start_iteration == 1 and resumed.final_iteration == 3 and not resumed.budget_reached
