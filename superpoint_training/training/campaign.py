@@ -47,15 +47,13 @@ def load_campaign_config(path: str | os.PathLike, overrides: list[str] | None = 
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """``auto``: bf16 on CUDA or where the CPU has native bf16, else fp32."""
+    """The stages' precision: the trainer's rule (:func:`~.trainer.resolve_training_precision`)."""
     import torch
 
-    from ..cpu_features import has_native_bf16
+    from .trainer import resolve_training_precision
 
-    if precision != "auto":
-        return precision
     on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    return "bf16" if (on_cuda or has_native_bf16()) else "fp32"
+    return resolve_training_precision(precision, torch.device("cuda" if on_cuda else "cpu"))
 
 
 class Campaign:
