@@ -39,7 +39,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from superpoint_training.cli_options import describe_path
 from superpoint_training.model.extractor import BACKEND_CHOICES, PRECISIONS, Extractor
-from superpoint_training.model.keypoints import DESCRIPTOR_SAMPLING, no_limit
+from superpoint_training.model.keypoints import DESCRIPTOR_SAMPLING, SUBPIXEL, no_limit
 
 from .detection_pipeline import DetectionPipeline, Frame, FrameQueue, Result, draw_keypoints
 from .diagnostics import StreamStats, stream_status
@@ -75,6 +75,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   range=(-1, 1_000_000)),
     ParameterSpec("descriptor_sampling", T.STRING, None, "Descriptor sampling convention (unset: the weights' "
                   "default: cell for v6 and project weights, legacy for Magic Leap v1).", choices=DESCRIPTOR_SAMPLING),
+    ParameterSpec("subpixel", T.STRING, None, "Sub-pixel keypoint refinement: quadratic (vertex of a parabola "
+                  "through the score map) or none (integer pixels); unset: the weights' default.", choices=SUBPIXEL),
     ParameterSpec("resize", T.INTEGER, 0, "Resize so that the longer side has this many pixels before "
                   "extraction (keypoints stay in the original image); 0 keeps the size.", range=(0, 8192)),
     ParameterSpec("descriptor_encoding", T.STRING, "float32", "Descriptor encoding in the Features message "
@@ -99,7 +101,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
 EXTRACTOR_OPTIONS = ("detection_threshold", "nms_radius", "remove_borders", "max_keypoints", "descriptor_sampling",
-                     "resize")
+                     "subpixel", "resize")
 
 
 class DetectorNode(Node):
@@ -243,7 +245,7 @@ class DetectorNode(Node):
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         changes = {p.name: p.value for p in parameters}
         try:
-            for name in ("descriptor_encoding", "descriptor_sampling"):
+            for name in ("descriptor_encoding", "descriptor_sampling", "subpixel"):
                 if name in changes and changes[name] not in SPECS[name].choices:
                     raise ValueError(f"{name} must be one of {SPECS[name].choices}, got {changes[name]!r}")
             options = {k: v for k, v in changes.items() if k in EXTRACTOR_OPTIONS}

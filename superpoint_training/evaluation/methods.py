@@ -93,6 +93,7 @@ def build_methods(names: list[str], weights: list[str], device: str, detection_t
                 "detection_threshold": extractor.config.detection_threshold,
                 "remove_borders": extractor.config.remove_borders,
                 "descriptor_sampling": extractor.config.descriptor_sampling,
+                "subpixel": extractor.config.subpixel,
             }
             methods.append(Method(label, "superpoint", settings, extractor))
     return methods

@@ -146,6 +146,7 @@ class Extractor:
         max_keypoints: int | None = None,
         fixed_keypoints: bool = False,
         descriptor_sampling: str | None = None,
+        subpixel: str | None = None,
         precision: str = "fp32",
         resize: int | None = None,
         warmup: bool | tuple[int, int] = True,
@@ -176,6 +177,7 @@ class Extractor:
             "nms_radius": nms_radius,
             "remove_borders": remove_borders,
             "descriptor_sampling": descriptor_sampling,
+            "subpixel": subpixel,
         }
         options.update({k: v for k, v in given.items() if v is not None})
         config = DetectionConfig(max_keypoints=max_keypoints, fixed_keypoints=fixed_keypoints, **options)

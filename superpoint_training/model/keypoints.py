@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .network import STRIDE
 
 DESCRIPTOR_SAMPLING = ("cell", "legacy")
+SUBPIXEL = ("none", "quadratic")
 
 
 def no_limit(value: int | None) -> int | None:
@@ -33,6 +34,9 @@ class DetectionConfig:
     ``descriptor_sampling``: ``"cell"`` samples at ((x + 0.5) / (8 Wc)) * 2 - 1 with
     align_corners=False (rpautrat's v6 code); ``"legacy"`` uses SuperGlue's
     (x - 4 + 0.5) / (8 Wc - 4 - 0.5) * 2 - 1 with align_corners=True (Magic Leap's v1 weights).
+    ``subpixel``: ``"none"`` keeps the integer pixel of each score maximum (the publishers' code);
+    ``"quadratic"`` moves it within +-0.5 px to the vertex of a parabola through the score map
+    around it (:func:`refine_keypoints`); descriptors are then sampled at the refined positions.
     """
 
     detection_threshold: float = 0.005
@@ -41,6 +45,7 @@ class DetectionConfig:
     max_keypoints: int | None = None
     fixed_keypoints: bool = False
     descriptor_sampling: str = "cell"
+    subpixel: str = "none"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -59,6 +64,8 @@ class DetectionConfig:
             raise ValueError(
                 f"descriptor_sampling must be one of {DESCRIPTOR_SAMPLING}, got {self.descriptor_sampling!r}"
             )
+        if self.subpixel not in SUBPIXEL:
+            raise ValueError(f"subpixel must be one of {SUBPIXEL}, got {self.subpixel!r}")
 
 
 def logits_to_scores(logits: torch.Tensor) -> torch.Tensor:
@@ -144,6 +151,35 @@ def top_k_keypoints(
     return keypoints.to(scores.dtype), values, values > threshold
 
 
+def refine_keypoints(scores: torch.Tensor, keypoints: torch.Tensor, mode: str) -> torch.Tensor:
+    """Sub-pixel positions of integer keypoints (B, K, 2) from the (B, H, W) score map before NMS.
+
+    The network scores every pixel, so a maximum's neighbours say on which side of the pixel
+    centre the corner lies; the integer maximum alone costs up to 0.5 px per axis, which homography
+    estimation at e=1..3 px feels. ``"quadratic"`` fits a parabola through the maximum and its two
+    neighbours on each axis and takes its vertex, clamped to +-0.5 px so that a point never leaves
+    its pixel; a few gathers on the scores' device, no loop over keypoints. (A score-weighted mean
+    of the 3x3 window measured worse on the held-out photos: e=1 0.524 vs 0.571.)
+    """
+    if mode == "none" or keypoints.shape[1] == 0:
+        return keypoints
+    b, h, w = scores.shape
+    padded = F.pad(scores, (1, 1, 1, 1), mode="reflect").reshape(b, -1)  # at an edge: no shift
+    x = keypoints[..., 0].long().clamp(0, w - 1) + 1
+    y = keypoints[..., 1].long().clamp(0, h - 1) + 1
+    # the pixel and its 4 neighbours (centre, left, right, up, down) in the padded flat map
+    centre = y * (w + 2) + x
+    steps = torch.tensor([0, -1, 1, -(w + 2), w + 2], device=scores.device)
+    index = (centre[..., None] + steps).reshape(b, -1)
+    c, left, right, up, down = padded.gather(1, index).reshape(*centre.shape, 5).unbind(-1)
+    curvature_x = left - 2 * c + right
+    curvature_y = up - 2 * c + down
+    dx = torch.where(curvature_x < 0, 0.5 * (left - right) / curvature_x.clamp(max=-1e-12), 0)
+    dy = torch.where(curvature_y < 0, 0.5 * (up - down) / curvature_y.clamp(max=-1e-12), 0)
+    delta = torch.stack((dx, dy), dim=-1).clamp(-0.5, 0.5)
+    return keypoints + delta.to(keypoints.dtype)
+
+
 def sample_descriptors(dense: torch.Tensor, keypoints: torch.Tensor, mode: str = "cell") -> torch.Tensor:
     """Bilinearly sample L2-normalised dense descriptors (B, D, Hc, Wc) at keypoints (B, K, 2).
 
@@ -173,10 +209,11 @@ def detect(
     border removal counts from its edges. Whole images in, pipeline and all:
     :class:`superpoint_training.model.inference.SuperPointPipeline`.
     """
-    scores = logits_to_scores(logits)
-    scores = remove_border_scores(nms(scores, config.nms_radius), config.remove_borders)
+    dense_scores = logits_to_scores(logits)
+    scores = remove_border_scores(nms(dense_scores, config.nms_radius), config.remove_borders)
     k = config.max_keypoints
     keypoints, values, valid = top_k_keypoints(scores, config.detection_threshold, k)
+    keypoints = refine_keypoints(dense_scores, keypoints, config.subpixel)
     if config.fixed_keypoints and keypoints.shape[1] < k:  # tiny image: pad to the fixed K
         pad = k - keypoints.shape[1]
         keypoints = F.pad(keypoints, (0, 0, 0, pad))

@@ -101,6 +101,7 @@ DEFAULTS: dict = {
         "detection_threshold": 0.005,
         "nms_radius": 4,
         "remove_borders": 4,
+        "subpixel": "none",
     },
 }
 
