@@ -5,6 +5,7 @@ Examples (tests never download)::
     python -m superpoint_training.weights download            # rpautrat's MIT v6 weights
     python -m superpoint_training.weights check FILE          # what a file is, and whether it loads
     python -m superpoint_training.weights list                # the named weights and where they are
+    python -m superpoint_training.weights defaults IN OUT --set detection_threshold=0.002 --set subpixel=quadratic
 """
 
 from __future__ import annotations
@@ -13,7 +14,29 @@ import argparse
 import sys
 from pathlib import Path
 
-from .model.loading import NAMED_WEIGHTS, V6_URL, WeightsError, default_weights_name, download, load_superpoint
+from .model.loading import (
+    NAMED_WEIGHTS,
+    STORED_DETECTION_OPTIONS,
+    V6_URL,
+    WeightsError,
+    default_weights_name,
+    download,
+    load_superpoint,
+    set_detection_defaults,
+)
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE read as a number where it is one."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Download or check SuperPoint weights.",
         epilog="examples:\n  python -m superpoint_training.weights download\n"
         "  python -m superpoint_training.weights check ~/.cache/superpoint_ros/superpoint_v6_from_tf.pth\n"
-        "  python -m superpoint_training.weights list",
+        "  python -m superpoint_training.weights list\n"
+        "  python -m superpoint_training.weights defaults experiments/sp/weights.pth sp.pth --set subpixel=quadratic",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -32,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="say what a weights file is and whether it loads")
     check.add_argument("file")
     sub.add_parser("list", help="list the named weights and where they are")
+    defaults = sub.add_parser("defaults", help="copy a project checkpoint with new detection defaults "
+                              "(what the Extractor, node and evaluation use when not told otherwise)")
+    defaults.add_argument("file")
+    defaults.add_argument("output")
+    defaults.add_argument("--set", dest="options", metavar="KEY=VALUE", type=parse_option, action="append",
+                          default=[], help=f"one of {', '.join(STORED_DETECTION_OPTIONS)} (repeatable)")
     args = parser.parse_args(argv)
     try:
         if args.command == "download":
@@ -40,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             loaded = load_superpoint(args.file)
             n_params = sum(p.numel() for p in loaded.model.parameters())
             print(f"{loaded.description}: {loaded.model.config}, {n_params} parameters")
+            print(f"detection defaults: {loaded.detection_defaults}")
+        elif args.command == "defaults":
+            loaded = set_detection_defaults(args.file, args.output, **dict(args.options))
+            print(f"wrote {args.output}: detection defaults {loaded.detection_defaults}")
         else:
             for name, (path, how) in NAMED_WEIGHTS.items():
                 state = "present" if path is not None and path.exists() else how

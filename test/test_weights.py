@@ -107,3 +107,29 @@ def test_weights_cli_check_and_list(tmp_path, capsys):
     assert weights_command.main(["check", str(tmp_path / "missing.pth")]) == 1
     assert weights_command.main(["list"]) == 0
     assert "superpoint_v6_from_tf" in capsys.readouterr().out
+
+
+def test_weights_cli_defaults_writes_checked_detection_defaults(tmp_path, capsys):
+    model = SuperPoint(ModelConfig(variant="v6"))
+    source = tmp_path / "checkpoint.pth"
+    torch.save({"format": "superpoint_ros", "model_config": model.config.to_dict(), "model": model.state_dict(),
+                "iteration": 3, "optimizer": {"state": {}}, "detection_defaults": {"detection_threshold": 0.005}},
+               source)
+    output = tmp_path / "release" / "weights.pth"
+    args = ["defaults", str(source), str(output), "--set", "detection_threshold=0.002", "--set", "subpixel=quadratic"]
+    assert weights_command.main(args) == 0
+    assert "subpixel" in capsys.readouterr().out
+    stored = torch.load(output, map_location="cpu", weights_only=False)
+    assert "optimizer" not in stored and stored["iteration"] == 3
+    extractor = Extractor(output, device="cpu", warmup=False)
+    assert extractor.config.detection_threshold == 0.002 and extractor.config.subpixel == "quadratic"
+    assert Extractor(output, device="cpu", warmup=False, subpixel="none").config.subpixel == "none"  # a call wins
+    for bad, message in ((["--set", "subpixel=cubic"], "subpixel"), (["--set", "max_keypoints=5"], "max_keypoints"),
+                         (["--set", "detection_threshold=2"], "detection_threshold")):
+        assert weights_command.main(["defaults", str(source), str(tmp_path / "bad.pth"), *bad]) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad.pth").exists()
+    published = tmp_path / "published.pth"
+    torch.save(random_state_dict("v6"), published)
+    assert weights_command.main(["defaults", str(published), str(tmp_path / "p.pth"), "--set", "nms_radius=3"]) == 1
+    assert "not a project checkpoint" in capsys.readouterr().err

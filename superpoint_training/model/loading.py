@@ -265,6 +265,42 @@ def _from_object(obj: Mapping, source: str) -> LoadedWeights:
     return LoadedWeights(model, variant, source, dict(FORMAT_DEFAULTS[variant]))
 
 
+# Detection options a weights file may carry as its defaults (the rest are per call: max_keypoints ...).
+STORED_DETECTION_OPTIONS = ("detection_threshold", "nms_radius", "remove_borders", "descriptor_sampling", "subpixel")
+
+
+def set_detection_defaults(weights: str | os.PathLike, output: str | os.PathLike, **options) -> LoadedWeights:
+    """Write ``weights`` (a project checkpoint or weights file) to ``output`` with new detection defaults.
+
+    The file keeps its model, configuration and training metadata; the optimizer state is dropped.
+    Options are checked as the Extractor would check them, so a typo fails here, not on a robot.
+    """
+    from .keypoints import DetectionConfig  # keypoints imports this module's neighbours, not this one
+
+    unknown = set(options) - set(STORED_DETECTION_OPTIONS)
+    if unknown:
+        raise WeightsError(f"unknown detection options {sorted(unknown)}; choose from {', '.join(STORED_DETECTION_OPTIONS)}")
+    path = Path(weights)
+    _check_pytorch_file(path)
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise WeightsError(f"{path}: not a project checkpoint (published state dicts carry no defaults; "
+                           "pass the options to the Extractor instead)")
+    defaults = {**obj.get("detection_defaults", {}), **options}
+    try:
+        DetectionConfig(**{**FORMAT_DEFAULTS[obj["model_config"].get("variant", "v6")], **defaults})
+    except (TypeError, ValueError) as error:
+        raise WeightsError(f"detection defaults: {error}") from None
+    obj = {k: v for k, v in obj.items() if k not in ("optimizer", "scaler")}
+    obj["detection_defaults"] = defaults
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    torch.save(obj, partial)
+    os.replace(partial, output)
+    return _from_object(obj, str(output))
+
+
 def download(url: str = V6_URL, destination: Path | None = None, expect_format: str = "v6") -> Path:
     """Download weights, check that they load as ``expect_format``, then move them into place."""
     destination = destination or NAMED_WEIGHTS["superpoint_v6_from_tf"][0]
