@@ -273,17 +273,26 @@ def make_network(backend: str, model: nn.Module, precision: str):
 
 def agreement(reference, other) -> dict[str, float]:
     """How closely ``other`` reproduces ``reference`` (two :class:`~superpoint_training.model.extractor.Features`
-    of one image): the fraction of the reference's keypoints found at the same pixel, and the
-    cosine of their descriptors (median and 1st percentile; 1.0 when neither has descriptors)."""
+    of one image): the fraction of the reference's keypoints found at the same pixel (the same score
+    maximum: within 1 px, so that sub-pixel positions may differ slightly; NMS keeps maxima further
+    apart), the median and largest shift of those points, and the cosine of their descriptors
+    (median and 1st percentile; 1.0 when neither has descriptors)."""
     ref, oth = reference.numpy(), other.numpy()
+    result = {"same_pixel": 1.0, "keypoints": len(ref), "shift_median": 0.0, "shift_max": 0.0,
+              "cosine_median": 1.0, "cosine_p1": 1.0}
     if len(ref) == 0:
-        return {"same_pixel": 1.0, "cosine_median": 1.0, "cosine_p1": 1.0, "keypoints": 0}
-    index = {(float(x), float(y)): i for i, (x, y) in enumerate(oth.keypoints.tolist())}
-    pairs = [(i, index[(float(x), float(y))]) for i, (x, y) in enumerate(ref.keypoints.tolist())
-             if (float(x), float(y)) in index]
-    result = {"same_pixel": len(pairs) / len(ref), "keypoints": len(ref), "cosine_median": 1.0, "cosine_p1": 1.0}
-    if pairs and ref.descriptors.shape[1]:
-        a, b = np.array(pairs).T
+        return result
+    if len(oth) == 0:
+        return {**result, "same_pixel": 0.0}
+    distance = np.abs(ref.keypoints[:, None, :] - oth.keypoints[None, :, :]).max(-1)
+    nearest = distance.argmin(1)
+    shift = distance[np.arange(len(ref)), nearest]
+    found = shift < 1.0
+    result["same_pixel"] = float(found.mean())
+    if found.any():
+        result.update(shift_median=float(np.median(shift[found])), shift_max=float(shift[found].max()))
+    if found.any() and ref.descriptors.shape[1]:
+        a, b = np.flatnonzero(found), nearest[found]
         cosine = np.sum(ref.descriptors[a].astype(np.float64) * oth.descriptors[b], axis=1)
         result.update(cosine_median=float(np.median(cosine)), cosine_p1=float(np.percentile(cosine, 1)))
     return result
