@@ -43,7 +43,8 @@ def test_tiny_campaign_runs_every_stage_and_writes_a_card(generated_data, tmp_pa
     assert Path(state["shapes"]["weights"]).is_file() and Path(state["superpoint"]["weights"]).is_file()
     assert "kept" in state["magicpoint_photos"] and "repeatability_after" in state["magicpoint_photos"]
     card = (folder / "WEIGHTS_CARD.md").read_text()
-    for expected in ("| sift |", "| orb |", "| superpoint |", "per sequence", "flags:", "iterations"):
+    for expected in ("| sift |", "| orb |", "| superpoint |", "per sequence", "flags:", "iterations",
+                     "Detection defaults stored in the weights", "subpixel"):
         assert expected in card, expected
     assert "vo_skipped" in state["report"]
     # a second run resumes: nothing is run again

@@ -315,6 +315,12 @@ def weights_card(config: dict, state: dict, precision: str, command: str) -> str
         if record.get("iterations") is not None:
             extra = f" ({record['iterations']} iterations" + (", budget reached" if record.get("budget_reached") else "") + ")"
         lines.append(f"| {stage} | {record.get('seconds', 0) / 60:.1f} min | {record.get('summary', '-')}{extra} |")
+    if sp.get("weights") and Path(sp["weights"]).is_file():
+        from ..model.loading import load_superpoint
+
+        defaults = load_superpoint(sp["weights"]).detection_defaults
+        lines += ["", "Detection defaults stored in the weights (Extractor, node and evaluation use them unless told "
+                  "otherwise): " + ", ".join(f"{k} {v}" for k, v in defaults.items())]
     if sp.get("validation"):
         lines += ["", "Held-out validation (warped pairs of the validation photos) at the end of SuperPoint training:", ""]
         lines += [f"- {k}: {v:.4g}" for k, v in sp["validation"].items() if k.startswith("patches/")]
