@@ -66,7 +66,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "with native bf16 where it keeps the accuracy bounds, else fp32.", choices=("auto", *PRECISIONS),
                   runtime=False),
     ParameterSpec("detection_threshold", T.DOUBLE, None, "Keypoint score threshold (unset: the weights' "
-                  "default, 0.005 for the published weights).", range=(0.0, 1.0)),
+                  "default: 0.005 for the published weights, 0.002 for superpoint_ros).", range=(0.0, 1.0)),
     ParameterSpec("nms_radius", T.INTEGER, None, "Max-pool NMS radius in pixels (unset: the weights' default, 4).",
                   range=(0, 64)),
     ParameterSpec("remove_borders", T.INTEGER, None, "Drop keypoints this close to the border (unset: the "

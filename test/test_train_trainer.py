@@ -60,8 +60,9 @@ def test_train_writes_checkpoint_that_extractor_loads_and_resumes(tmp_path):
         extractor.model.state_dict()["detector.1.conv.weight"], trainer.model.state_dict()["detector.1.conv.weight"]
     )
     # same command with more iterations: resumes from the saved iteration, not from scratch
-    resumed = run(tmp_path, overrides=["train.iterations=6"])
+    resumed = run(tmp_path, overrides=["train.iterations=6", "train.learning_rate=0.0002"])
     assert resumed.start_iteration == 4 and resumed.final_iteration == 6
+    assert resumed.optimizer.param_groups[0]["lr"] == 0.0002  # a new learning rate holds on resume
     assert torch.load(folder / "weights.pth", weights_only=True)["iteration"] == 6
     restarted = run(tmp_path, overrides=["train.iterations=2"], overwrite=True)
     assert restarted.start_iteration == 0 and restarted.final_iteration == 2

@@ -396,6 +396,13 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for key in ("learning_rate", "weight_decay"):  # the config of this run wins over the saved state
+            name = "lr" if key == "learning_rate" else key
+            value = self.config["train"][key]
+            for group in self.optimizer.param_groups:
+                if group[name] != value:
+                    log.info("train.%s: %g (the checkpoint was saved with %g)", key, value, group[name])
+                    group[name] = value
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         history = self.dir / "metrics.yaml"
