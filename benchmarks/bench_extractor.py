@@ -50,6 +50,7 @@ if str(REPO) not in sys.path:
 
 from superpoint_training import Extractor, load_superpoint  # noqa: E402
 from superpoint_training.cpu_features import cpu_flags  # noqa: E402
+from superpoint_training.model.backends import pair_same_points  # noqa: E402
 from superpoint_training.model.backends import (  # noqa: E402
     BACKEND_PRECISIONS,
     BACKENDS,
@@ -173,12 +174,11 @@ def agreement(low: list, high: list) -> tuple[float, float, float]:
     descriptor cosine over those."""
     shared, total, cosines = 0, 0, []
     for (kp_l, desc_l), (kp_h, desc_h) in zip(low, high, strict=True):
-        index = {tuple(p): j for j, p in enumerate(np.asarray(kp_h).tolist())}
-        pairs = [(i, index[tuple(p)]) for i, p in enumerate(np.asarray(kp_l).tolist()) if tuple(p) in index]
+        pairs, _ = pair_same_points(kp_l, kp_h, tolerance=0.999)  # the same maximum (sub-pixel may differ)
         total += len(kp_h)
         shared += len(pairs)
-        if pairs and desc_h.size:
-            a, b = np.array(pairs).T
+        if len(pairs) and desc_h.size:
+            a, b = pairs.T
             cosines.append(np.sum(desc_l[a].astype(np.float64) * desc_h[b], axis=1))
     cos = np.concatenate(cosines) if cosines else np.full(1, np.nan)
     return (shared / total if total else float("nan")), float(np.median(cos)), float(np.percentile(cos, 1))

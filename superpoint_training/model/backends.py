@@ -271,6 +271,20 @@ def make_network(backend: str, model: nn.Module, precision: str):
     return NETWORKS[backend](model, precision)
 
 
+def pair_same_points(ours: np.ndarray, theirs: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (M, 2) of keypoints (x, y) of ``ours`` whose nearest keypoint of ``theirs`` lies within
+    ``tolerance`` px on each axis, and those distances (M,). Sub-pixel positions are floats that two
+    runtimes may round differently, so points are paired by distance, not by equality."""
+    ours, theirs = np.asarray(ours, np.float64).reshape(-1, 2), np.asarray(theirs, np.float64).reshape(-1, 2)
+    if not len(ours) or not len(theirs):
+        return np.zeros((0, 2), np.int64), np.zeros(0)
+    distance = np.abs(ours[:, None, :] - theirs[None, :, :]).max(-1)
+    nearest = distance.argmin(1)
+    shift = distance[np.arange(len(ours)), nearest]
+    found = shift <= tolerance
+    return np.stack((np.flatnonzero(found), nearest[found]), axis=1), shift[found]
+
+
 def agreement(reference, other) -> dict[str, float]:
     """How closely ``other`` reproduces ``reference`` (two :class:`~superpoint_training.model.extractor.Features`
     of one image): the fraction of the reference's keypoints found at the same pixel (the same score
@@ -282,6 +296,15 @@ def agreement(reference, other) -> dict[str, float]:
               "cosine_median": 1.0, "cosine_p1": 1.0}
     if len(ref) == 0:
         return result
+    pairs, shift = pair_same_points(ref.keypoints, oth.keypoints, tolerance=0.999)
+    result["same_pixel"] = len(pairs) / len(ref)
+    if len(pairs):
+        result.update(shift_median=float(np.median(shift)), shift_max=float(shift.max()))
+        if ref.descriptors.shape[1]:
+            a, b = pairs.T
+            cosine = np.sum(ref.descriptors[a].astype(np.float64) * oth.descriptors[b], axis=1)
+            result.update(cosine_median=float(np.median(cosine)), cosine_p1=float(np.percentile(cosine, 1)))
+    return result
     if len(oth) == 0:
         return {**result, "same_pixel": 0.0}
     distance = np.abs(ref.keypoints[:, None, :] - oth.keypoints[None, :, :]).max(-1)

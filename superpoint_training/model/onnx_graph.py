@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .backends import pair_same_points
 from .extractor import Extractor
 from .inference import SuperPointPipeline
 from .network import STRIDE
@@ -142,7 +143,7 @@ def compare_with_extractor(
         theirs = {k: reference[k][i][reference["valid"][i]] for k in ("keypoints", "scores", "descriptors")}
         stats["valid"] += len(theirs["keypoints"])
         stats["count_mismatch"] += abs(len(ours["keypoints"]) - len(theirs["keypoints"]))
-        pairs = _same_positions(ours["keypoints"], theirs["keypoints"])
+        pairs, _ = pair_same_points(ours["keypoints"], theirs["keypoints"], tolerance=1e-3)
         stats["unmatched"] += len(ours["keypoints"]) + len(theirs["keypoints"]) - 2 * len(pairs)
         if len(pairs):
             a, b = pairs.T
@@ -154,17 +155,6 @@ def compare_with_extractor(
                     float(np.abs(ours["descriptors"][a] - theirs["descriptors"][b]).max()),
                 )
     return stats
-
-
-def _same_positions(ours: np.ndarray, theirs: np.ndarray, tolerance: float = 1e-3) -> np.ndarray:
-    """(M, 2) index pairs of keypoints at the same position (within ``tolerance`` px: sub-pixel
-    positions are floats that the two runtimes may round differently)."""
-    if not len(ours) or not len(theirs):
-        return np.zeros((0, 2), np.int64)
-    distance = np.abs(ours[:, None, :] - theirs[None, :, :]).max(-1)
-    nearest = distance.argmin(1)
-    found = distance[np.arange(len(ours)), nearest] <= tolerance
-    return np.stack((np.flatnonzero(found), nearest[found]), axis=1)
 
 
 def sample_photo(height: int, width: int) -> np.ndarray:
