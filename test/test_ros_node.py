@@ -173,20 +173,25 @@ def test_every_encoding(ros, camera, photo_rgb):
 
 
 def test_runtime_parameters(ros, photo_rgb):
-    results = ros.set_parameters(NODE, {"max_keypoints": 10, "descriptor_encoding": "int8"})
+    results = ros.set_parameters(NODE, {"max_keypoints": 10, "descriptor_encoding": "int8", "subpixel": "none"})
     assert all(r.successful for r in results), results
     message = send_and_receive(ros, 0, lambda sec: image_message(photo_rgb, "rgb8", sec))
     assert len(message.scores) == 10 and message.descriptor_encoding == "int8"
     assert len(message.descriptor_data) == 10 * 256
-    assert np.all(np.abs(features_from_message(message).keypoints) < 400)
+    keypoints = features_from_message(message).keypoints
+    assert np.all(np.abs(keypoints) < 400) and np.array_equal(keypoints, np.round(keypoints))  # integer pixels
     # out of range, unknown choice and read-only values are refused and change nothing
-    for bad in ({"detection_threshold": 2.0}, {"descriptor_encoding": "float16"}, {"weights": "untrained"}):
+    for bad in ({"detection_threshold": 2.0}, {"descriptor_encoding": "float16"}, {"subpixel": "cubic"},
+                {"weights": "untrained"}):
         (result,) = ros.set_parameters(NODE, bad)
         assert not result.successful, bad
-    results = ros.set_parameters(NODE, {"max_keypoints": MAX_KEYPOINTS, "descriptor_encoding": "float32"})
+    results = ros.set_parameters(NODE, {"max_keypoints": MAX_KEYPOINTS, "descriptor_encoding": "float32",
+                                        "subpixel": "quadratic"})
     assert all(r.successful for r in results)
     message = send_and_receive(ros, 0, lambda sec: image_message(photo_rgb, "rgb8", sec))
     assert len(message.scores) > 10 and message.descriptor_encoding == "float32"
+    keypoints = features_from_message(message).keypoints
+    assert not np.array_equal(keypoints, np.round(keypoints))  # sub-pixel positions
 
 
 def test_stale_frames_are_dropped(ros, photo_rgb):
