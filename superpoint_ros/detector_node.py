@@ -75,8 +75,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   range=(-1, 1_000_000)),
     ParameterSpec("descriptor_sampling", T.STRING, None, "Descriptor sampling convention (unset: the weights' "
                   "default: cell for v6 and project weights, legacy for Magic Leap v1).", choices=DESCRIPTOR_SAMPLING),
-    ParameterSpec("subpixel", T.STRING, None, "Sub-pixel keypoint refinement: quadratic (vertex of a parabola "
-                  "through the score map) or none (integer pixels); unset: the weights' default.", choices=SUBPIXEL),
+    ParameterSpec("subpixel", T.STRING, None, "Sub-pixel keypoint refinement: gaussian or quadratic (vertex of a "
+                  "parabola through the log scores or the scores) or none (integer pixels); unset: the weights' "
+                  "default.", choices=SUBPIXEL),
     ParameterSpec("resize", T.INTEGER, 0, "Resize so that the longer side has this many pixels before "
                   "extraction (keypoints stay in the original image); 0 keeps the size.", range=(0, 8192)),
     ParameterSpec("descriptor_encoding", T.STRING, "float32", "Descriptor encoding in the Features message "

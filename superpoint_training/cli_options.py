@@ -50,7 +50,7 @@ def add_extractor_arguments(parser: argparse.ArgumentParser | argparse._Argument
     parser.add_argument("--descriptor_sampling", "--descriptor-sampling", choices=DESCRIPTOR_SAMPLING, default=None,
                         help="descriptor sampling convention (default: the weights format's)")
     parser.add_argument("--subpixel", choices=SUBPIXEL, default=None,
-                        help="sub-pixel refinement of keypoints: quadratic or none (default: the weights')")
+                        help="sub-pixel refinement of keypoints: gaussian, quadratic or none (default: the weights')")
     parser.add_argument("--resize", type=int, default=None,
                         help="resize so that the longer side has this many pixels (keypoints stay in the "
                         "original image's coordinates)")

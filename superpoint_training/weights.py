@@ -5,7 +5,7 @@ Examples (tests never download)::
     python -m superpoint_training.weights download            # rpautrat's MIT v6 weights
     python -m superpoint_training.weights check FILE          # what a file is, and whether it loads
     python -m superpoint_training.weights list                # the named weights and where they are
-    python -m superpoint_training.weights defaults IN OUT --set detection_threshold=0.002 --set subpixel=quadratic
+    python -m superpoint_training.weights defaults IN OUT --set detection_threshold=0.002 --set subpixel=gaussian
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog="examples:\n  python -m superpoint_training.weights download\n"
         "  python -m superpoint_training.weights check ~/.cache/superpoint_ros/superpoint_v6_from_tf.pth\n"
         "  python -m superpoint_training.weights list\n"
-        "  python -m superpoint_training.weights defaults experiments/sp/weights.pth sp.pth --set subpixel=quadratic",
+        "  python -m superpoint_training.weights defaults experiments/sp/weights.pth sp.pth --set subpixel=gaussian",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)

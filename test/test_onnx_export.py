@@ -30,7 +30,7 @@ def _valid_sorted(keypoints, scores, descriptors, valid):
     return keypoints[order], scores[order], descriptors[order]
 
 
-@pytest.fixture(scope="module", params=["none", "quadratic"])
+@pytest.fixture(scope="module", params=["none", "gaussian"])
 def exported(tmp_path_factory, request):
     extractor = make_extractor(random_state_dict("v6", seed=3), max_keypoints=K, subpixel=request.param)
     path = export_onnx(extractor, tmp_path_factory.mktemp("onnx") / "sp.onnx", HEIGHT, WIDTH, batch="dynamic")

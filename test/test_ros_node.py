@@ -186,7 +186,7 @@ def test_runtime_parameters(ros, photo_rgb):
         (result,) = ros.set_parameters(NODE, bad)
         assert not result.successful, bad
     results = ros.set_parameters(NODE, {"max_keypoints": MAX_KEYPOINTS, "descriptor_encoding": "float32",
-                                        "subpixel": "quadratic"})
+                                        "subpixel": "gaussian"})
     assert all(r.successful for r in results)
     message = send_and_receive(ros, 0, lambda sec: image_message(photo_rgb, "rgb8", sec))
     assert len(message.scores) > 10 and message.descriptor_encoding == "float32"

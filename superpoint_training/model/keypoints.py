@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .network import STRIDE
 
 DESCRIPTOR_SAMPLING = ("cell", "legacy")
-SUBPIXEL = ("none", "quadratic")
+SUBPIXEL = ("none", "quadratic", "gaussian")
 
 
 def no_limit(value: int | None) -> int | None:
@@ -35,8 +35,9 @@ class DetectionConfig:
     align_corners=False (rpautrat's v6 code); ``"legacy"`` uses SuperGlue's
     (x - 4 + 0.5) / (8 Wc - 4 - 0.5) * 2 - 1 with align_corners=True (Magic Leap's v1 weights).
     ``subpixel``: ``"none"`` keeps the integer pixel of each score maximum (the publishers' code);
-    ``"quadratic"`` moves it within +-0.5 px to the vertex of a parabola through the score map
-    around it (:func:`refine_keypoints`); descriptors are then sampled at the refined positions.
+    ``"quadratic"`` and ``"gaussian"`` move it within +-0.5 px to the vertex of a parabola through
+    the score map around it, or through its logarithm (:func:`refine_keypoints`); descriptors are
+    then sampled at the refined positions.
     """
 
     detection_threshold: float = 0.005
@@ -156,10 +157,12 @@ def refine_keypoints(scores: torch.Tensor, keypoints: torch.Tensor, mode: str) -
 
     The network scores every pixel, so a maximum's neighbours say on which side of the pixel
     centre the corner lies; the integer maximum alone costs up to 0.5 px per axis, which homography
-    estimation at e=1..3 px feels. ``"quadratic"`` fits a parabola through the maximum and its two
-    neighbours on each axis and takes its vertex, clamped to +-0.5 px so that a point never leaves
-    its pixel; a few gathers on the scores' device, no loop over keypoints. (A score-weighted mean
-    of the 3x3 window measured worse on the held-out photos: e=1 0.524 vs 0.571.)
+    estimation at e=1..3 px feels. On each axis a parabola goes through the maximum and its two
+    neighbours, on the scores (``"quadratic"``) or on their logarithm (``"gaussian"``: exact for a
+    Gaussian peak, and the scores are peaked softmax outputs); its vertex, clamped to +-0.5 px so
+    that a point never leaves its pixel, is the new position. A few gathers on the scores' device,
+    no loop over keypoints. Measured on the held-out photos (superpoint_ros, 2026-11-29), the
+    localisation error under viewpoint changes: none 1.45 px, quadratic 1.37, gaussian 1.34.
     """
     if mode == "none" or keypoints.shape[1] == 0:
         return keypoints
@@ -172,6 +175,8 @@ def refine_keypoints(scores: torch.Tensor, keypoints: torch.Tensor, mode: str) -
     steps = torch.tensor([0, -1, 1, -(w + 2), w + 2], device=scores.device)
     index = (centre[..., None] + steps).reshape(b, -1)
     c, left, right, up, down = padded.gather(1, index).reshape(*centre.shape, 5).unbind(-1)
+    if mode == "gaussian":  # scores are probabilities >= 0: a floor keeps log finite
+        c, left, right, up, down = (v.clamp(min=1e-12).log() for v in (c, left, right, up, down))
     curvature_x = left - 2 * c + right
     curvature_y = up - 2 * c + down
     dx = torch.where(curvature_x < 0, 0.5 * (left - right) / curvature_x.clamp(max=-1e-12), 0)
