@@ -122,8 +122,10 @@ class Extractor:
 
     ``weights``: a file, a state dict, a project checkpoint or a name (``"default"``,
     ``"superpoint_ros"``, ``"superpoint_v6_from_tf"``, ``"magicpoint_shapes"``, ``"untrained"``...).
-    Detection options left at None take the weights format's defaults (the publishing
-    implementation's). ``resize`` resizes so that the longer side has that many pixels (keypoints
+    Detection options left at None take the defaults stored in the weights (a project checkpoint's,
+    e.g. ``superpoint_ros``: threshold 0.002 and ``subpixel="gaussian"``) or the weights format's (the
+    publishing implementation's: integer pixels). ``subpixel`` refines each keypoint within its pixel
+    from the score map (:func:`~superpoint_training.model.keypoints.refine_keypoints`). ``resize`` resizes so that the longer side has that many pixels (keypoints
     are returned in the caller's image). ``fixed_keypoints`` returns exactly ``max_keypoints``
     entries per image with a ``valid`` mask.
 
