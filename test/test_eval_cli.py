@@ -93,5 +93,8 @@ def test_unknown_method_and_help(small_set, tmp_path, capsys):
         evaluate.main(["--dataset", str(tmp_path / "nowhere"), "--output", str(tmp_path), "--methods", "sift"])
     assert "no such dataset folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        evaluate.main(["--dataset", str(small_set), "--output", str(tmp_path), "--ransac-orders", "0"])
+    assert "--ransac-orders must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         evaluate.main(["--help"])
     assert "--protocol" in capsys.readouterr().out

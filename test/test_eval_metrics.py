@@ -134,6 +134,30 @@ def test_homography_estimation_corner_error_thresholds():
     assert few["corner_error"] == float("inf") and few["correct_e5"] == 0.0
 
 
+def test_ransac_orders_average_correctness_over_shuffled_matches(monkeypatch):
+    """OpenCV's RANSAC draws from a fixed seed, so the order of the matches picks its samples: a fake
+    estimator that is right only when the matches' first point comes first shows the averaging."""
+    from superpoint_training.evaluation import metrics
+
+    rng = np.random.default_rng(0)
+    points = rng.uniform((0, 0), (SIZE[1], SIZE[0]), size=(20, 2))
+    matches = np.stack((np.arange(20), np.arange(20)), axis=1)
+
+    def order_dependent(src, dst, method, threshold):
+        right = np.allclose(src[0], points[0])
+        return (np.eye(3) if right else translation(10.0, 0.0)), np.ones((len(src), 1), np.uint8)
+
+    monkeypatch.setattr(metrics.cv2, "findHomography", order_dependent)
+    single = homography_estimation(points, points, matches, np.eye(3), SIZE)
+    assert single["correct_e3"] == 1.0 and single["corner_error"] == 0.0
+    orders = 8
+    first_kept = [np.random.default_rng(seed).permutation(20)[0] == 0 for seed in range(1, orders)]
+    averaged = homography_estimation(points, points, matches, np.eye(3), SIZE, orders=orders)
+    assert averaged["correct_e3"] == pytest.approx((1 + sum(first_kept)) / orders)
+    assert 0 < averaged["correct_e3"] < 1
+    assert averaged["corner_error"] == 0.0  # the corner error stays the matches' own order's
+
+
 @pytest.mark.parametrize("norm", ["l2", "hamming"])
 def test_cross_check_matches_opencv_norms(norm):
     rng = np.random.default_rng(0)

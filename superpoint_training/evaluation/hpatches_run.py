@@ -118,7 +118,7 @@ def pair_metrics(
             result = descriptor_metrics(
                 p0["keypoints"], p0["scores"], p0["descriptors"], p1["keypoints"], p1["scores"], p1["descriptors"],
                 H, size0, size1, norm=method.norm, k=protocol.top_k, match_threshold=protocol.distance,
-                device=device,
+                device=device, ransac_orders=protocol.ransac_orders,
             )  # fmt: skip
             result["keypoints0"], result["keypoints1"] = p0["keypoints"], p1["keypoints"]
         return pair, result
@@ -156,7 +156,8 @@ def _run(args: argparse.Namespace) -> dict:
     cache_root = Path(args.cache) if args.cache else output / "cache"
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     protocols = [PROTOCOLS[p] for p in (("detector", "descriptor") if args.protocol == "both" else (args.protocol,))]
-    protocols = [dataclasses.replace(p, short_side=args.short_side or p.size[0]) for p in protocols]
+    protocols = [dataclasses.replace(p, short_side=args.short_side or p.size[0], ransac_orders=args.ransac_orders)
+                 for p in protocols]
     methods = build_methods(names, args.weights or ["default"], args.device, args.detection_threshold)
     timings: dict[str, float] = {}
     records: list[dict] = []

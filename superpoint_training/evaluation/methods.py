@@ -26,6 +26,7 @@ class Protocol:
     export_max: int  # points kept per image in the cache (best scores first)
     distance: float = 3.0
     short_side: int | None = None  # for --resize short_side: the side length used (default: size[0])
+    ransac_orders: int = 1  # homography correctness averaged over this many match orders (1: the reference)
 
 
 PROTOCOLS = {

@@ -176,7 +176,11 @@ def describe_choices(args: argparse.Namespace, protocols: list[Protocol], datase
         "within 3 px (rpautrat's compute_repeatability); localisation error: mean of those distances (px)",
         "homography: cross-checked brute-force matching (L2 for SuperPoint and SIFT, Hamming for ORB), "
         "cv2.findHomography RANSAC (reprojection threshold 3 px), mean error of the four warped corners of "
-        "image 1 <= e; fewer than 4 matches or no estimate counts as incorrect",
+        "image 1 <= e; fewer than 4 matches or no estimate counts as incorrect"
+        + ("" if protocols[0].ransac_orders <= 1 else
+           f"; correctness is the mean over {protocols[0].ransac_orders} orders of the matches (the matches' own "
+           "order, then shuffles with seeds 1..N-1: OpenCV's RANSAC samples depend on the order); corner errors "
+           "are those of the matches' own order"),
         "matching score: cross-checked matches within 3 px of the true reprojection over the mean number of "
         "points of the two images in the shared view",
         "NN mAP: average precision of the cross-checked nearest-neighbour matches ranked by descriptor distance, "

@@ -37,7 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "superpoint": {"train_config": "config/superpoint_photos_cpu.yaml", "pretrained": "", "max_minutes": 80.0,
                    "overrides": []},
     "report": {"hpatches": "../shared/data/oxford_hpatches", "tum": "../shared/data/tum_fr2_desk",
-               "baseline_weights": "superpoint_ros", "methods": "superpoint,sift,orb", "max_sequences": 0},
+               "baseline_weights": "superpoint_ros", "methods": "superpoint,sift,orb", "max_sequences": 0,
+               "ransac_orders": 1},
 }
 
 
@@ -229,6 +230,8 @@ class Campaign:
                 args += ["--weights", cfg["baseline_weights"]]
             if cfg["max_sequences"]:
                 args += ["--max-sequences", str(cfg["max_sequences"])]
+            if cfg["ransac_orders"] > 1:
+                args += ["--ransac-orders", str(cfg["ransac_orders"])]
             if self.config["device"] != "auto":
                 args += ["--device", self.config["device"]]
             if evaluate_main(args) != 0:
