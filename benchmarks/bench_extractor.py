@@ -50,15 +50,16 @@ if str(REPO) not in sys.path:
 
 from superpoint_training import Extractor, load_superpoint  # noqa: E402
 from superpoint_training.cpu_features import cpu_flags  # noqa: E402
-from superpoint_training.model.backends import pair_same_points  # noqa: E402
 from superpoint_training.model.backends import (  # noqa: E402
     BACKEND_PRECISIONS,
     BACKENDS,
     choose,
     is_available,
+    pair_same_points,
 )
 from superpoint_training.model.extractor import PRECISIONS  # noqa: E402
 from superpoint_training.model.inference import GRAY_WEIGHTS  # noqa: E402
+from superpoint_training.model.keypoints import SUBPIXEL  # noqa: E402
 from superpoint_training.model.network import STRIDE  # noqa: E402
 
 DEFAULT_SIZES = "240x320,480x640,720x1280"
@@ -268,6 +269,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
         "weights": "random trained-looking v6 weights (test/helpers.py)" if args.weights == "random"
         else loaded.description,
         "max_keypoints": args.max_keypoints,
+        "subpixel": args.subpixel,
         "input": "RGB uint8" if args.rgb else "gray uint8",
         "devices": {str(d): device_name(d) for d in devices},
         "auto": {str(d): "/".join(choose(d)) for d in devices},
@@ -301,7 +303,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
                             # each path casts or compiles its own copy of the network
                             extractors[backend, precision] = Extractor(
                                 copy.deepcopy(loaded), device, precision=precision, backend=backend,
-                                max_keypoints=args.max_keypoints, warmup=False)
+                                max_keypoints=args.max_keypoints, subpixel=args.subpixel, warmup=False)
                         extractor = extractors[backend, precision]
 
                         def ours(extractor=extractor, images=images):
@@ -449,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="weights name or file; 'random': trained-looking random v6 weights (default)")
     parser.add_argument("--max_keypoints", "--max-keypoints", type=int, default=1024,
                         help="per image (default: %(default)s)")
+    parser.add_argument("--subpixel", choices=SUBPIXEL, default=None,
+                        help="sub-pixel refinement (default: the weights'); compare none and gaussian to see its cost")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per configuration at most")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="stop repeating after this long (>= 2 runs)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default: %(default)s)")
