@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .config import ConfigError, deep_update, parse_override
 from .model.loading import (
     NAMED_WEIGHTS,
     STORED_DETECTION_OPTIONS,
@@ -24,19 +25,6 @@ from .model.loading import (
     load_superpoint,
     set_detection_defaults,
 )
-
-
-def parse_option(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` with VALUE read as a number where it is one."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    for kind in (int, float):
-        try:
-            return key, kind(value)
-        except ValueError:
-            pass
-    return key, value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                               "(what the Extractor, node and evaluation use when not told otherwise)")
     defaults.add_argument("file")
     defaults.add_argument("output")
-    defaults.add_argument("--set", dest="options", metavar="KEY=VALUE", type=parse_option, action="append",
+    defaults.add_argument("--set", dest="options", metavar="KEY=VALUE", action="append",
                           default=[], help=f"one of {', '.join(STORED_DETECTION_OPTIONS)} (repeatable)")
     args = parser.parse_args(argv)
     try:
@@ -72,14 +60,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{loaded.description}: {loaded.model.config}, {n_params} parameters")
             print(f"detection defaults: {loaded.detection_defaults}")
         elif args.command == "defaults":
-            loaded = set_detection_defaults(args.file, args.output, **dict(args.options))
+            options: dict = {}
+            for text in args.options:  # the same KEY=VALUE (YAML value) as train --set
+                deep_update(options, parse_override(text))
+            loaded = set_detection_defaults(args.file, args.output, **options)
             print(f"wrote {args.output}: detection defaults {loaded.detection_defaults}")
         else:
             for name, (path, how) in NAMED_WEIGHTS.items():
                 state = "present" if path is not None and path.exists() else how
                 print(f"{name:24s} {path or '-'}  [{state}]")
             print(f"default: {default_weights_name()}")
-    except (WeightsError, OSError) as error:
+    except (WeightsError, ConfigError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -172,8 +172,8 @@ def refine_keypoints(scores: torch.Tensor, keypoints: torch.Tensor, mode: str) -
     y = keypoints[..., 1].long().clamp(0, h - 1) + 1
     # the pixel and its 4 neighbours (centre, left, right, up, down) in the padded flat map
     centre = y * (w + 2) + x
-    steps = torch.tensor([0, -1, 1, -(w + 2), w + 2], device=scores.device)
-    index = (centre[..., None] + steps).reshape(b, -1)
+    row = w + 2
+    index = torch.stack((centre, centre - 1, centre + 1, centre - row, centre + row), dim=-1).reshape(b, -1)
     c, left, right, up, down = padded.gather(1, index).reshape(*centre.shape, 5).unbind(-1)
     if mode == "gaussian":  # scores are probabilities >= 0: a floor keeps log finite
         c, left, right, up, down = (v.clamp(min=1e-12).log() for v in (c, left, right, up, down))

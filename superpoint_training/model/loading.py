@@ -265,6 +265,13 @@ def _from_object(obj: Mapping, source: str) -> LoadedWeights:
     return LoadedWeights(model, variant, source, dict(FORMAT_DEFAULTS[variant]))
 
 
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to ``path.tmp`` then ``os.replace``: readers never see a partial file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 # Detection options a weights file may carry as its defaults (the rest are per call: max_keypoints ...).
 STORED_DETECTION_OPTIONS = ("detection_threshold", "nms_radius", "remove_borders", "descriptor_sampling", "subpixel")
 
@@ -295,9 +302,7 @@ def set_detection_defaults(weights: str | os.PathLike, output: str | os.PathLike
     obj["detection_defaults"] = defaults
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
-    torch.save(obj, partial)
-    os.replace(partial, output)
+    atomic_save(obj, output)
     return _from_object(obj, str(output))
 
 

@@ -40,7 +40,7 @@ from ..config import ConfigError, OpenMapping, attribute_error, load_config, mer
 from ..data.image_folder import ImageFolder
 from ..data.shapes_dataset import SyntheticShapes
 from ..model.extractor import resolve_device
-from ..model.loading import CHECKPOINT_FORMAT, load_superpoint
+from ..model.loading import CHECKPOINT_FORMAT, atomic_save, load_superpoint
 from ..model.network import SuperPoint
 from .magicpoint_task import MagicPointTask
 from .superpoint_task import SuperPointTask
@@ -188,13 +188,6 @@ def _validate(config: dict) -> None:
 
 def experiments_root() -> Path:
     return Path(os.environ.get("SUPERPOINT_EXPER_DIR", "experiments"))
-
-
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to ``path.tmp`` then ``os.replace``: readers never see a partial file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def atomic_write_text(text: str, path: Path) -> None:
