@@ -78,6 +78,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("subpixel", T.STRING, None, "Sub-pixel keypoint refinement: gaussian or quadratic (vertex of a "
                   "parabola through the log scores or the scores) or none (integer pixels); unset: the weights' "
                   "default.", choices=SUBPIXEL),
+    ParameterSpec("scales", T.DOUBLE_ARRAY, None, "Image pyramid: the sizes, as fractions of the image in (0, 1], "
+                  "that the network sees, e.g. [1.0, 0.5] (keypoints of all levels in the image's pixels; "
+                  "1.5x the time); unset: the weights' default."),
     ParameterSpec("resize", T.INTEGER, 0, "Resize so that the longer side has this many pixels before "
                   "extraction (keypoints stay in the original image); 0 keeps the size.", range=(0, 8192)),
     ParameterSpec("descriptor_encoding", T.STRING, "float32", "Descriptor encoding in the Features message "
@@ -102,7 +105,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
 EXTRACTOR_OPTIONS = ("detection_threshold", "nms_radius", "remove_borders", "max_keypoints", "descriptor_sampling",
-                     "subpixel", "resize")
+                     "subpixel", "scales", "resize")
 
 
 class DetectorNode(Node):
@@ -122,7 +125,7 @@ class DetectorNode(Node):
             self.get_logger().warning("running UNTRAINED weights: keypoints are not meaningful (set 'weights')")
         # show the values the weights chose for the parameters left unset
         self.set_parameters([
-            Parameter(spec.name, value=getattr(self.extractor.config, spec.name))
+            Parameter(spec.name, value=_parameter_form(getattr(self.extractor.config, spec.name)))
             for spec in PARAMETERS if spec.default is None and values[spec.name] is None
         ])
 
@@ -295,6 +298,11 @@ def _extractor_args(options: dict[str, Any]) -> dict[str, Any]:
         if name in args:
             args[name] = no_limit(args[name])
     return args
+
+
+def _parameter_form(value: Any) -> Any:
+    """An extractor option as a parameter value (tuples, e.g. ``scales``, as lists)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _image_fields(rgb: Any) -> dict[str, Any]:

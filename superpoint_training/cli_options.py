@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .model.extractor import BACKEND_CHOICES, PRECISIONS, Extractor
-from .model.keypoints import DESCRIPTOR_SAMPLING, SUBPIXEL, no_limit
+from .model.keypoints import DESCRIPTOR_SAMPLING, SUBPIXEL, no_limit, parse_scales
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -33,7 +33,7 @@ def describe_path(extractor: Extractor) -> str:
 def add_extractor_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
                             max_keypoints: int | None = None) -> None:
     """Add --weights, --device, --backend, --precision, --max_keypoints, --detection_threshold,
-    --nms_radius, --remove_borders, --descriptor_sampling, --subpixel and --resize. ``max_keypoints``: the
+    --nms_radius, --remove_borders, --descriptor_sampling, --subpixel, --scales and --resize. ``max_keypoints``: the
     tool's default (None, -1 or 0: every point above the threshold)."""
     parser.add_argument("--weights", default="default", help="weights file or name (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: %(default)s)")
@@ -51,6 +51,8 @@ def add_extractor_arguments(parser: argparse.ArgumentParser | argparse._Argument
                         help="descriptor sampling convention (default: the weights format's)")
     parser.add_argument("--subpixel", choices=SUBPIXEL, default=None,
                         help="sub-pixel refinement of keypoints: gaussian, quadratic or none (default: the weights')")
+    parser.add_argument("--scales", type=parse_scales, default=None,
+                        help="image pyramid, fractions of the image in (0, 1], e.g. 1,0.5 (default: the weights')")
     parser.add_argument("--resize", type=int, default=None,
                         help="resize so that the longer side has this many pixels (keypoints stay in the "
                         "original image's coordinates)")
@@ -65,6 +67,7 @@ def extractor_from_args(args: argparse.Namespace, **overrides) -> Extractor:
         max_keypoints=no_limit(args.max_keypoints),
         descriptor_sampling=args.descriptor_sampling,
         subpixel=args.subpixel,
+        scales=args.scales,
         precision=args.precision,
         backend=args.backend,
         resize=no_limit(args.resize),

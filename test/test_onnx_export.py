@@ -30,9 +30,10 @@ def _valid_sorted(keypoints, scores, descriptors, valid):
     return keypoints[order], scores[order], descriptors[order]
 
 
-@pytest.fixture(scope="module", params=["none", "gaussian"])
+@pytest.fixture(scope="module", params=[{"subpixel": "none"}, {"subpixel": "gaussian", "scales": (1.0, 0.5)}],
+                ids=["integer", "subpixel-pyramid"])
 def exported(tmp_path_factory, request):
-    extractor = make_extractor(random_state_dict("v6", seed=3), max_keypoints=K, subpixel=request.param)
+    extractor = make_extractor(random_state_dict("v6", seed=3), max_keypoints=K, **request.param)
     path = export_onnx(extractor, tmp_path_factory.mktemp("onnx") / "sp.onnx", HEIGHT, WIDTH, batch="dynamic")
     return extractor, path
 

@@ -182,7 +182,7 @@ def test_runtime_parameters(ros, photo_rgb):
     assert np.all(np.abs(keypoints) < 400) and np.array_equal(keypoints, np.round(keypoints))  # integer pixels
     # out of range, unknown choice and read-only values are refused and change nothing
     for bad in ({"detection_threshold": 2.0}, {"descriptor_encoding": "float16"}, {"subpixel": "cubic"},
-                {"weights": "untrained"}):
+                {"scales": [1.0, 1.5]}, {"weights": "untrained"}):
         (result,) = ros.set_parameters(NODE, bad)
         assert not result.successful, bad
     results = ros.set_parameters(NODE, {"max_keypoints": MAX_KEYPOINTS, "descriptor_encoding": "float32",
@@ -192,6 +192,18 @@ def test_runtime_parameters(ros, photo_rgb):
     assert len(message.scores) > 10 and message.descriptor_encoding == "float32"
     keypoints = features_from_message(message).keypoints
     assert not np.array_equal(keypoints, np.round(keypoints))  # sub-pixel positions
+    # an image pyramid: the half-size level adds its keypoints, in the image's pixels
+    single = {tuple(p) for p in np.round(keypoints, 2).tolist()}
+    (result,) = ros.set_parameters(NODE, {"scales": [1.0, 0.5]})
+    assert result.successful, result.reason
+    try:
+        message = send_and_receive(ros, 0, lambda sec: image_message(photo_rgb, "rgb8", sec))
+        keypoints = features_from_message(message).keypoints
+        pyramid = {tuple(p) for p in np.round(keypoints, 2).tolist()}
+        assert pyramid - single and np.all(np.abs(keypoints) < 400)
+    finally:
+        (result,) = ros.set_parameters(NODE, {"scales": [1.0]})
+        assert result.successful
 
 
 def test_stale_frames_are_dropped(ros, photo_rgb):

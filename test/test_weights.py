@@ -120,11 +120,17 @@ def test_weights_cli_defaults_writes_checked_detection_defaults(tmp_path, capsys
     assert weights_command.main(args) == 0
     assert "subpixel" in capsys.readouterr().out
     stored = torch.load(output, map_location="cpu", weights_only=False)
+    assert "scales" not in stored["detection_defaults"]
     assert "optimizer" not in stored and stored["iteration"] == 3
     extractor = Extractor(output, device="cpu", warmup=False)
     assert extractor.config.detection_threshold == 0.002 and extractor.config.subpixel == "quadratic"
     assert Extractor(output, device="cpu", warmup=False, subpixel="none").config.subpixel == "none"  # a call wins
+    pyramid = tmp_path / "pyramid.pth"
+    assert weights_command.main(["defaults", str(output), str(pyramid), "--set", "scales=0.5,1"]) == 0
+    assert torch.load(pyramid, map_location="cpu", weights_only=False)["detection_defaults"]["scales"] == [1.0, 0.5]
+    assert Extractor(pyramid, device="cpu", warmup=False).config.scales == (1.0, 0.5)
     for bad, message in ((["--set", "subpixel=cubic"], "subpixel"), (["--set", "max_keypoints=5"], "max_keypoints"),
+                         (["--set", "scales=0,1"], "scales"),
                          (["--set", "detection_threshold=2"], "detection_threshold")):
         assert weights_command.main(["defaults", str(source), str(tmp_path / "bad.pth"), *bad]) == 1
         assert message in capsys.readouterr().err

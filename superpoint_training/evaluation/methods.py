@@ -96,6 +96,8 @@ def build_methods(names: list[str], weights: list[str], device: str, detection_t
                 "descriptor_sampling": extractor.config.descriptor_sampling,
                 "subpixel": extractor.config.subpixel,
             }
+            if extractor.config.scales != (1.0,):  # single-scale keys stay as they were (caches stay valid)
+                settings["scales"] = list(extractor.config.scales)
             methods.append(Method(label, "superpoint", settings, extractor))
     return methods
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .keypoints import DetectionConfig, detect, logits_to_scores
+from .keypoints import DetectionConfig, detect, logits_to_scores, merge_levels
 from .network import STRIDE
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as rpautrat's port converts RGB
@@ -83,10 +83,37 @@ class SuperPointPipeline(nn.Module):
             scale = batch.new_tensor([width / new_size[1], height / new_size[0]], dtype=torch.float32)
         if min(batch.shape[-2:]) < STRIDE:
             return self.empty(batch.shape[0], batch.device)
-        logits, dense = self.run_network(batch)
-        output = detect(logits, dense, self.config)
+        if self.config.scales == (1.0,):
+            output = self.detect_level(batch)
+        else:
+            base = tuple(batch.shape[-2:])
+            output = merge_levels([self.detect_level(level, base) for level in self.pyramid(batch)],
+                                  self.config.max_keypoints)
         if scale is not None:
             output["keypoints"] = (output["keypoints"] + 0.5) * scale - 0.5
+        return output
+
+    def pyramid(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """The batch at each of ``config.scales`` (antialiased bilinear), levels under one cell left out."""
+        height, width = batch.shape[-2:]
+        levels = []
+        for factor in self.config.scales:
+            size = (max(1, round(height * factor)), max(1, round(width * factor)))
+            if min(size) < STRIDE:
+                continue
+            levels.append(batch if size == (height, width) else
+                          F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True))
+        return levels
+
+    def detect_level(self, level: torch.Tensor, input_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """Network and post-processing on one image size; keypoints in the pixels of ``input_size``
+        (the pyramid's base, default: the level itself)."""
+        logits, dense = self.run_network(level)
+        output = detect(logits, dense, self.config)
+        height, width = level.shape[-2:]
+        if input_size is not None and input_size != (height, width):
+            factor = level.new_tensor([input_size[1] / width, input_size[0] / height], dtype=torch.float32)
+            output["keypoints"] = (output["keypoints"] + 0.5) * factor - 0.5
         return output
 
     def dense_scores(self, batch: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,12 @@ class DetectionConfig:
     ``"quadratic"`` and ``"gaussian"`` move it within +-0.5 px to the vertex of a parabola through
     the score map around it, or through its logarithm (:func:`refine_keypoints`); descriptors are
     then sampled at the refined positions.
+    ``scales``: the image sizes, as fractions of the input, that the network sees; with more than
+    one, the keypoints of every level come back in the input's pixels and the strongest
+    ``max_keypoints`` of all levels are kept (:meth:`SuperPointPipeline.forward
+    <superpoint_training.model.inference.SuperPointPipeline.forward>`). The network is not scale
+    invariant; a pyramid lets two views whose scales differ by 2x meet at some pair of levels, at
+    1 + 1/2 + 1/4 ... times the cost.
     """
 
     detection_threshold: float = 0.005
@@ -47,6 +53,7 @@ class DetectionConfig:
     fixed_keypoints: bool = False
     descriptor_sampling: str = "cell"
     subpixel: str = "none"
+    scales: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -67,6 +74,22 @@ class DetectionConfig:
             )
         if self.subpixel not in SUBPIXEL:
             raise ValueError(f"subpixel must be one of {SUBPIXEL}, got {self.subpixel!r}")
+        self.scales = parse_scales(self.scales)
+
+
+def parse_scales(scales) -> tuple[float, ...]:
+    """``scales`` as a tuple of distinct floats in (0, 1], largest first; "1,0.5" and 0.5 are accepted."""
+    if isinstance(scales, str):
+        scales = [part for part in scales.replace(" ", "").split(",") if part]
+    elif isinstance(scales, (int, float)):
+        scales = [scales]
+    try:
+        values = sorted({float(value) for value in scales}, reverse=True)
+    except (TypeError, ValueError):
+        raise ValueError(f"scales must be numbers in (0, 1], e.g. 1,0.5, got {scales!r}") from None
+    if not values or not all(0.0 < value <= 1.0 for value in values):
+        raise ValueError(f"scales must be one or more numbers in (0, 1], e.g. 1,0.5, got {scales!r}")
+    return tuple(values)
 
 
 def logits_to_scores(logits: torch.Tensor) -> torch.Tensor:
@@ -230,3 +253,23 @@ def detect(
     else:
         descriptors = keypoints.new_zeros((*keypoints.shape[:2], 0))
     return {"keypoints": keypoints, "scores": values, "valid": valid, "descriptors": descriptors}
+
+
+def merge_levels(levels: list[dict[str, torch.Tensor]], k: int | None) -> dict[str, torch.Tensor]:
+    """The outputs of :func:`detect` on several pyramid levels (keypoints already in the same
+    pixels) as one: the strongest valid ``k`` over all levels (all valid ones for None), sorted by
+    score, valid entries a prefix as in :func:`detect`. One ``topk``, on the device.
+
+    A corner seen at two levels stays twice, with the descriptor of each level: suppressing the
+    weaker of two points of different levels within the NMS radius measured worse on the held-out
+    strong-viewpoint pairs (homography correct at e=3 0.753 -> 0.729, scales 1, 0.71, 0.5).
+    """
+    merged = {key: torch.cat([level[key] for level in levels], dim=1) for key in levels[0]}
+    valid = merged["valid"]
+    if k is None:
+        k = int(valid.sum(1).max()) if valid.numel() else 0
+    k = min(k, valid.shape[1])
+    rank = torch.where(valid, merged["scores"], merged["scores"].new_tensor(-1.0))
+    order = rank.topk(k, dim=1, sorted=True).indices
+    return {key: value.gather(1, order.view(*order.shape, *[1] * (value.ndim - 2)).expand(-1, -1, *value.shape[2:]))
+            for key, value in merged.items()}

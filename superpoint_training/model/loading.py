@@ -273,7 +273,8 @@ def atomic_save(obj, path: Path) -> None:
 
 
 # Detection options a weights file may carry as its defaults (the rest are per call: max_keypoints ...).
-STORED_DETECTION_OPTIONS = ("detection_threshold", "nms_radius", "remove_borders", "descriptor_sampling", "subpixel")
+STORED_DETECTION_OPTIONS = ("detection_threshold", "nms_radius", "remove_borders", "descriptor_sampling", "subpixel",
+                            "scales")
 
 
 def set_detection_defaults(weights: str | os.PathLike, output: str | os.PathLike, **options) -> LoadedWeights:
@@ -295,9 +296,11 @@ def set_detection_defaults(weights: str | os.PathLike, output: str | os.PathLike
                            "pass the options to the Extractor instead)")
     defaults = {**obj.get("detection_defaults", {}), **options}
     try:
-        DetectionConfig(**{**FORMAT_DEFAULTS[obj["model_config"].get("variant", "v6")], **defaults})
+        config = DetectionConfig(**{**FORMAT_DEFAULTS[obj["model_config"].get("variant", "v6")], **defaults})
     except (TypeError, ValueError) as error:
         raise WeightsError(f"detection defaults: {error}") from None
+    if "scales" in defaults:
+        defaults["scales"] = list(config.scales)
     obj = {k: v for k, v in obj.items() if k not in ("optimizer", "scaler")}
     obj["detection_defaults"] = defaults
     output = Path(output)

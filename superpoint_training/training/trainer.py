@@ -102,6 +102,7 @@ DEFAULTS: dict = {
         "nms_radius": 4,
         "remove_borders": 4,
         "subpixel": "none",
+        "scales": [1.0],  # image pyramid, e.g. [1.0, 0.71, 0.5]
     },
 }
 
