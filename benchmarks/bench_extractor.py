@@ -59,7 +59,7 @@ from superpoint_training.model.backends import (  # noqa: E402
 )
 from superpoint_training.model.extractor import PRECISIONS  # noqa: E402
 from superpoint_training.model.inference import GRAY_WEIGHTS  # noqa: E402
-from superpoint_training.model.keypoints import SUBPIXEL  # noqa: E402
+from superpoint_training.model.keypoints import SUBPIXEL, parse_scales  # noqa: E402
 from superpoint_training.model.network import STRIDE  # noqa: E402
 
 DEFAULT_SIZES = "240x320,480x640,720x1280"
@@ -270,6 +270,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
         else loaded.description,
         "max_keypoints": args.max_keypoints,
         "subpixel": args.subpixel,
+        "scales": args.scales,
         "input": "RGB uint8" if args.rgb else "gray uint8",
         "devices": {str(d): device_name(d) for d in devices},
         "auto": {str(d): "/".join(choose(d)) for d in devices},
@@ -303,7 +304,8 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
                             # each path casts or compiles its own copy of the network
                             extractors[backend, precision] = Extractor(
                                 copy.deepcopy(loaded), device, precision=precision, backend=backend,
-                                max_keypoints=args.max_keypoints, subpixel=args.subpixel, warmup=False)
+                                max_keypoints=args.max_keypoints, subpixel=args.subpixel, scales=args.scales,
+                                warmup=False)
                         extractor = extractors[backend, precision]
 
                         def ours(extractor=extractor, images=images):
@@ -453,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="per image (default: %(default)s)")
     parser.add_argument("--subpixel", choices=SUBPIXEL, default=None,
                         help="sub-pixel refinement (default: the weights'); compare none and gaussian to see its cost")
+    parser.add_argument("--scales", type=parse_scales, default=None,
+                        help="image pyramid, e.g. 1 or 1,0.71,0.5 (default: the weights'); compare them to see its cost")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per configuration at most")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="stop repeating after this long (>= 2 runs)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default: %(default)s)")
