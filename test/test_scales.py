@@ -91,3 +91,6 @@ def test_levels_smaller_than_a_cell_are_left_out():
     extractor = Extractor("superpoint_ros", device="cpu", warmup=False, scales=(1.0, 0.25))
     features = extractor(np.full((24, 40), 128, np.uint8))  # the 0.25 level (6x10) is under one cell
     assert features.descriptors.shape[1] == 256
+    extractor.configure(scales=(0.25,))  # no level left: no keypoint, not an error
+    features = extractor(np.random.default_rng(0).integers(0, 255, (24, 40), dtype=np.uint8))
+    assert len(features) == 0 and features.descriptors.shape == (0, 256)

@@ -29,6 +29,13 @@ def covered_size(height: int, width: int) -> tuple[int, int]:
     return STRIDE * (int(height) // STRIDE), STRIDE * (int(width) // STRIDE)
 
 
+def resample(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, H, W) at ``size`` (antialiased bilinear: no aliasing when shrinking); the batch itself at its size."""
+    if tuple(batch.shape[-2:]) == tuple(size):
+        return batch
+    return F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
 class SuperPointPipeline(nn.Module):
     """(B, 1, H, W) gray (or (B, 3, H, W) RGB) float in [0, 1] -> batched keypoints.
 
@@ -74,44 +81,31 @@ class SuperPointPipeline(nn.Module):
         """Returns the dict of :func:`superpoint_training.model.keypoints.detect`: keypoints (B, K, 2)
         (x, y) in the input's pixels, scores (B, K), valid (B, K), descriptors (B, K, D)."""
         batch = self.to_gray(batch)
-        height, width = batch.shape[-2:]
-        scale = None
-        if self.resize is not None and max(height, width) != self.resize:
-            factor = self.resize / max(height, width)
-            new_size = (max(1, round(height * factor)), max(1, round(width * factor)))
-            batch = F.interpolate(batch, size=new_size, mode="bilinear", align_corners=False, antialias=True)
-            scale = batch.new_tensor([width / new_size[1], height / new_size[0]], dtype=torch.float32)
-        if min(batch.shape[-2:]) < STRIDE:
-            return self.empty(batch.shape[0], batch.device)
+        input_size = tuple(batch.shape[-2:])
+        if self.resize is not None and max(input_size) != self.resize:
+            factor = self.resize / max(input_size)
+            batch = resample(batch, tuple(max(1, round(side * factor)) for side in input_size))
         if self.config.scales == (1.0,):
-            output = self.detect_level(batch)
+            levels = [batch] if min(batch.shape[-2:]) >= STRIDE else []
         else:
-            base = tuple(batch.shape[-2:])
-            output = merge_levels([self.detect_level(level, base) for level in self.pyramid(batch)],
-                                  self.config.max_keypoints)
-        if scale is not None:
-            output["keypoints"] = (output["keypoints"] + 0.5) * scale - 0.5
-        return output
+            levels = self.pyramid(batch)
+        if not levels:
+            return self.empty(batch.shape[0], batch.device)
+        outputs = [self.detect_level(level, input_size) for level in levels]
+        return outputs[0] if len(outputs) == 1 else merge_levels(outputs, self.config.max_keypoints)
 
     def pyramid(self, batch: torch.Tensor) -> list[torch.Tensor]:
         """The batch at each of ``config.scales`` (antialiased bilinear), levels under one cell left out."""
         height, width = batch.shape[-2:]
-        levels = []
-        for factor in self.config.scales:
-            size = (max(1, round(height * factor)), max(1, round(width * factor)))
-            if min(size) < STRIDE:
-                continue
-            levels.append(batch if size == (height, width) else
-                          F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True))
-        return levels
+        sizes = [(max(1, round(height * factor)), max(1, round(width * factor))) for factor in self.config.scales]
+        return [resample(batch, size) for size in sizes if min(size) >= STRIDE]
 
-    def detect_level(self, level: torch.Tensor, input_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
-        """Network and post-processing on one image size; keypoints in the pixels of ``input_size``
-        (the pyramid's base, default: the level itself)."""
+    def detect_level(self, level: torch.Tensor, input_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Network and post-processing on one image size; keypoints in the pixels of ``input_size``."""
         logits, dense = self.run_network(level)
         output = detect(logits, dense, self.config)
         height, width = level.shape[-2:]
-        if input_size is not None and input_size != (height, width):
+        if input_size != (height, width):  # pixel centres scale about the image's corner
             factor = level.new_tensor([input_size[1] / width, input_size[0] / height], dtype=torch.float32)
             output["keypoints"] = (output["keypoints"] + 0.5) * factor - 0.5
         return output
