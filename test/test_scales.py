@@ -43,6 +43,9 @@ def test_merge_keeps_the_strongest_valid_points_as_a_prefix():
     assert everything["scores"].shape == (1, 4) and everything["valid"].all()
     fixed = merge_levels([a, b], k=6)  # fixed K: the invalid ones fill the tail
     assert fixed["valid"].tolist() == [[True] * 4 + [False] * 2]
+    weighted = merge_levels([a, b], k=3, weights=[1.0, 0.5])  # the coarse level's scores count half
+    assert weighted["scores"][0].tolist() == pytest.approx([0.9, 0.5, 0.35])
+    assert weighted["keypoints"][0, 1].tolist() == [2.0, 3.0]
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +83,8 @@ def test_pyramid_output_is_the_best_of_its_levels(photo):
     assert np.all(np.diff(scores) <= 0)
     found = {tuple(np.round(k, 3)) for k in merged.keypoints.numpy().tolist()}
     assert found <= per_level[1.0] | per_level[0.5]
+    coarse = np.array([tuple(np.round(k, 3)) not in per_level[1.0] for k in merged.keypoints.numpy().tolist()])
+    assert merged.scores.numpy()[coarse].max() <= 0.5  # the 0.5 level's scores are halved
     assert found & per_level[0.5]  # the coarse level contributes
     fixed = Extractor("superpoint_ros", device="cpu", warmup=False, max_keypoints=300, fixed_keypoints=True,
                       scales="1,0.5")(photo)

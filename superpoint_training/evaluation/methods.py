@@ -98,6 +98,7 @@ def build_methods(names: list[str], weights: list[str], device: str, detection_t
             }
             if extractor.config.scales != (1.0,):  # single-scale keys stay as they were (caches stay valid)
                 settings["scales"] = list(extractor.config.scales)
+                settings["pyramid_ranking"] = "score x level scale"
             methods.append(Method(label, "superpoint", settings, extractor))
     return methods
 

@@ -86,19 +86,26 @@ class SuperPointPipeline(nn.Module):
             factor = self.resize / max(input_size)
             batch = resample(batch, tuple(max(1, round(side * factor)) for side in input_size))
         if self.config.scales == (1.0,):
-            levels = [batch] if min(batch.shape[-2:]) >= STRIDE else []
+            levels = [(1.0, batch)] if min(batch.shape[-2:]) >= STRIDE else []
         else:
             levels = self.pyramid(batch)
         if not levels:
             return self.empty(batch.shape[0], batch.device)
-        outputs = [self.detect_level(level, input_size) for level in levels]
-        return outputs[0] if len(outputs) == 1 else merge_levels(outputs, self.config.max_keypoints)
+        outputs = [self.detect_level(level, input_size) for _, level in levels]
+        if len(outputs) == 1:
+            return outputs[0]
+        return merge_levels(outputs, self.config.max_keypoints, weights=[factor for factor, _ in levels])
 
-    def pyramid(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        """The batch at each of ``config.scales`` (antialiased bilinear), levels under one cell left out."""
+    def pyramid(self, batch: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
+        """(scale, the batch at that scale) for each of ``config.scales`` (antialiased bilinear);
+        levels under one cell left out."""
         height, width = batch.shape[-2:]
-        sizes = [(max(1, round(height * factor)), max(1, round(width * factor))) for factor in self.config.scales]
-        return [resample(batch, size) for size in sizes if min(size) >= STRIDE]
+        levels = []
+        for factor in self.config.scales:
+            size = (max(1, round(height * factor)), max(1, round(width * factor)))
+            if min(size) >= STRIDE:
+                levels.append((factor, resample(batch, size)))
+        return levels
 
     def detect_level(self, level: torch.Tensor, input_size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """Network and post-processing on one image size; keypoints in the pixels of ``input_size``."""

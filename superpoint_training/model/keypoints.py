@@ -39,8 +39,9 @@ class DetectionConfig:
     the score map around it, or through its logarithm (:func:`refine_keypoints`); descriptors are
     then sampled at the refined positions.
     ``scales``: the image sizes, as fractions of the input, that the network sees; with more than
-    one, the keypoints of every level come back in the input's pixels and the strongest
-    ``max_keypoints`` of all levels are kept (:meth:`SuperPointPipeline.forward
+    one, the keypoints of every level come back in the input's pixels, each level's scores are
+    multiplied by its scale, and the strongest ``max_keypoints`` of all levels are kept
+    (:func:`merge_levels`, :meth:`SuperPointPipeline.forward
     <superpoint_training.model.inference.SuperPointPipeline.forward>`). The network is not scale
     invariant; a pyramid lets two views whose scales differ by 2x meet at some pair of levels, at
     1 + 1/2 + 1/4 ... times the cost.
@@ -255,16 +256,24 @@ def detect(
     return {"keypoints": keypoints, "scores": values, "valid": valid, "descriptors": descriptors}
 
 
-def merge_levels(levels: list[dict[str, torch.Tensor]], k: int | None) -> dict[str, torch.Tensor]:
+def merge_levels(levels: list[dict[str, torch.Tensor]], k: int | None,
+                 weights: list[float] | None = None) -> dict[str, torch.Tensor]:
     """The outputs of :func:`detect` on several pyramid levels (keypoints already in the same
     pixels) as one: the strongest valid ``k`` over all levels (all valid ones for None), sorted by
     score, valid entries a prefix as in :func:`detect`. One ``topk``, on the device.
 
+    ``weights`` multiply each level's scores before the ranking (and in the output): the pipeline
+    passes each level's scale, so that a coarse point, localised that many times more coarsely,
+    outranks a fine one only when it is that much stronger. Measured on the held-out photos
+    (scales 1, 0.71, 0.5; homography correct at e=3 over 5 orders): strong warps 0.753 unweighted ->
+    0.770 weighted, mild warps 0.847 -> 0.863 (one scale: 0.727 and 0.858).
     A corner seen at two levels stays twice, with the descriptor of each level: suppressing the
-    weaker of two points of different levels within the NMS radius measured worse on the held-out
-    strong-viewpoint pairs (homography correct at e=3 0.753 -> 0.729, scales 1, 0.71, 0.5).
+    weaker of two points of different levels within the NMS radius measured worse on the strong
+    warps (0.753 -> 0.729).
     """
     merged = {key: torch.cat([level[key] for level in levels], dim=1) for key in levels[0]}
+    if weights is not None:
+        merged["scores"] = torch.cat([level["scores"] * w for level, w in zip(levels, weights, strict=True)], dim=1)
     valid = merged["valid"]
     if k is None:
         k = int(valid.sum(1).max()) if valid.numel() else 0
