@@ -23,6 +23,7 @@ import torch
 from .cli_options import add_backend_arguments
 from .data.geometry import corner_error, random_homography, warp_image
 from .model.extractor import Extractor
+from .model.keypoints import parse_scales
 from .model.loading import WeightsError
 from .model.matching import match_descriptors
 from .viz import draw_matches, save_rgb, stack_rows
@@ -142,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_keypoints", type=int, default=1000)
     parser.add_argument("--detection_threshold", type=float, default=None)
     parser.add_argument("--nms_radius", type=int, default=None)
+    parser.add_argument("--scales", type=parse_scales, default=None,
+                        help="image pyramid, e.g. 1 (single scale) or 1,0.71,0.5 (default: the weights')")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random homography of the default pair")
     parser.add_argument("--output", type=Path, default=Path("outputs/match_demo.png"))
     args = parser.parse_args(argv)
@@ -157,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             image0, image1, H_true, source = default_pair(args.seed)
         extractor = Extractor(
             args.weights, args.device, max_keypoints=args.max_keypoints,
-            detection_threshold=args.detection_threshold, nms_radius=args.nms_radius, warmup=image0.shape[:2],
+            detection_threshold=args.detection_threshold, nms_radius=args.nms_radius, scales=args.scales,
+            warmup=image0.shape[:2],
             backend=args.backend, precision=args.precision,
         )
     except (DemoInputError, WeightsError) as error:
@@ -168,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     if extractor.loaded.format == "untrained":
         print("         NOTE: untrained weights give meaningless descriptors; see README for trained weights.")
     print(f"device:  {extractor.device}, {extractor.backend} {extractor.precision}, threshold {extractor.config.detection_threshold}, "
-          f"NMS radius {extractor.config.nms_radius}, max keypoints {args.max_keypoints}")
+          f"NMS radius {extractor.config.nms_radius}, scales {list(extractor.config.scales)}, "
+          f"max keypoints {args.max_keypoints}")
 
     sp, sp_draw = run_superpoint(extractor, image0, image1, H_true)
     sift, sift_draw = run_sift(image0, image1, H_true)
