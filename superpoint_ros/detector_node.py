@@ -79,8 +79,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "parabola through the log scores or the scores) or none (integer pixels); unset: the weights' "
                   "default.", choices=SUBPIXEL),
     ParameterSpec("scales", T.DOUBLE_ARRAY, None, "Image pyramid: the sizes, as fractions of the image in (0, 1], "
-                  "that the network sees, e.g. [1.0, 0.5] (keypoints of all levels in the image's pixels; "
-                  "1.5x the time); unset: the weights' default."),
+                  "that the network sees, e.g. [1.0, 0.5] (keypoints of all levels in the image's pixels, a level's "
+                  "scores times its scale; 1.5x the time); unset: the weights' default."),
     ParameterSpec("resize", T.INTEGER, 0, "Resize so that the longer side has this many pixels before "
                   "extraction (keypoints stay in the original image); 0 keeps the size.", range=(0, 8192)),
     ParameterSpec("descriptor_encoding", T.STRING, "float32", "Descriptor encoding in the Features message "
