@@ -192,15 +192,16 @@ def test_runtime_parameters(ros, photo_rgb):
     assert len(message.scores) > 10 and message.descriptor_encoding == "float32"
     keypoints = features_from_message(message).keypoints
     assert not np.array_equal(keypoints, np.round(keypoints))  # sub-pixel positions
-    # an image pyramid: the half-size level adds its keypoints, in the image's pixels
+    # the network on the half-size image only (a one-level pyramid): other points, in the image's pixels
     single = {tuple(p) for p in np.round(keypoints, 2).tolist()}
-    (result,) = ros.set_parameters(NODE, {"scales": [1.0, 0.5]})
+    (result,) = ros.set_parameters(NODE, {"scales": [0.5]})
     assert result.successful, result.reason
     try:
         message = send_and_receive(ros, 0, lambda sec: image_message(photo_rgb, "rgb8", sec))
         keypoints = features_from_message(message).keypoints
-        pyramid = {tuple(p) for p in np.round(keypoints, 2).tolist()}
-        assert pyramid - single and np.all(np.abs(keypoints) < 400)
+        half = {tuple(p) for p in np.round(keypoints, 2).tolist()}
+        assert len(half) > 10 and half - single
+        assert np.all(keypoints >= 0) and np.all(keypoints < [photo_rgb.shape[1], photo_rgb.shape[0]])
     finally:
         (result,) = ros.set_parameters(NODE, {"scales": [1.0]})
         assert result.successful
