@@ -305,17 +305,3 @@ def agreement(reference, other) -> dict[str, float]:
             cosine = np.sum(ref.descriptors[a].astype(np.float64) * oth.descriptors[b], axis=1)
             result.update(cosine_median=float(np.median(cosine)), cosine_p1=float(np.percentile(cosine, 1)))
     return result
-    if len(oth) == 0:
-        return {**result, "same_pixel": 0.0}
-    distance = np.abs(ref.keypoints[:, None, :] - oth.keypoints[None, :, :]).max(-1)
-    nearest = distance.argmin(1)
-    shift = distance[np.arange(len(ref)), nearest]
-    found = shift < 1.0
-    result["same_pixel"] = float(found.mean())
-    if found.any():
-        result.update(shift_median=float(np.median(shift[found])), shift_max=float(shift[found].max()))
-    if found.any() and ref.descriptors.shape[1]:
-        a, b = np.flatnonzero(found), nearest[found]
-        cosine = np.sum(ref.descriptors[a].astype(np.float64) * oth.descriptors[b], axis=1)
-        result.update(cosine_median=float(np.median(cosine)), cosine_p1=float(np.percentile(cosine, 1)))
-    return result

@@ -125,8 +125,9 @@ class Extractor:
     Detection options left at None take the defaults stored in the weights (a project checkpoint's,
     e.g. ``superpoint_ros``: threshold 0.002 and ``subpixel="gaussian"``) or the weights format's (the
     publishing implementation's: integer pixels). ``subpixel`` refines each keypoint within its pixel
-    from the score map (:func:`~superpoint_training.model.keypoints.refine_keypoints`). ``scales`` runs the
-    network on an image pyramid (e.g. ``(1.0, 0.5)``) and keeps the best keypoints of all levels. ``resize`` resizes so that the longer side has that many pixels (keypoints
+    from the score map (:func:`~superpoint_training.model.keypoints.refine_keypoints`). ``scales``
+    runs the network on an image pyramid (e.g. ``(1.0, 0.5)``) and keeps the best keypoints of all
+    levels. ``resize`` resizes so that the longer side has that many pixels (keypoints
     are returned in the caller's image). ``fixed_keypoints`` returns exactly ``max_keypoints``
     entries per image with a ``valid`` mask.
 

@@ -29,6 +29,14 @@ def covered_size(height: int, width: int) -> tuple[int, int]:
     return STRIDE * (int(height) // STRIDE), STRIDE * (int(width) // STRIDE)
 
 
+def scaled_size(size: tuple[int, int], factor: float) -> tuple[int, int]:
+    """(H, W) times ``factor``, rounded, at least one pixel per side (``size`` itself at 1: a traced
+    export keeps its shapes symbolic)."""
+    if factor == 1.0:
+        return tuple(size)
+    return tuple(max(1, round(int(side) * factor)) for side in size)
+
+
 def resample(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, C, H, W) at ``size`` (antialiased bilinear: no aliasing when shrinking); the batch itself at its size."""
     if tuple(batch.shape[-2:]) == tuple(size):
@@ -83,12 +91,8 @@ class SuperPointPipeline(nn.Module):
         batch = self.to_gray(batch)
         input_size = tuple(batch.shape[-2:])
         if self.resize is not None and max(input_size) != self.resize:
-            factor = self.resize / max(input_size)
-            batch = resample(batch, tuple(max(1, round(side * factor)) for side in input_size))
-        if self.config.scales == (1.0,):
-            levels = [(1.0, batch)] if min(batch.shape[-2:]) >= STRIDE else []
-        else:
-            levels = self.pyramid(batch)
+            batch = resample(batch, scaled_size(input_size, self.resize / max(input_size)))
+        levels = self.pyramid(batch)
         if not levels:
             return self.empty(batch.shape[0], batch.device)
         outputs = [self.detect_level(level, input_size) for _, level in levels]
@@ -97,15 +101,10 @@ class SuperPointPipeline(nn.Module):
         return merge_levels(outputs, self.config.max_keypoints, weights=[factor for factor, _ in levels])
 
     def pyramid(self, batch: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
-        """(scale, the batch at that scale) for each of ``config.scales`` (antialiased bilinear);
-        levels under one cell left out."""
-        height, width = batch.shape[-2:]
-        levels = []
-        for factor in self.config.scales:
-            size = (max(1, round(height * factor)), max(1, round(width * factor)))
-            if min(size) >= STRIDE:
-                levels.append((factor, resample(batch, size)))
-        return levels
+        """(scale, the batch at that scale) for each of ``config.scales`` (antialiased bilinear; the
+        batch itself at scale 1); levels under one cell left out."""
+        sizes = [(factor, scaled_size(batch.shape[-2:], factor)) for factor in self.config.scales]
+        return [(factor, resample(batch, size)) for factor, size in sizes if min(size) >= STRIDE]
 
     def detect_level(self, level: torch.Tensor, input_size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """Network and post-processing on one image size; keypoints in the pixels of ``input_size``."""
