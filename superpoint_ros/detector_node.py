@@ -56,7 +56,8 @@ TRANSPORTS = ("raw", "compressed", "both")
 T = Parameter.Type
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("weights", T.STRING, "default", "Weights file or name (default, superpoint_ros, "
-                  "superpoint_v6_from_tf, superpoint_v1, magicpoint_shapes, untrained).", runtime=False),
+                  "superpoint_ros_rotation, superpoint_v6_from_tf, superpoint_v1, magicpoint_shapes, "
+                  "untrained).", runtime=False),
     ParameterSpec("device", T.STRING, "auto", "Torch device: auto (CUDA if available), cpu, cuda, cuda:1...",
                   runtime=False),
     ParameterSpec("backend", T.STRING, "auto", "Network backend: torch, onnxruntime or openvino (CPU, pip install "

@@ -1,5 +1,6 @@
 """No keypoints from nothing: flat areas (uniform gray, pure black, the zero area outside a warp)
-give no keypoints with the default weights and default settings."""
+give no keypoints with the shipped SuperPoint weights (the default and its rotation-invariant
+variant) and their default settings."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import pytest
 from superpoint_training import Extractor
 
 
-@pytest.fixture(scope="module")
-def default_extractor():
-    return Extractor("default", device="cpu", warmup=False, backend="torch", precision="fp32")
+@pytest.fixture(scope="module", params=["default", "superpoint_ros_rotation"])
+def default_extractor(request):
+    return Extractor(request.param, device="cpu", warmup=False, backend="torch", precision="fp32")
 
 
 @pytest.mark.parametrize("value", [0, 1, 128, 255])

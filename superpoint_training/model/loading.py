@@ -42,6 +42,7 @@ V6_URL = "https://github.com/rpautrat/SuperPoint/raw/master/weights/superpoint_v
 # Named weights: name -> (file, how to get it).
 NAMED_WEIGHTS: dict[str, tuple[Path | None, str]] = {
     "superpoint_ros": (PRETRAINED_DIR / "superpoint_ros.pth", "ships with the package"),
+    "superpoint_ros_rotation": (PRETRAINED_DIR / "superpoint_ros_rotation.pth", "ships with the package"),
     "magicpoint_shapes": (PRETRAINED_DIR / "magicpoint_shapes.pth", "ships with the package"),
     "superpoint_v6_from_tf": (
         CACHE_DIR / "superpoint_v6_from_tf.pth",
