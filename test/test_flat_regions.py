@@ -11,24 +11,24 @@ from superpoint_training import Extractor
 
 
 @pytest.fixture(scope="module", params=["default", "superpoint_ros_rotation"])
-def default_extractor(request):
+def shipped_extractor(request):
     return Extractor(request.param, device="cpu", warmup=False, backend="torch", precision="fp32")
 
 
 @pytest.mark.parametrize("value", [0, 1, 128, 255])
-def test_uniform_images_give_no_keypoints(default_extractor, value):
-    features = default_extractor(np.full((240, 320), value, np.uint8)).numpy()
+def test_uniform_images_give_no_keypoints(shipped_extractor, value):
+    features = shipped_extractor(np.full((240, 320), value, np.uint8)).numpy()
     assert len(features) <= 3, features.scores[:10]
 
 
-def test_photo_inside_a_black_frame_keeps_its_keypoints_inside(default_extractor):
+def test_photo_inside_a_black_frame_keeps_its_keypoints_inside(shipped_extractor):
     import cv2
 
     skimage_data = pytest.importorskip("skimage.data")
     photo = cv2.resize(cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2GRAY), (320, 240))
     image = np.zeros((480, 640), np.uint8)  # what a warp leaves outside the image: zeros
     image[120:360, 160:480] = photo
-    features = default_extractor(image).numpy()
+    features = shipped_extractor(image).numpy()
     x, y = features.keypoints.T
     inside = (x >= 156) & (x < 484) & (y >= 116) & (y < 364)  # the photo and 4 px around its edge
     assert inside.sum() > 100
