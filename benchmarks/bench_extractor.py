@@ -49,6 +49,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from superpoint_training import Extractor, load_superpoint  # noqa: E402
+from superpoint_training.cli_options import add_scales_argument  # noqa: E402
 from superpoint_training.cpu_features import cpu_flags  # noqa: E402
 from superpoint_training.model.backends import (  # noqa: E402
     BACKEND_PRECISIONS,
@@ -59,7 +60,7 @@ from superpoint_training.model.backends import (  # noqa: E402
 )
 from superpoint_training.model.extractor import PRECISIONS  # noqa: E402
 from superpoint_training.model.inference import GRAY_WEIGHTS  # noqa: E402
-from superpoint_training.model.keypoints import SUBPIXEL, parse_scales  # noqa: E402
+from superpoint_training.model.keypoints import SUBPIXEL  # noqa: E402
 from superpoint_training.model.network import STRIDE  # noqa: E402
 
 DEFAULT_SIZES = "240x320,480x640,720x1280"
@@ -455,8 +456,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="per image (default: %(default)s)")
     parser.add_argument("--subpixel", choices=SUBPIXEL, default=None,
                         help="sub-pixel refinement (default: the weights'); compare none and gaussian to see its cost")
-    parser.add_argument("--scales", type=parse_scales, default=None,
-                        help="image pyramid, e.g. 1 or 1,0.71,0.5 (default: the weights'); compare them to see its cost")
+    add_scales_argument(parser)
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per configuration at most")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="stop repeating after this long (>= 2 runs)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default: %(default)s)")

@@ -30,6 +30,13 @@ def describe_path(extractor: Extractor) -> str:
     return f"{extractor.device}, {extractor.backend} {extractor.precision}"
 
 
+def add_scales_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add --scales (an image pyramid, parsed by :func:`~superpoint_training.model.keypoints.parse_scales`)."""
+    parser.add_argument("--scales", type=parse_scales, default=None,
+                        help="image pyramid, fractions of the image in (0, 1], e.g. 1 (single scale) or "
+                        "1,0.71,0.5 (default: the weights')")
+
+
 def add_extractor_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
                             max_keypoints: int | None = None) -> None:
     """Add --weights, --device, --backend, --precision, --max_keypoints, --detection_threshold,
@@ -51,8 +58,7 @@ def add_extractor_arguments(parser: argparse.ArgumentParser | argparse._Argument
                         help="descriptor sampling convention (default: the weights format's)")
     parser.add_argument("--subpixel", choices=SUBPIXEL, default=None,
                         help="sub-pixel refinement of keypoints: gaussian, quadratic or none (default: the weights')")
-    parser.add_argument("--scales", type=parse_scales, default=None,
-                        help="image pyramid, fractions of the image in (0, 1], e.g. 1,0.5 (default: the weights')")
+    add_scales_argument(parser)
     parser.add_argument("--resize", type=int, default=None,
                         help="resize so that the longer side has this many pixels (keypoints stay in the "
                         "original image's coordinates)")

@@ -20,10 +20,9 @@ import cv2
 import numpy as np
 import torch
 
-from .cli_options import add_backend_arguments
+from .cli_options import add_backend_arguments, add_scales_argument
 from .data.geometry import corner_error, random_homography, warp_image
 from .model.extractor import Extractor
-from .model.keypoints import parse_scales
 from .model.loading import WeightsError
 from .model.matching import match_descriptors
 from .viz import draw_matches, save_rgb, stack_rows
@@ -143,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_keypoints", type=int, default=1000)
     parser.add_argument("--detection_threshold", type=float, default=None)
     parser.add_argument("--nms_radius", type=int, default=None)
-    parser.add_argument("--scales", type=parse_scales, default=None,
-                        help="image pyramid, e.g. 1 (single scale) or 1,0.71,0.5 (default: the weights')")
+    add_scales_argument(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random homography of the default pair")
     parser.add_argument("--output", type=Path, default=Path("outputs/match_demo.png"))
     args = parser.parse_args(argv)
