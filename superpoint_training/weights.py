@@ -6,6 +6,7 @@ Examples (tests never download)::
     python -m superpoint_training.weights check FILE          # what a file is, and whether it loads
     python -m superpoint_training.weights list                # the named weights and where they are
     python -m superpoint_training.weights defaults IN OUT --set detection_threshold=0.002 --set subpixel=gaussian
+    python -m superpoint_training.weights interpolate A B OUT --fraction 0.5   # (1-f) A + f B
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .model.loading import (
     WeightsError,
     default_weights_name,
     download,
+    interpolate_weights,
     load_superpoint,
     set_detection_defaults,
 )
@@ -34,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         epilog="examples:\n  python -m superpoint_training.weights download\n"
         "  python -m superpoint_training.weights check ~/.cache/superpoint_ros/superpoint_v6_from_tf.pth\n"
         "  python -m superpoint_training.weights list\n"
-        "  python -m superpoint_training.weights defaults experiments/sp/weights.pth sp.pth --set subpixel=gaussian",
+        "  python -m superpoint_training.weights defaults experiments/sp/weights.pth sp.pth --set subpixel=gaussian\n"
+        "  python -m superpoint_training.weights interpolate superpoint_ros superpoint_ros_rotation mix.pth --fraction 0.5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     defaults.add_argument("output")
     defaults.add_argument("--set", dest="options", metavar="KEY=VALUE", action="append",
                           default=[], help=f"one of {', '.join(STORED_DETECTION_OPTIONS)} (repeatable)")
+    mix = sub.add_parser("interpolate", help="write (1 - f) * FIRST + f * SECOND, parameter by parameter "
+                         "(a network and its fine-tune: WiSE-FT); metadata and defaults from FIRST")
+    mix.add_argument("first", help="a project checkpoint: a path or a name such as superpoint_ros")
+    mix.add_argument("second")
+    mix.add_argument("output")
+    mix.add_argument("--fraction", type=float, required=True, help="weight of SECOND, in [0, 1]")
     args = parser.parse_args(argv)
     try:
         if args.command == "download":
@@ -65,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
                 deep_update(options, parse_override(text))
             loaded = set_detection_defaults(args.file, args.output, **options)
             print(f"wrote {args.output}: detection defaults {loaded.detection_defaults}")
+        elif args.command == "interpolate":
+            interpolate_weights(args.first, args.second, args.fraction, args.output)
+            print(f"wrote {args.output}: {1 - args.fraction:g} x {args.first} + {args.fraction:g} x {args.second}")
         else:
             for name, (path, how) in NAMED_WEIGHTS.items():
                 state = "present" if path is not None and path.exists() else how

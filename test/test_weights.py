@@ -139,3 +139,33 @@ def test_weights_cli_defaults_writes_checked_detection_defaults(tmp_path, capsys
     torch.save(random_state_dict("v6"), published)
     assert weights_command.main(["defaults", str(published), str(tmp_path / "p.pth"), "--set", "nms_radius=3"]) == 1
     assert "not a project checkpoint" in capsys.readouterr().err
+
+
+def test_weights_cli_interpolate_mixes_two_checkpoints_parameter_by_parameter(tmp_path, capsys):
+    torch.manual_seed(0)
+    first, second = SuperPoint(ModelConfig(variant="v6")), SuperPoint(ModelConfig(variant="v6"))
+    paths = []
+    for name, model, iteration in (("first", first, 10), ("second", second, 20)):
+        paths.append(tmp_path / f"{name}.pth")
+        torch.save({"format": "superpoint_ros", "model_config": model.config.to_dict(), "model": model.state_dict(),
+                    "iteration": iteration, "detection_defaults": {"detection_threshold": 0.002 * iteration}},
+                   paths[-1])
+    output = tmp_path / "mix.pth"
+    assert weights_command.main(["interpolate", str(paths[0]), str(paths[1]), str(output), "--fraction", "0.25"]) == 0
+    mixed = torch.load(output, map_location="cpu", weights_only=False)
+    name = "descriptor.1.conv.weight"
+    expected = 0.75 * first.state_dict()[name] + 0.25 * second.state_dict()[name]
+    assert torch.allclose(mixed["model"][name], expected, atol=1e-6)
+    assert not torch.allclose(first.state_dict()[name], second.state_dict()[name])
+    assert mixed["interpolation"]["fraction"] == 0.25 and mixed["interpolation"]["second_iteration"] == 20
+    assert Extractor(output, device="cpu", warmup=False).config.detection_threshold == 0.02  # from the first
+    other = tmp_path / "magicpoint.pth"
+    magicpoint = SuperPoint(ModelConfig(variant="v6", descriptor_dim=0))
+    torch.save({"format": "superpoint_ros", "model_config": magicpoint.config.to_dict(),
+                "model": magicpoint.state_dict()}, other)
+    bad = str(tmp_path / "bad.pth")
+    for args, message in (([str(paths[0]), str(other), bad, "--fraction", "0.5"], "different models"),
+                          ([str(paths[0]), str(paths[1]), bad, "--fraction", "1.5"], "fraction")):
+        assert weights_command.main(["interpolate", *args]) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad.pth").exists()

@@ -289,12 +289,7 @@ def set_detection_defaults(weights: str | os.PathLike, output: str | os.PathLike
     unknown = set(options) - set(STORED_DETECTION_OPTIONS)
     if unknown:
         raise WeightsError(f"unknown detection options {sorted(unknown)}; choose from {', '.join(STORED_DETECTION_OPTIONS)}")
-    path = Path(weights)
-    _check_pytorch_file(path)
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:
-        raise WeightsError(f"{path}: not a project checkpoint (published state dicts carry no defaults; "
-                           "pass the options to the Extractor instead)")
+    obj = _read_checkpoint(weights, "published state dicts carry no defaults; pass the options to the Extractor instead")
     defaults = {**obj.get("detection_defaults", {}), **options}
     try:
         config = DetectionConfig(**{**FORMAT_DEFAULTS[obj["model_config"].get("variant", "v6")], **defaults})
@@ -304,6 +299,49 @@ def set_detection_defaults(weights: str | os.PathLike, output: str | os.PathLike
         defaults["scales"] = list(config.scales)
     obj = {k: v for k, v in obj.items() if k not in ("optimizer", "scaler")}
     obj["detection_defaults"] = defaults
+    return _write_checkpoint(obj, output)
+
+
+def interpolate_weights(first: str | os.PathLike, second: str | os.PathLike, fraction: float,
+                        output: str | os.PathLike) -> LoadedWeights:
+    """Write ``(1 - fraction) * first + fraction * second``, parameter by parameter, to ``output``.
+
+    Weight-space interpolation between a network and a fine-tune of it (WiSE-FT, Wortsman et al.,
+    CVPR 2022): both start from the same weights, so the straight line between them stays in one basin
+    and a point on it can keep most of each end's strengths (here: upright accuracy and rotation
+    robustness). BatchNorm statistics are interpolated like the parameters; integer buffers and the
+    metadata (detection defaults, configuration) come from ``first``. Names (``superpoint_ros``) or paths.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise WeightsError(f"fraction must be in [0, 1], got {fraction}")
+    need = "interpolation needs the project's checkpoints"
+    a, b = _read_checkpoint(first, need), _read_checkpoint(second, need)
+    if a["model_config"] != b["model_config"]:
+        raise WeightsError(f"different models: {a['model_config']} vs {b['model_config']}")
+    state_a, state_b = _strip_prefix(a["model"]), _strip_prefix(b["model"])
+    if state_a.keys() != state_b.keys() or any(state_a[k].shape != state_b[k].shape for k in state_a):
+        raise WeightsError(f"{first} and {second} hold different tensors (names or shapes)")
+    mixed = {name: torch.lerp(value.double(), state_b[name].double(), fraction).to(value.dtype)
+             if value.is_floating_point() else value for name, value in state_a.items()}
+    obj = {k: v for k, v in a.items() if k not in ("optimizer", "scaler", "metrics")}
+    obj["model"] = mixed
+    obj["interpolation"] = {"first": str(first), "second": str(second), "fraction": float(fraction),
+                            "first_iteration": a.get("iteration"), "second_iteration": b.get("iteration")}
+    return _write_checkpoint(obj, output)
+
+
+def _read_checkpoint(weights: str | os.PathLike, why: str) -> dict:
+    """The raw dict of a project checkpoint (a name of :data:`NAMED_WEIGHTS` or a path)."""
+    named = NAMED_WEIGHTS.get(str(weights))
+    path = Path(named[0]) if named and named[0] is not None else Path(weights)
+    _check_pytorch_file(path)
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise WeightsError(f"{path}: not a project checkpoint ({why})")
+    return dict(obj)
+
+
+def _write_checkpoint(obj: dict, output: str | os.PathLike) -> LoadedWeights:
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(obj, output)
