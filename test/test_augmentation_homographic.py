@@ -170,6 +170,21 @@ def test_rotation_range_is_bounded_by_max_angle():
     assert math.isclose(hg.SAMPLER_DEFAULTS["max_angle"], math.pi / 2)
 
 
+
+def test_full_rotation_probability_mixes_full_turns_into_the_range():
+    params = {**OFF, "rotation": True, "patch_ratio": 1.0, "allow_artifacts": True, "max_angle": 0.5}
+    reference = sample_homography(50, (128, 128), params, torch.Generator().manual_seed(5))
+    unchanged = sample_homography(50, (128, 128), {**params, "full_rotation_probability": 0.0},
+                                  torch.Generator().manual_seed(5))
+    assert torch.equal(reference, unchanged)  # the key at 0 draws nothing: the reference's stream
+    H = sample_homography(400, (128, 128), {**params, "full_rotation_probability": 0.5},
+                          torch.Generator().manual_seed(5)).double()
+    angles = torch.atan2(H[:, 1, 0], H[:, 0, 0]).abs()
+    beyond = (angles > 0.5 + 1e-5).float().mean().item()
+    # Half the samples draw from +-pi, and 21 of those 25 angles lie beyond 0.5 rad: about 0.42.
+    assert 0.3 < beyond < 0.55, beyond
+    assert angles.max() > 3.0
+
 def test_unknown_sampler_key_is_an_error():
     with pytest.raises(ConfigError, match="params.patchratio"):
         sample_homography(1, SHAPE, {"patchratio": 0.5})

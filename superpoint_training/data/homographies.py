@@ -47,6 +47,9 @@ SAMPLER_DEFAULTS: dict[str, Any] = {
     "max_angle": math.pi / 2,
     "allow_artifacts": False,
     "translation_overflow": 0.0,
+    # Not in the reference: the share of samples whose rotation is drawn from +-pi instead of
+    # +-max_angle. A mix keeps upright views in training while the descriptors learn full turns.
+    "full_rotation_probability": 0.0,
 }
 
 # magic-point_shapes.yaml's homographic section.
@@ -165,12 +168,16 @@ def sample_homography(
         pts += shift[:, None]
 
     if c["rotation"]:
-        angles = torch.cat([torch.zeros(1, dtype=torch.float64),
-                            torch.linspace(-c["max_angle"], c["max_angle"], c["n_angles"], dtype=torch.float64)])
+        max_angle = torch.full((b, 1), float(c["max_angle"]), dtype=torch.float64)
+        if c["full_rotation_probability"] > 0:  # no draw otherwise: the reference's random stream stays
+            full = _uniform((b, 1), generator) < c["full_rotation_probability"]
+            max_angle = torch.where(full, torch.full_like(max_angle, math.pi), max_angle)
+        steps = torch.linspace(-1, 1, c["n_angles"], dtype=torch.float64)
+        angles = torch.cat([torch.zeros(b, 1, dtype=torch.float64), max_angle * steps], 1)  # (B, A+1)
         cos, sin = torch.cos(angles), torch.sin(angles)
-        rotations = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (A+1, 2, 2)
+        rotations = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B, A+1, 2, 2)
         centre = pts.mean(dim=1, keepdim=True)
-        rotated = (pts - centre)[:, None] @ rotations.transpose(-1, -2)[None] + centre[:, None]  # (B, A+1, 4, 2)
+        rotated = (pts - centre)[:, None] @ rotations.transpose(-1, -2) + centre[:, None]  # (B, A+1, 4, 2)
         valid = _inside(rotated)
         if c["allow_artifacts"]:
             valid = torch.ones_like(valid)
