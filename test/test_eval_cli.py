@@ -30,13 +30,14 @@ def first_run(small_set, tmp_path_factory):
     return output, argv
 
 
-def test_report_files_and_tables(first_run):
+def test_report_files_and_tables(first_run, small_set):
     output, _ = first_run
     markdown = (output / "report.md").read_text()
     for heading in (
         "## Detectors: repeatability",
         "## Descriptors: homography estimation, e = 3",
         "## Homography estimation, all changes, e = 1 / 3 / 5",
+        "## Homography estimation per sequence, e = 3",
         "## Descriptors: nearest-neighbour mAP",
     ):
         assert heading in markdown
@@ -45,6 +46,9 @@ def test_report_files_and_tables(first_run):
     assert "UNTRAINED" in markdown  # the weights are named in the report
     for method in evaluate.ALL_METHODS:
         assert f"| {method} |" in markdown
+    per_sequence = markdown.split("## Homography estimation per sequence, e = 3")[1].split("## ")[0]
+    sequences = sorted(p.name for p in small_set.iterdir() if p.is_dir())
+    assert len(sequences) == 2 and all(f"| {name} |" in per_sequence for name in sequences)
     plots = sorted(p.name for p in (output / "plots").iterdir())
     assert "detector_repeatability.png" in plots and "descriptor_correct_e3.png" in plots
     assert "precision_recall.png" in plots

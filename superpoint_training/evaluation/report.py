@@ -16,6 +16,7 @@ from .methods import Protocol, opencv_version
 from .metrics import CORRECTNESS_THRESHOLDS, precision_recall
 
 KIND_COLUMNS = ("illumination", "viewpoint", "all")
+PER_SEQUENCE_ROWS = 60  # report.md lists each sequence up to this many (full HPatches: 116, see report.json)
 
 
 def finite_or_none(value) -> float | None:
@@ -106,6 +107,9 @@ def markdown_report(report: dict) -> str:
             cells = [format_value(values[f"correct_e{e}"]["all"]) for e in CORRECTNESS_THRESHOLDS]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
+        n_sequences = len({r["sequence"] for r in report.get("pairs", []) if r.get("protocol") == "descriptor"})
+        if 0 < n_sequences <= PER_SEQUENCE_ROWS:
+            lines += ["## Homography estimation per sequence, e = 3", ""] + per_sequence_table(report) + [""]
         for metric in ("matching_score", "nn_map"):
             lines += [
                 f"## Descriptors: {METRIC_TITLES[metric]}",
@@ -136,6 +140,23 @@ def markdown_report(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def per_sequence_table(report: dict) -> list[str]:
+    """Homography correctness at e=3 of each method on each sequence (descriptor protocol): where a
+    method loses (a large rotation, a zoom) shows here and hides in the means."""
+    records = [r for r in report.get("pairs", []) if r.get("protocol") == "descriptor"]
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    sequences = sorted({r["sequence"] for r in records})
+    lines = ["| sequence | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for sequence in sequences:
+        cells = []
+        for method in methods:
+            values = [float(r["correct_e3"]) for r in records if r["sequence"] == sequence and r["method"] == method
+                      and r.get("correct_e3") is not None]
+            cells.append(f"{np.mean(values):.2f}" if values else "-")
+        lines.append(f"| {sequence} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _size_text(settings: dict, protocol: dict) -> str:

@@ -286,24 +286,10 @@ def heldout_repeatability(weights: str, pairs: list) -> float:
     return float(np.nanmean(values)) if values else float("nan")
 
 
-def _per_sequence_table(report: dict) -> list[str]:
-    records = [r for r in report.get("pairs", []) if r.get("protocol") == "descriptor"]
-    methods = list(dict.fromkeys(r["method"] for r in records))
-    sequences = sorted({r["sequence"] for r in records})
-    lines = ["| sequence | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
-    for sequence in sequences:
-        cells = []
-        for method in methods:
-            values = [float(r["correct_e3"]) for r in records if r["sequence"] == sequence and r["method"] == method
-                      and r.get("correct_e3") is not None]
-            cells.append(f"{np.mean(values):.2f}" if values else "-")
-        lines.append(f"| {sequence} | " + " | ".join(cells) + " |")
-    return lines
-
-
 def weights_card(config: dict, state: dict, precision: str, command: str) -> str:
     """The card: what was run, on what, for how long, and how the result compares."""
     from ..cpu_features import describe_cpu
+    from ..evaluation.report import per_sequence_table
 
     sp = state.get("superpoint", {})
     lines = [f"# Weights card: campaign `{config['name']}`", "",
@@ -344,7 +330,7 @@ def weights_card(config: dict, state: dict, precision: str, command: str) -> str
             lines.append(f"| {method} | {cell('correct_e1')} / {cell('correct_e3')} / {cell('correct_e5')} | "
                          f"{cell('correct_e3', 'illumination')} / {cell('correct_e3', 'viewpoint')} | "
                          f"{cell('matching_score')} | {'-' if rep is None else f'{rep:.3f}'} |")
-        lines += ["", "Homography correctness at e=3 per sequence:", ""] + _per_sequence_table(report)
+        lines += ["", "Homography correctness at e=3 per sequence:", ""] + per_sequence_table(report)
         lines += ["", f"Full report: `{Path(report_path).with_name('report.md')}`."]
     for label in ("final", "baseline"):
         vo = state.get("report", {}).get(f"vo_{label}")
