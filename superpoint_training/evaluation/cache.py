@@ -14,6 +14,9 @@ from ..data.hpatches import HPatches
 from .methods import Method, Protocol
 
 CACHE_VERSION = 1
+# Protocol fields read only when the metrics are computed from the cached points: changing them
+# (e.g. --ransac-orders 20 after a run with 5) reuses the predictions.
+METRIC_ONLY_FIELDS = ("top_k", "distance", "ransac_orders")
 
 
 def settings_hash(settings: dict) -> str:
@@ -27,7 +30,7 @@ class Cache:
         self.settings = {
             "version": CACHE_VERSION,
             **method.settings,
-            "protocol": asdict(protocol),
+            "protocol": {k: v for k, v in asdict(protocol).items() if k not in METRIC_ONLY_FIELDS},
             "resize": dataset.resize,
             "short_side": dataset.short_side if dataset.resize == "short_side" else None,
         }
