@@ -158,6 +158,7 @@ def test_weights_cli_interpolate_mixes_two_checkpoints_parameter_by_parameter(tm
     assert torch.allclose(mixed["model"][name], expected, atol=1e-6)
     assert not torch.allclose(first.state_dict()[name], second.state_dict()[name])
     assert mixed["interpolation"]["fraction"] == 0.25 and mixed["interpolation"]["second_iteration"] == 20
+    assert "iteration" not in mixed  # neither run's iteration describes the mix
     assert Extractor(output, device="cpu", warmup=False).config.detection_threshold == 0.02  # from the first
     other = tmp_path / "magicpoint.pth"
     magicpoint = SuperPoint(ModelConfig(variant="v6", descriptor_dim=0))

@@ -323,7 +323,8 @@ def interpolate_weights(first: str | os.PathLike, second: str | os.PathLike, fra
         raise WeightsError(f"{first} and {second} hold different tensors (names or shapes)")
     mixed = {name: torch.lerp(value.double(), state_b[name].double(), fraction).to(value.dtype)
              if value.is_floating_point() else value for name, value in state_a.items()}
-    obj = {k: v for k, v in a.items() if k not in ("optimizer", "scaler", "metrics")}
+    # No single run or iteration made these weights: the provenance goes in "interpolation".
+    obj = {k: v for k, v in a.items() if k not in ("optimizer", "scaler", "metrics", "iteration", "experiment")}
     obj["model"] = mixed
     obj["interpolation"] = {"first": str(first), "second": str(second), "fraction": float(fraction),
                             "first_iteration": a.get("iteration"), "second_iteration": b.get("iteration")}
