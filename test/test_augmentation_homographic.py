@@ -170,7 +170,6 @@ def test_rotation_range_is_bounded_by_max_angle():
     assert math.isclose(hg.SAMPLER_DEFAULTS["max_angle"], math.pi / 2)
 
 
-
 def test_full_rotation_probability_mixes_full_turns_into_the_range():
     params = {**OFF, "rotation": True, "patch_ratio": 1.0, "allow_artifacts": True, "max_angle": 0.5}
     reference = sample_homography(50, (128, 128), params, torch.Generator().manual_seed(5))
@@ -184,6 +183,7 @@ def test_full_rotation_probability_mixes_full_turns_into_the_range():
     # Half the samples draw from +-pi, and 21 of those 25 angles lie beyond 0.5 rad: about 0.42.
     assert 0.3 < beyond < 0.55, beyond
     assert angles.max() > 3.0
+
 
 def test_unknown_sampler_key_is_an_error():
     with pytest.raises(ConfigError, match="params.patchratio"):

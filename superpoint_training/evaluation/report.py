@@ -107,9 +107,9 @@ def markdown_report(report: dict) -> str:
             cells = [format_value(values[f"correct_e{e}"]["all"]) for e in CORRECTNESS_THRESHOLDS]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
-        n_sequences = len({r["sequence"] for r in report.get("pairs", []) if r.get("protocol") == "descriptor"})
-        if 0 < n_sequences <= PER_SEQUENCE_ROWS:
-            lines += ["## Homography estimation per sequence, e = 3", ""] + per_sequence_table(report) + [""]
+        per_sequence = per_sequence_table(report)
+        if 2 < len(per_sequence) <= 2 + PER_SEQUENCE_ROWS:  # a header, a rule, then a row per sequence
+            lines += ["## Homography estimation per sequence, e = 3", ""] + per_sequence + [""]
         for metric in ("matching_score", "nn_map"):
             lines += [
                 f"## Descriptors: {METRIC_TITLES[metric]}",

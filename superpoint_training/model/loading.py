@@ -172,20 +172,11 @@ def load_superpoint(weights: str | os.PathLike | Mapping | None = None) -> Loade
         weights = default_weights_name()
     if isinstance(weights, Mapping):
         return _from_object(weights, "<state dict>")
-    name = str(weights)
-    if name in NAMED_WEIGHTS:
-        path, how = NAMED_WEIGHTS[name]
-        if path is None:
-            torch.manual_seed(0)
-            model = SuperPoint(ModelConfig(variant="v6")).eval()
-            return LoadedWeights(model, "untrained", "random initialisation (seed 0)", dict(FORMAT_DEFAULTS["v6"]))
-        if not path.exists():
-            raise WeightsError(f"weights {name!r} not found at {path}: {how}")
-        weights = path
-    path = Path(weights).expanduser()
-    if not path.exists():
-        known = ", ".join(NAMED_WEIGHTS)
-        raise WeightsError(f"weights file not found: {path} (named weights: {known}, default)")
+    if str(weights) in NAMED_WEIGHTS and NAMED_WEIGHTS[str(weights)][0] is None:
+        torch.manual_seed(0)
+        model = SuperPoint(ModelConfig(variant="v6")).eval()
+        return LoadedWeights(model, "untrained", "random initialisation (seed 0)", dict(FORMAT_DEFAULTS["v6"]))
+    path = weights_path(weights)
     _check_pytorch_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -194,6 +185,26 @@ def load_superpoint(weights: str | os.PathLike | Mapping | None = None) -> Loade
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path}: expected a state dict or a checkpoint dict, found {type(obj).__name__}")
     return _from_object(obj, str(path))
+
+
+def weights_path(weights: str | os.PathLike) -> Path:
+    """The file behind a name of :data:`NAMED_WEIGHTS` (or ``"default"``) or a path; a WeightsError that
+    says how to get it when it is missing."""
+    if weights == "default":
+        weights = default_weights_name()
+    name = str(weights)
+    if name in NAMED_WEIGHTS:
+        path, how = NAMED_WEIGHTS[name]
+        if path is None:
+            raise WeightsError(f"weights {name!r} are not a file: {how}")
+        if not path.exists():
+            raise WeightsError(f"weights {name!r} not found at {path}: {how}")
+        return path
+    path = Path(weights).expanduser()
+    if not path.exists():
+        known = ", ".join(NAMED_WEIGHTS)
+        raise WeightsError(f"weights file not found: {path} (named weights: {known}, default)")
+    return path
 
 
 # What a file that is not a PyTorch file probably is, from its first bytes.
@@ -333,8 +344,7 @@ def interpolate_weights(first: str | os.PathLike, second: str | os.PathLike, fra
 
 def _read_checkpoint(weights: str | os.PathLike, why: str) -> dict:
     """The raw dict of a project checkpoint (a name of :data:`NAMED_WEIGHTS` or a path)."""
-    named = NAMED_WEIGHTS.get(str(weights))
-    path = Path(named[0]) if named and named[0] is not None else Path(weights)
+    path = weights_path(weights)
     _check_pytorch_file(path)
     obj = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:
