@@ -148,13 +148,13 @@ def per_sequence_table(report: dict) -> list[str]:
     records = [r for r in report.get("pairs", []) if r.get("protocol") == "descriptor"]
     methods = list(dict.fromkeys(r["method"] for r in records))
     sequences = sorted({r["sequence"] for r in records})
+    correct: dict[tuple[str, str], list[float]] = {}  # (sequence, method) -> e=3 per pair, one pass
+    for r in records:
+        if r.get("correct_e3") is not None:
+            correct.setdefault((r["sequence"], r["method"]), []).append(float(r["correct_e3"]))
     lines = ["| sequence | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for sequence in sequences:
-        cells = []
-        for method in methods:
-            values = [float(r["correct_e3"]) for r in records if r["sequence"] == sequence and r["method"] == method
-                      and r.get("correct_e3") is not None]
-            cells.append(f"{np.mean(values):.2f}" if values else "-")
+        cells = [f"{np.mean(correct[sequence, m]):.2f}" if (sequence, m) in correct else "-" for m in methods]
         lines.append(f"| {sequence} | " + " | ".join(cells) + " |")
     return lines
 
