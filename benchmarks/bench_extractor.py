@@ -50,7 +50,7 @@ if str(REPO) not in sys.path:
 
 from superpoint_training import Extractor, load_superpoint  # noqa: E402
 from superpoint_training.cli_options import add_scales_argument  # noqa: E402
-from superpoint_training.cpu_features import cpu_flags  # noqa: E402
+from superpoint_training.common.machine import cpu_flags  # noqa: E402
 from superpoint_training.model.backends import (  # noqa: E402
     BACKEND_PRECISIONS,
     BACKENDS,

@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+# Several test runs may start at once (developers, helpers): one set-up at a time.
+mkdir -p build_ros
+exec 9>build_ros/.setup.lock
+flock 9
 # The venv lives outside the source tree: CMake refuses include dirs inside the source folder.
 VENV="${SUPERPOINT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/superpoint_ros/venv-py311}"
 PY=${PYTHON:-python3.11}

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cpu_features import has_native_bf16
+from ..common.machine import has_native_bf16
 
 log = logging.getLogger(__name__)
 

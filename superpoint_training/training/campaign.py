@@ -288,7 +288,7 @@ def heldout_repeatability(weights: str, pairs: list) -> float:
 
 def weights_card(config: dict, state: dict, precision: str, command: str) -> str:
     """The card: what was run, on what, for how long, and how the result compares."""
-    from ..cpu_features import describe_cpu
+    from ..common.machine import describe_cpu
     from ..evaluation.report import per_sequence_table
 
     sp = state.get("superpoint", {})

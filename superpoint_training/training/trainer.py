@@ -120,7 +120,7 @@ def resolve_training_precision(precision: str, device: torch.device) -> str:
     ``auto``: bf16 on CUDA devices that support it and on CPUs with native bf16 (AVX-512 BF16, AMX),
     else fp32. An explicit ``bf16`` on a CPU without native bf16 runs (emulated, slow) with a warning.
     """
-    from ..cpu_features import has_native_bf16
+    from ..common.machine import has_native_bf16
 
     if device.type == "cuda":
         if precision == "auto":
