@@ -120,3 +120,48 @@ def stream_status(stats: StreamStats, status_cls: type, key_value_cls: type, har
         else:
             values.append(key_value_cls(key=key, value=str(value)))
     return status_cls(level=bytes([level]), name=stats.name, message=message, hardware_id=hardware_id, values=values)
+
+
+def make_status(name: str, level: int, message: str, values: dict[str, Any] | None = None,
+                hardware_id: str = "") -> Any:
+    """A diagnostic_msgs/DiagnosticStatus (imported here: the rest of this module needs no ROS).
+
+    ``values``: key -> value, floats written with 3 decimals, everything else with ``str``.
+    """
+    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+    pairs = [KeyValue(key=str(k), value=f"{v:.3f}" if isinstance(v, float) else str(v))
+             for k, v in (values or {}).items()]
+    return DiagnosticStatus(level=bytes([level]), name=name, message=message, hardware_id=hardware_id, values=pairs)
+
+
+class DiagnosticsPublisher:
+    """Publishes ``collect()`` (a list of DiagnosticStatus) on /diagnostics every ``period`` seconds.
+
+    Shared by the nodes: ``DiagnosticsPublisher(node, 1.0, self._statuses)``; ``period`` <= 0
+    publishes nothing on its own (``publish()`` still works). ``destroy()`` removes the timer and
+    the publisher (a lifecycle cleanup).
+    """
+
+    def __init__(self, node: Any, period: float, collect: Any, topic: str = "/diagnostics"):
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self._node = node
+        self._array_cls = DiagnosticArray
+        self._collect = collect
+        self.publisher = node.create_publisher(DiagnosticArray, topic, 10)
+        self.timer = node.create_timer(period, self.publish) if period > 0 else None
+
+    def publish(self) -> None:
+        array = self._array_cls()
+        array.header.stamp = self._node.get_clock().now().to_msg()
+        array.status = list(self._collect())
+        self.publisher.publish(array)
+
+    def destroy(self) -> None:
+        if self.timer is not None:
+            self._node.destroy_timer(self.timer)
+            self.timer = None
+        if self.publisher is not None:
+            self._node.destroy_publisher(self.publisher)
+            self.publisher = None
