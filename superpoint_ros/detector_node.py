@@ -230,6 +230,8 @@ class DetectorNode(Node):
         camera = result.frame.camera
         if result.error is not None:
             self.stats[camera].on_malformed(result.error.kind)
+            if result.error.kind == "unknown_encoding":
+                self.stats[camera].on_refused_encoding(result.frame.msg.encoding)
             if result.error.kind not in self._logged_kinds:  # once per kind; diagnostics count the rest
                 self._logged_kinds.add(result.error.kind)
                 self.get_logger().warning(f"skipping malformed image on {self.image_topics[camera]}: "

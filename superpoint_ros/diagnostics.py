@@ -16,6 +16,7 @@ import numpy as np
 
 # diagnostic_msgs/DiagnosticStatus levels
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
+MAX_ENCODING_NAMES = 8  # distinct refused encodings named on /diagnostics; the rest count as "(other)"
 
 
 def percentile_ms(values: list[float] | np.ndarray, q: float) -> float:
@@ -43,6 +44,7 @@ class StreamStats:
         self.published = 0
         self.dropped = 0
         self.malformed: Counter[str] = Counter()
+        self.refused_encodings: Counter[str] = Counter()
 
     def on_received(self) -> None:
         with self._lock:
@@ -57,6 +59,14 @@ class StreamStats:
         with self._lock:
             self.malformed[kind] += 1
             self._last_malformed = self._clock()
+
+    def on_refused_encoding(self, encoding: str) -> None:
+        """Count an image refused for its encoding, by name (names from the wire: cleaned and capped)."""
+        name = "".join(c if c.isprintable() and c not in ",:" else "?" for c in str(encoding)[:40]) or "''"
+        with self._lock:
+            if name not in self.refused_encodings and len(self.refused_encodings) >= MAX_ENCODING_NAMES:
+                name = "(other)"
+            self.refused_encodings[name] += 1
 
     def on_published(self, latency_s: float, age_s: float = math.nan) -> None:
         now = self._clock()
@@ -81,6 +91,7 @@ class StreamStats:
                 "dropped": self.dropped,
                 "malformed": sum(self.malformed.values()),
                 "malformed_kinds": dict(self.malformed),
+                "refused_encodings": ", ".join(f"{k}: {v}" for k, v in self.refused_encodings.most_common()),
             }
             since_received = now - self._last_received
             recent_malformed = now - self._last_malformed < self.window_s
@@ -109,6 +120,8 @@ def stream_status(stats: StreamStats, status_cls: type, key_value_cls: type, har
         level, message = STALE, f"no images for {summary['seconds_since_last_image']:.1f} s"
     elif summary["malformed_recently"]:
         level, message = WARN, "malformed images skipped: " + ", ".join(sorted(summary["malformed_kinds"]))
+        if summary["refused_encodings"]:
+            message += f" (encodings refused: {summary['refused_encodings']})"
     else:
         level, message = OK, f"{summary['rate_hz']:.1f} Hz, latency p50 {summary['latency_p50_ms']:.1f} ms"
     values = []

@@ -13,10 +13,18 @@ encoding                                               result
 ``mono16``, ``16UC1``                                  (H, W) float32 = value / 65535 (full range)
 ``32FC1``                                              (H, W) float32 in [0, 1], see below
 ``rgb8``                                               (H, W, 3) uint8 RGB, a zero-copy view
-``bgr8``, ``8UC3`` (OpenCV order), ``bgra8``, ``rgba8``  (H, W, 3) uint8 RGB (one cv2 conversion)
+``bgr8``, ``8UC3`` (OpenCV order), ``bgra8``, ``rgba8``,  (H, W, 3) uint8 RGB (one cv2 conversion)
+``8UC4`` (OpenCV order: BGRA)
+``rgb16``, ``bgr16``, ``rgba16``, ``bgra16``           (H, W, 3) uint8 RGB = round(value / 257)
+``yuv422_yuy2``, ``yuyv`` (Y0 U Y1 V)                  (H, W, 3) uint8 RGB, BT.601 limited range (cv2
+``uyvy``, ``yuv422`` (U Y0 V Y1)                         ``COLOR_YUV2RGB_YUY2`` / ``_UYVY``, as cv_bridge)
+``nv12``, ``nv21`` (Y plane, then interleaved UV / VU  (H, W, 3) uint8 RGB, BT.601 limited range (cv2
+at half resolution; ``step`` is the Y row stride)        ``COLOR_YUV2RGB_NV12`` / ``_NV21``)
 ``bayer_{rggb,bggr,gbrg,grbg}8``                       (H, W, 3) uint8 RGB, demosaiced by cv2
 ``bayer_{rggb,bggr,gbrg,grbg}16``                      (H, W, 3) uint8 RGB, demosaiced in 16 bit, >> 8
 ====================================================  =============================================
+
+4:2:2 encodings need an even width, 4:2:0 ones an even width and height (kind ``odd_size``).
 
 ``32FC1`` (typically depth in metres): NaN and infinite values become 0; when every finite value
 already lies in [0, 1] the values are used unchanged, otherwise they are min-max normalised over
@@ -54,6 +62,7 @@ ERROR_KINDS = (
     "too_large",
     "encoding_step_mismatch",
     "decode_failed",
+    "odd_size",
 )
 # 64 megapixels: larger than any camera stream, small enough that a corrupt header claiming
 # 100000 x 100000 pixels is refused before anything is allocated.
@@ -71,7 +80,27 @@ _LAYOUT: dict[str, tuple[int, int, str]] = {
     "8UC3": (3, 1, "u1"),
     "rgba8": (4, 1, "u1"),
     "bgra8": (4, 1, "u1"),
+    "8UC4": (4, 1, "u1"),
+    "rgb16": (3, 2, "u2"),
+    "bgr16": (3, 2, "u2"),
+    "rgba16": (4, 2, "u2"),
+    "bgra16": (4, 2, "u2"),
+    # packed 4:2:2: two bytes per pixel
+    "yuv422_yuy2": (2, 1, "u1"),
+    "yuyv": (2, 1, "u1"),
+    "uyvy": (2, 1, "u1"),
+    "yuv422": (2, 1, "u1"),
+    # semi-planar 4:2:0: a full-resolution Y plane, then H/2 rows of interleaved chroma
+    "nv12": (1, 1, "u1"),
+    "nv21": (1, 1, "u1"),
 }
+_YUV422_TO_RGB = {
+    "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2,
+    "yuyv": cv2.COLOR_YUV2RGB_YUY2,
+    "uyvy": cv2.COLOR_YUV2RGB_UYVY,
+    "yuv422": cv2.COLOR_YUV2RGB_UYVY,  # ROS' "yuv422" is UYVY (cv_bridge decodes it so)
+}
+_YUV420_TO_RGB = {"nv12": cv2.COLOR_YUV2RGB_NV12, "nv21": cv2.COLOR_YUV2RGB_NV21}
 # ROS names the 2x2 pattern from the top-left pixel; OpenCV names it from the second row's second
 # and third pixels, so ROS "rggb" is OpenCV "BayerBG" (the mapping cv_bridge uses too).
 _BAYER_CV = {
@@ -90,7 +119,13 @@ _COLOUR_TO_RGB = {
     "8UC3": cv2.COLOR_BGR2RGB,
     "bgra8": cv2.COLOR_BGRA2RGB,
     "rgba8": cv2.COLOR_RGBA2RGB,
+    "8UC4": cv2.COLOR_BGRA2RGB,
+    "bgr16": cv2.COLOR_BGR2RGB,
+    "bgra16": cv2.COLOR_BGRA2RGB,
+    "rgba16": cv2.COLOR_RGBA2RGB,
 }
+# encodings whose pixels are colour (an RGB array in numpy_to_image_fields)
+_COLOUR = frozenset(["rgb8", "rgb16", *_COLOUR_TO_RGB, *_YUV422_TO_RGB, *_YUV420_TO_RGB])
 
 
 class ImageConversionError(ValueError):
@@ -128,7 +163,12 @@ def image_msg_to_numpy(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise ImageConversionError("zero_size", f"image of {height}x{width} pixels")
     if height * width > max_pixels:
         raise ImageConversionError("too_large", f"{height}x{width} pixels exceeds the limit of {max_pixels}")
+    if (encoding in _YUV422_TO_RGB and width % 2) or (encoding in _YUV420_TO_RGB and (width % 2 or height % 2)):
+        raise ImageConversionError("odd_size", f"{encoding} needs an even {'size' if encoding[:2] == 'nv' else 'width'}"
+                                               f", got {height}x{width}")
     channels, item, dtype = _LAYOUT[encoding]
+    if encoding in _YUV420_TO_RGB:
+        height = height * 3 // 2  # the chroma rows follow the Y plane at the same stride
     row_bytes = width * channels * item
     if step < row_bytes:
         raise ImageConversionError(
@@ -149,6 +189,13 @@ def image_msg_to_numpy(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         rows = rows.view(np.dtype(order + dtype))
     image = rows.reshape(height, width, channels) if channels > 1 else rows
 
+    if encoding in _YUV422_TO_RGB:
+        return cv2.cvtColor(np.ascontiguousarray(image), _YUV422_TO_RGB[encoding])
+    if encoding in _YUV420_TO_RGB:
+        return cv2.cvtColor(np.ascontiguousarray(image), _YUV420_TO_RGB[encoding])
+    if dtype == "u2" and channels > 1:  # 16-bit colour: 8 bits are what the network sees
+        image = _to_8bit(image)
+        return cv2.cvtColor(image, _COLOUR_TO_RGB[encoding]) if encoding in _COLOUR_TO_RGB else image
     if encoding.startswith("bayer_"):
         pattern = encoding[len("bayer_") : -2 if item == 2 else -1]
         raw = np.ascontiguousarray(image, dtype=np.uint16 if item == 2 else np.uint8)
@@ -161,6 +208,11 @@ def image_msg_to_numpy(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     if dtype == "f4":
         return _normalise_float(image)
     return image
+
+
+def _to_8bit(values: np.ndarray) -> np.ndarray:
+    """uint16 (any byte order) -> uint8 round(value / 257), the inverse of the x257 widening."""
+    return cv2.convertScaleAbs(np.ascontiguousarray(values, dtype=np.uint16), alpha=1.0 / 257.0)
 
 
 def _normalise_float(image: np.ndarray) -> np.ndarray:
@@ -244,6 +296,20 @@ def _mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
     return raw
 
 
+def _rgb_to_yuv(rgb: np.ndarray, encoding: str) -> np.ndarray:
+    """RGB uint8 -> the packed (H, W, 2) or semi-planar (3H/2, W) bytes of a YUV encoding (BT.601)."""
+    if encoding in ("yuv422_yuy2", "yuyv"):
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_YUY2)
+    if encoding in ("uyvy", "yuv422"):
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_UYVY)
+    height, width = rgb.shape[:2]
+    planar = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).reshape(-1)  # Y, then U and V planes
+    luma, chroma = planar[: height * width], planar[height * width :].reshape(2, -1)
+    order = (0, 1) if encoding == "nv12" else (1, 0)
+    interleaved = np.stack([chroma[order[0]], chroma[order[1]]], axis=1).reshape(height // 2, width)
+    return np.concatenate([luma.reshape(height, width), interleaved], axis=0)
+
+
 def numpy_to_image_fields(array: np.ndarray, encoding: str, row_padding: int = 0) -> dict[str, Any]:
     """Fields of a sensor_msgs/Image holding ``array``, the inverse of :func:`image_msg_to_numpy`.
 
@@ -258,24 +324,26 @@ def numpy_to_image_fields(array: np.ndarray, encoding: str, row_padding: int = 0
         raise ValueError(f"unknown encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
     array = np.asarray(array)
     channels, item, dtype = _LAYOUT[encoding]
-    colour = encoding.startswith("bayer_") or channels > 1
+    colour = encoding.startswith("bayer_") or encoding in _COLOUR
     if colour and (array.ndim != 3 or array.shape[2] != 3):
         raise ValueError(f"{encoding} takes an RGB (H, W, 3) array, got shape {array.shape}")
     if not colour and array.ndim != 2:
         raise ValueError(f"{encoding} takes a gray (H, W) array, got shape {array.shape}")
     pixels = _to_depth(array, dtype)
-    if encoding.startswith("bayer_"):
-        pixels = _mosaic(pixels, encoding[len("bayer_") : -2 if item == 2 else -1])
-    elif encoding in ("bgr8", "8UC3"):
-        pixels = pixels[..., ::-1]
-    elif encoding == "bgra8":
-        pixels = np.concatenate([pixels[..., ::-1], np.full_like(pixels[..., :1], 255)], axis=2)
-    elif encoding == "rgba8":
-        pixels = np.concatenate([pixels, np.full_like(pixels[..., :1], 255)], axis=2)
     height, width = pixels.shape[:2]
-    rows = np.ascontiguousarray(pixels, dtype=np.dtype("<" + dtype)).reshape(height, -1).view(np.uint8)
+    if encoding in _YUV422_TO_RGB or encoding in _YUV420_TO_RGB:
+        if width % 2 or (encoding in _YUV420_TO_RGB and height % 2):
+            raise ValueError(f"{encoding} needs an even width (and height for 4:2:0), got {height}x{width}")
+        pixels = _rgb_to_yuv(np.ascontiguousarray(pixels), encoding)
+    elif encoding.startswith("bayer_"):
+        pixels = _mosaic(pixels, encoding[len("bayer_") : -2 if item == 2 else -1])
+    elif encoding.startswith("bgr") or encoding in ("8UC3", "8UC4"):
+        pixels = pixels[..., ::-1]
+    if channels == 4:  # opaque alpha
+        pixels = np.concatenate([pixels, np.full_like(pixels[..., :1], np.iinfo(pixels.dtype).max)], axis=2)
+    rows = np.ascontiguousarray(pixels, dtype=np.dtype("<" + dtype)).reshape(pixels.shape[0], -1).view(np.uint8)
     if row_padding:
-        rows = np.concatenate([rows, np.zeros((height, row_padding), np.uint8)], axis=1)
+        rows = np.concatenate([rows, np.zeros((rows.shape[0], row_padding), np.uint8)], axis=1)
     return {
         "height": height,
         "width": width,

@@ -217,4 +217,135 @@ def test_numpy_to_image_fields_checks_its_input(photo_gray, photo_rgb):
     with pytest.raises(ValueError, match="gray"):
         numpy_to_image_fields(photo_rgb, "mono8")
     with pytest.raises(ValueError, match="unknown encoding"):
-        numpy_to_image_fields(photo_gray, "nv12")
+        numpy_to_image_fields(photo_gray, "nv24")
+
+
+# -- the encodings camera drivers publish, checked against conversions written here from the standards --
+
+def _bt601_encode(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Full-resolution Y, U, V (float) of RGB uint8, ITU-R BT.601 limited range (16-235, 16-240)."""
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
+    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
+    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
+    return y, u, v
+
+
+def _bt601_decode(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """RGB uint8 of full-resolution Y, U, V, BT.601 limited range."""
+    c, d, e = y - 16.0, u - 128.0, v - 128.0
+    rgb = np.stack([1.164 * c + 1.596 * e, 1.164 * c - 0.392 * d - 0.813 * e, 1.164 * c + 2.017 * d], axis=-1)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def _u8(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def _packed_422(rgb: np.ndarray, order: str) -> tuple[bytes, np.ndarray]:
+    """Bytes of a 4:2:2 packed image (``order`` "YUYV" or "UYVY"), and the RGB a decoder should give."""
+    y, u, v = _bt601_encode(rgb)
+    u2 = (u[:, 0::2] + u[:, 1::2]) / 2  # one chroma pair per two pixels
+    v2 = (v[:, 0::2] + v[:, 1::2]) / 2
+    planes = {"Y0": _u8(y[:, 0::2]), "Y1": _u8(y[:, 1::2]), "U": _u8(u2), "V": _u8(v2)}
+    names = ["Y0", "U", "Y1", "V"] if order == "YUYV" else ["U", "Y0", "V", "Y1"]
+    packed = np.stack([planes[n] for n in names], axis=-1)  # (H, W/2, 4)
+    yq = np.empty(y.shape, np.float64)
+    yq[:, 0::2], yq[:, 1::2] = planes["Y0"], planes["Y1"]
+    expected = _bt601_decode(yq, np.repeat(planes["U"], 2, 1).astype(float), np.repeat(planes["V"], 2, 1).astype(float))
+    return packed.tobytes(), expected
+
+
+def _semi_planar_420(rgb: np.ndarray, order: str) -> tuple[bytes, np.ndarray]:
+    """Bytes of NV12 ("UV") or NV21 ("VU"), and the RGB a decoder should give (chroma per 2x2 block)."""
+    y, u, v = _bt601_encode(rgb)
+
+    def block(c):
+        return _u8((c[0::2, 0::2] + c[0::2, 1::2] + c[1::2, 0::2] + c[1::2, 1::2]) / 4)
+
+    uq, vq = block(u), block(v)
+    first, second = (uq, vq) if order == "UV" else (vq, uq)
+    chroma = np.stack([first, second], axis=-1).reshape(rgb.shape[0] // 2, rgb.shape[1])
+    luma = _u8(y)
+    up = np.ones((2, 2))
+    expected = _bt601_decode(luma.astype(float), np.kron(uq, up), np.kron(vq, up))
+    return np.concatenate([luma, chroma]).tobytes(), expected
+
+
+YUV_CASES = {  # encoding -> (bytes maker, layout, OpenCV code cv_bridge uses, bytes per pixel of step)
+    "yuv422_yuy2": (_packed_422, "YUYV", cv2.COLOR_YUV2RGB_YUY2, 2),
+    "yuyv": (_packed_422, "YUYV", cv2.COLOR_YUV2RGB_YUY2, 2),
+    "uyvy": (_packed_422, "UYVY", cv2.COLOR_YUV2RGB_UYVY, 2),
+    "yuv422": (_packed_422, "UYVY", cv2.COLOR_YUV2RGB_UYVY, 2),
+    "nv12": (_semi_planar_420, "UV", cv2.COLOR_YUV2RGB_NV12, 1),
+    "nv21": (_semi_planar_420, "VU", cv2.COLOR_YUV2RGB_NV21, 1),
+}
+
+
+@pytest.mark.parametrize("encoding", list(YUV_CASES))
+def test_yuv_encodings_give_the_photo_colours(photo_rgb, encoding):
+    """Bytes laid out by hand from the BT.601 formulas: the node's RGB equals OpenCV's cvtColor with
+    cv_bridge's code on those bytes, is within 2 levels of the textbook decode, and close to the photo
+    (swapped chroma or a wrong byte order would be tens of levels off)."""
+    make, layout, code, bytes_per_pixel = YUV_CASES[encoding]
+    data, expected = make(photo_rgb, layout)
+    height, width = photo_rgb.shape[:2]
+    msg = SimpleNamespace(height=height, width=width, encoding=encoding, is_bigendian=0,
+                          step=width * bytes_per_pixel, data=data)
+    out = image_msg_to_numpy(msg)
+    assert out.shape == photo_rgb.shape and out.dtype == np.uint8
+    raw = np.frombuffer(data, np.uint8)
+    shaped = raw.reshape(height, width, 2) if bytes_per_pixel == 2 else raw.reshape(height * 3 // 2, width)
+    np.testing.assert_array_equal(out, cv2.cvtColor(shaped, code))
+    assert np.abs(out.astype(int) - expected).max() <= 2
+    error = np.abs(out.astype(int) - photo_rgb).mean(axis=(0, 1))
+    assert error.max() < 4, error
+    # our own encoder (numpy_to_image_fields, used by the tests and benchmarks) agrees, with row padding
+    padded = image_msg_to_numpy(message(photo_rgb, encoding))
+    assert np.abs(padded.astype(int) - photo_rgb).mean(axis=(0, 1)).max() < 4
+    fields = numpy_to_image_fields(photo_rgb, encoding, row_padding=6)
+    np.testing.assert_array_equal(image_msg_to_numpy(SimpleNamespace(**fields)), padded)
+
+
+@pytest.mark.parametrize("encoding,order,alpha", [("rgb16", "rgb", False), ("bgr16", "bgr", False),
+                                                  ("rgba16", "rgb", True), ("bgra16", "bgr", True),
+                                                  ("8UC4", "bgr", True)])
+@pytest.mark.parametrize("bigendian", [False, True])
+def test_16bit_and_four_channel_colour(photo_rgb, encoding, order, alpha, bigendian):
+    """Bytes laid out by hand: 16-bit values are the photo x 257 (+ noise below 1/257) in the named
+    channel order, 8UC4 is OpenCV's BGRA; the result is the photo's RGB exactly."""
+    wide = encoding != "8UC4"
+    if not wide and bigendian:
+        pytest.skip("one byte per channel")
+    channels = photo_rgb[..., ::-1] if order == "bgr" else photo_rgb
+    if alpha:
+        channels = np.concatenate([channels, np.full_like(channels[..., :1], 7)], axis=2)  # alpha ignored
+    if wide:
+        noise = np.random.default_rng(0).integers(0, 100, channels.shape)
+        values = (channels.astype(np.uint32) * 257 + noise).clip(0, 65535).astype(">u2" if bigendian else "<u2")
+    else:
+        values = channels
+    height, width = photo_rgb.shape[:2]
+    msg = SimpleNamespace(height=height, width=width, encoding=encoding, is_bigendian=int(bigendian),
+                          step=values.strides[0], data=values.tobytes())
+    out = image_msg_to_numpy(msg)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, photo_rgb)
+
+
+@pytest.mark.parametrize("encoding,size", [("yuyv", (4, 5)), ("uyvy", (4, 5)), ("nv12", (5, 4)), ("nv21", (4, 5))])
+def test_chroma_subsampled_encodings_need_even_sizes(encoding, size):
+    height, width = size
+    msg = SimpleNamespace(height=height, width=width, encoding=encoding, is_bigendian=0, step=width * 2,
+                          data=bytes(height * width * 4))
+    with pytest.raises(ImageConversionError) as error:
+        image_msg_to_numpy(msg)
+    assert error.value.kind == "odd_size"
+
+
+def test_nv12_truncated_chroma_is_refused(photo_rgb):
+    fields = numpy_to_image_fields(photo_rgb, "nv12")
+    fields["data"] = fields["data"][: fields["step"] * fields["height"]]  # the Y plane only
+    with pytest.raises(ImageConversionError) as error:
+        image_msg_to_numpy(SimpleNamespace(**fields))
+    assert error.value.kind == "truncated"
