@@ -36,14 +36,25 @@ setup(
         "superpoint_training": ["pretrained/*.pth", "pretrained/*.md"],
         "superpoint_ros": ["msg_definitions/*.msg"],
     },
-    install_requires=["torch>=2.1", "numpy>=1.24", "opencv-python-headless>=4.8", "pyyaml>=6", "tqdm>=4.60"],
+    # Ranges for `pip install .`, each bounded above at the next major release the tests have not run
+    # against (for 0.x packages, the next minor). The set-up for development and CI installs the exact
+    # versions of requirements/lock.txt instead; test_install_without_ros runs the geometry, tracking,
+    # metrics and extraction tests on the newest releases these ranges allow.
+    install_requires=[
+        "torch>=2.1,<3",
+        "numpy>=1.24,<3",
+        "opencv-python-headless>=4.8,<6",  # 4.x and 5.x both tested
+        "pyyaml>=6,<7",
+        "tqdm>=4.60,<5",
+    ],
     extras_require={
-        "training": ["tensorboard>=2.14", "scikit-image>=0.21", "matplotlib>=3.7", "h5py>=3.9"],
-        "bags": ["rosbags>=0.10", "h5py>=3.9"],
-        "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.3"],
+        "training": ["tensorboard>=2.14,<3", "scikit-image>=0.21,<0.27", "matplotlib>=3.7,<4", "h5py>=3.9,<4"],
+        "bags": ["rosbags>=0.10,<0.12", "h5py>=3.9,<4"],
+        "export": ["onnx>=1.16,<2", "onnxruntime>=1.18,<2", "onnxscript>=0.3,<0.8"],
         # faster CPU inference backends (Extractor(backend="auto"|"onnxruntime"|"openvino"))
-        "cpu": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18", "openvino>=2024.4"],
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "scikit-image>=0.21", "cyclonedds==11.0.1", "ruff>=0.6"],
+        "cpu": ["onnx>=1.16,<2", "onnxscript>=0.3,<0.8", "onnxruntime>=1.18,<2", "openvino>=2024.4,<2027"],
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "scikit-image>=0.21,<0.27", "cyclonedds==11.0.1",
+                 "ruff>=0.6,<0.18"],
     },
     cmdclass={"build_py": BuildPyWithMessages},
     entry_points={

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian 12/13 machine with Python 3.11 (idempotent; quick when done):
-# a venv in ~/.cache/superpoint_ros/venv-py311 ($SUPERPOINT_VENV) with pinned torch (CPU), ROS 2 Jazzy
-# rclpy and build wheels from PyPI,
+# a venv in ~/.cache/superpoint_ros/venv-py311 ($SUPERPOINT_VENV) with the locked set of requirements/lock.txt
+# (torch CPU build, ROS 2 Jazzy rclpy and build wheels from PyPI, every dependency at an exact version),
 # then a colcon build of this package (custom messages + both Python packages) into build_ros/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +18,11 @@ reqs_hash=$(cat requirements/*.txt | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$reqs_hash" ]; then
   echo "[setup] creating venv at $VENV with $PY"
   "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade "pip<26"
-  "$VENV/bin/pip" install -q -r requirements/base.txt -r requirements/ros-runtime.txt -r requirements/ros-build.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
+  # Exactly the locked set (requirements/lock.txt, every distribution at the version of a green run; the
+  # ranges it was resolved from are requirements/{base,ros-runtime,ros-build}.txt, refreshed by scripts/lock.sh).
+  "$VENV/bin/pip" install -q "$(grep -E '^pip==' requirements/lock.txt)"
+  "$VENV/bin/pip" install -q --no-deps -r requirements/lock.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
+  "$VENV/bin/pip" check
   # The build wheels' CMake exports hard-code the interpreter they were built with
   # (/opt/python/cp311-cp311/...); point them at this venv's include dirs.
   py_inc=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')

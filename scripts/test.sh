@@ -7,6 +7,7 @@ bash scripts/setup.sh
 VENV="${SUPERPOINT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/superpoint_ros/venv-py311}"
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
+export SUPERPOINT_SETUP_VENV="$VENV"  # test/test_lock.py compares this venv with requirements/lock.txt
 # colcon's setup scripts read unset variables
 set +u
 # shellcheck disable=SC1091

@@ -2,3 +2,7 @@
 
 Modules that need no middleware (conversions, bag tool, offline VO) import without rclpy.
 """
+
+from superpoint_training.common.no_telemetry import block_telemetry
+
+block_telemetry()  # the nodes and tools send nothing off the machine (see that module)

@@ -14,6 +14,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from .common.no_telemetry import block_telemetry
+
+block_telemetry()  # before anything can import openvino: see common/no_telemetry.py
+
 if TYPE_CHECKING:  # for type checkers and editors; at run time each name loads on first use
     from .model.extractor import Extractor, Features
     from .model.keypoints import DetectionConfig

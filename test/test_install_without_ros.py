@@ -3,6 +3,11 @@
 each runs once on tiny inputs: first with no extra (plots skipped with one line, no traceback),
 then the commands that need an extra after ``pip install .[training,bags,export]``.
 
+That venv holds the newest releases that setup.py's ranges allow (the main suite runs on the exact
+versions of requirements/lock.txt): the unit tests of geometry, tracking, evaluation metrics and
+extraction run there too, so that a new release inside the ranges that breaks us fails CI, with the
+packages whose versions differ from the lock named.
+
 About a minute of installing (pip reads the local wheel cache and PyPI; ``--no-compile`` only skips
 writing .pyc files) and two of commands on a 2-core CPU. Marked ``slow``; CI runs it (scripts/test.sh
 selects every test). SUPERPOINT_SKIP_INSTALL_TEST=1 skips it on a machine without a package index.
@@ -24,6 +29,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH = "torch==2.13.0"  # the README's pin (requirements/base.txt): the CPU build
+LOCK = ROOT / "requirements" / "lock.txt"
+# the unit tests that must hold on the newest allowed releases (geometry, tracking, metrics, extraction)
+NEWEST_RELEASE_TESTS = ("test_degenerate_geometry.py", "test_tracker_logic.py", "test_eval_metrics.py",
+                        "test_extractor.py")
 
 pytestmark = [
     pytest.mark.slow,
@@ -208,4 +217,23 @@ def test_pip_install_without_ros_then_every_documented_command(tmp_path):
     user.python("-c", BAG_SCRIPT, "bag")
     user.python("-m", "superpoint_ros.extract_bag", "bag", "--output", "bag_features", "--device", "cpu")
     assert (work / "bag_features").is_dir()
+    unit_tests_on_the_newest_allowed_releases(user, source)
     print("\n".join(f"{seconds:6.1f} s  {command}" for command, seconds in user.seconds.items()))
+
+
+def unit_tests_on_the_newest_allowed_releases(user: User, source: Path) -> None:
+    """pytest (the lock's versions) in the user's venv, then the geometry, tracking, metrics and
+    extraction tests of the source copy against the installed package (``-P``: not the source tree)."""
+    pins = [line for line in LOCK.read_text().splitlines() if line.startswith(("pytest==", "pytest-timeout=="))]
+    user.pip_install(*pins)
+    tests = [str(source / "test" / name) for name in NEWEST_RELEASE_TESTS if (source / "test" / name).is_file()]
+    result = subprocess.run(
+        [str(user.venv / "bin" / "python"), "-P", "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=source, env=user.env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    if result.returncode != 0:
+        check = subprocess.run([str(user.venv / "bin" / "python"), str(source / "scripts" / "lock.py"), "--check",
+                                str(LOCK)], env=user.env, capture_output=True, text=True)  # fmt: skip
+        newer = [line for line in check.stdout.splitlines() if "installed nothing" not in line]
+        pytest.fail("the unit tests fail on the newest releases that setup.py allows; versions that differ from "
+                    "the lock:\n  " + "\n  ".join(newer) + f"\n\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}")
