@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ import cv2
 import numpy as np
 import torch
 
+from superpoint_training.common.geometry_guard import call_opencv, usable_points
 from superpoint_training.model.matching import match_descriptors
 
 __all__ = [
@@ -75,27 +77,50 @@ class CameraError(ValueError):
 
 
 DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant", "none")
+FRAME_PERIOD_WINDOW = 21  # stamp steps whose median is the stream's frame period
 CHEIRALITY_DISTANCE = 1e6  # triangulated depth bound of the cheirality check, in baselines
 _UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 1e-10)
 
 
 @dataclass(frozen=True)
 class CameraModel:
-    """Pinhole intrinsics ``K`` (3, 3) plus distortion coefficients in OpenCV's order.
+    """A camera as ``sensor_msgs/CameraInfo`` describes it: what turns its pixels into rays.
 
-    ``distortion_model``: ``plumb_bob`` (k1 k2 p1 p2 [k3]), ``rational_polynomial`` (k1 k2 p1 p2 k3
-    k4 k5 k6), ``equidistant`` (fisheye k1 k2 k3 k4) or ``none``. ``image_size`` (H, W) is the size the
-    intrinsics refer to, when known.
+    ``K`` (3, 3) and ``distortion`` (OpenCV's order) describe the raw image: ``distortion_model``
+    ``plumb_bob`` (k1 k2 p1 p2 [k3]), ``rational_polynomial`` (k1 k2 p1 p2 k3 k4 k5 k6), ``equidistant``
+    (fisheye k1 k2 k3 k4) or ``none``. ``P`` (3, 4) and ``R`` (3, 3) describe the rectified image
+    (``image_rect``): its pixels project with ``P[:, :3]`` in the rectified frame, which ``R`` turns
+    from the camera frame. ``image_size`` (H, W) is the full-resolution size the matrices refer to;
+    ``binning`` (x, y) and ``roi`` (x_offset, y_offset, width, height, full-resolution pixels; None:
+    the whole image) say which part of it, at which resolution, the published image holds.
+
+    Which matrix applies (:attr:`uses_projection`): a stream is rectified when ``rectified`` is set
+    (the ``image_rect`` of a raw camera whose CameraInfo still carries D) or when its distortion is
+    all zero or ``none`` (a camera or rectifier that publishes undistorted images); rectified pixels
+    go through ``P`` and ``R`` (``K`` when P is all zero) and are never undistorted, raw pixels
+    through ``K`` and ``distortion``: a stream is undistorted once, never twice.
     """
 
     K: np.ndarray
     distortion: np.ndarray = field(default_factory=lambda: np.zeros(0))
     distortion_model: str = "plumb_bob"
     image_size: tuple[int, int] | None = None
+    P: np.ndarray | None = None
+    R: np.ndarray | None = None
+    binning: tuple[int, int] = (1, 1)
+    roi: tuple[int, int, int, int] | None = None
+    rectified: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "K", np.asarray(self.K, np.float64).reshape(3, 3))
         object.__setattr__(self, "distortion", np.asarray(self.distortion, np.float64).reshape(-1))
+        if self.P is not None:
+            object.__setattr__(self, "P", np.asarray(self.P, np.float64).reshape(3, 4))
+        if self.R is not None:
+            object.__setattr__(self, "R", np.asarray(self.R, np.float64).reshape(3, 3))
+        object.__setattr__(self, "binning", tuple(max(1, int(b)) for b in self.binning))  # CameraInfo: 0 means 1
+        if self.roi is not None and not any(self.roi):
+            object.__setattr__(self, "roi", None)  # an all-zero ROI is the whole image
 
     @classmethod
     def from_intrinsics(
@@ -112,11 +137,23 @@ class CameraModel:
         return cls(K, np.asarray(distortion, np.float64), distortion_model, image_size)
 
     @classmethod
-    def from_camera_info(cls, msg: Any) -> CameraModel:
-        """From a ``sensor_msgs/CameraInfo`` (rclpy, rosbags or any object with its fields ``k``, ``d``, ...)."""
+    def from_camera_info(cls, msg: Any, rectified: bool = False) -> CameraModel:
+        """From a ``sensor_msgs/CameraInfo`` (rclpy, rosbags or any object with its fields ``k``, ``d``, ...).
+
+        ``rectified``: the images of this stream are the rectified ones (``image_rect``).
+        """
         size = (int(msg.height), int(msg.width)) if int(msg.height) > 0 and int(msg.width) > 0 else None
         model = str(msg.distortion_model) or "plumb_bob"
-        return cls(np.asarray(msg.k, np.float64), np.asarray(msg.d, np.float64), model, size)
+        P = np.asarray(getattr(msg, "p", np.zeros(12)), np.float64)
+        R = np.asarray(getattr(msg, "r", np.zeros(9)), np.float64)
+        roi = getattr(msg, "roi", None)
+        box = None if roi is None else (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height))
+        binning = (int(getattr(msg, "binning_x", 1)), int(getattr(msg, "binning_y", 1)))
+        return cls(
+            np.asarray(msg.k, np.float64), np.asarray(msg.d, np.float64), model, size,
+            P=P if P.size == 12 and np.any(P) else None, R=R if R.size == 9 and np.any(R) else None,
+            binning=binning, roi=box, rectified=rectified,
+        )  # fmt: skip
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> CameraModel:
@@ -154,8 +191,47 @@ class CameraModel:
         return cls.from_intrinsics(*values[:4], distortion=values[4:])
 
     @property
+    def uses_projection(self) -> bool:
+        """True: the pixels are rectified ones (``P``, ``R``, no undistortion); False: raw (``K``, distortion)."""
+        return self.rectified or self.distortion_model == "none" or not np.any(self.distortion)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The 3x3 camera matrix of the full-resolution image the pixels belong to (``P[:, :3]`` or ``K``)."""
+        if self.uses_projection and self.P is not None:
+            return self.P[:, :3]
+        return self.K
+
+    @property
+    def output_size(self) -> tuple[int, int] | None:
+        """(H, W) of the published images: the ROI's (or the full image's) size divided by the binning."""
+        if self.roi is not None:
+            height, width = self.roi[3], self.roi[2]
+        elif self.image_size is not None:
+            height, width = self.image_size
+        else:
+            return None
+        return height // self.binning[1], width // self.binning[0]
+
+    @property
     def focal(self) -> float:
-        return 0.5 * (float(self.K[0, 0]) + float(self.K[1, 1]))
+        """Mean focal length in pixels of the published (binned) image."""
+        m = self.matrix
+        return 0.5 * (float(m[0, 0]) / self.binning[0] + float(m[1, 1]) / self.binning[1])
+
+    def to_full_resolution(self, points: np.ndarray) -> np.ndarray:
+        """Pixels (N, 2) of the published image -> pixels of the full-resolution image the matrices describe.
+
+        Pixel centres map to pixel centres ((0, 0) the centre of the top-left pixel): a binned pixel
+        u covers full-resolution pixels b*u .. b*u + b - 1, whose centre is b*u + (b - 1) / 2, then
+        the ROI's offset is added. (image_geometry uses b*u + offset, half a pixel apart for b = 2.)
+        """
+        points = np.asarray(points, np.float64).reshape(-1, 2)
+        bx, by = self.binning
+        if (bx, by) == (1, 1) and self.roi is None:
+            return points
+        x0, y0 = (self.roi[0], self.roi[1]) if self.roi is not None else (0, 0)
+        return np.c_[bx * points[:, 0] + 0.5 * (bx - 1) + x0, by * points[:, 1] + 0.5 * (by - 1) + y0]
 
     def problem(self) -> str | None:
         """Why these intrinsics cannot be used, or None. An all-zero K is ROS's "uncalibrated"."""
@@ -171,18 +247,31 @@ class CameraModel:
             return f"equidistant distortion needs 4 coefficients, got {n}"
         if self.distortion_model in ("plumb_bob", "rational_polynomial") and n not in (0, 4, 5, 8, 12, 14):
             return f"{self.distortion_model} distortion needs 4, 5, 8, 12 or 14 coefficients, got {n}"
+        if self.uses_projection and self.P is not None:
+            if not np.all(np.isfinite(self.P)) or self.P[0, 0] <= 0 or self.P[1, 1] <= 0:
+                return f"projection P has no positive focal lengths (P[0,0]={self.P[0, 0]:g}, P[1,1]={self.P[1, 1]:g})"
+        if self.uses_projection and self.R is not None:
+            if not np.all(np.isfinite(self.R)) or not np.allclose(self.R @ self.R.T, np.eye(3), atol=1e-5):
+                return "rectification R is not a rotation matrix"
+        if self.roi is not None and self.image_size is not None:
+            x, y, w, h = self.roi
+            if w <= 0 or h <= 0 or x + w > self.image_size[1] or y + h > self.image_size[0]:
+                return f"ROI {self.roi} (x, y, w, h) does not fit the {self.image_size[1]}x{self.image_size[0]} image"
         return None
 
     def undistort(self, points: np.ndarray) -> np.ndarray:
-        """Pixel points (N, 2) to undistorted normalised image coordinates (N, 2) float64."""
-        points = np.asarray(points, np.float64).reshape(-1, 1, 2)
+        """Pixel points (N, 2) of the published image to normalised coordinates (N, 2) float64 in the
+        camera frame: undistorted through ``K`` for raw pixels, through ``P`` and back by ``R`` for
+        rectified ones (:attr:`uses_projection`)."""
+        points = self.to_full_resolution(points).reshape(-1, 1, 2)
         if points.shape[0] == 0:
             return np.zeros((0, 2))
-        if self.distortion_model == "none" or not np.any(self.distortion):
-            K = self.K
-            out = (points[:, 0] - K[:2, 2]) / np.diag(K)[:2]
-            out[:, 0] -= K[0, 1] / K[1, 1] * out[:, 1]  # skew, rare
-            return out
+        if self.uses_projection:
+            m = self.matrix
+            rays = np.c_[points[:, 0], np.ones(points.shape[0])] @ np.linalg.inv(m).T
+            if self.P is not None and self.R is not None:
+                rays = rays @ self.R  # rectified frame -> camera frame: R.T @ ray for each ray
+            return rays[:, :2] / rays[:, 2:]
         if self.distortion_model == "equidistant":
             return cv2.fisheye.undistortPoints(points, self.K, self.distortion, criteria=_UNDISTORT_CRITERIA)[:, 0]
         if hasattr(cv2, "undistortPointsIter"):  # OpenCV 4.x name of the overload with a stop criterion
@@ -207,7 +296,11 @@ class TrackerConfig:
     ransac_threshold_px: float = 1.0  # epipolar distance threshold, pixels (divided by the focal length)
     ransac_confidence: float = 0.999
     min_parallax_px: float = 0.5  # median match displacement below this: LOW_PARALLAX (0: off)
-    max_frame_gap: float | None = 0.5  # seconds between frames beyond which tracks restart (None: off)
+    # A gap (tracks restart) is a stamp step beyond max_frame_gap seconds, or, when that is None,
+    # beyond frame_gap_periods x the median of the last FRAME_PERIOD_WINDOW stamp steps (the stream's
+    # own rate: 2.5 s at 2 Hz, 0.17 s at 30 Hz); both None: only stamps going backwards are gaps.
+    max_frame_gap: float | None = None
+    frame_gap_periods: float | None = 5.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -222,6 +315,7 @@ class TrackerConfig:
             "ransac_confidence": 0.0 < self.ransac_confidence < 1.0,
             "min_parallax_px": self.min_parallax_px >= 0,
             "max_frame_gap": self.max_frame_gap is None or self.max_frame_gap > 0,
+            "frame_gap_periods": self.frame_gap_periods is None or self.frame_gap_periods > 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -330,20 +424,39 @@ def estimate_relative_pose(
         return RelativePose(
             Status.TOO_FEW_MATCHES, f"{count} matches < min_matches {config.min_matches}", inliers=none, num_matches=count
         )
-    normalised0, normalised1 = camera.undistort(points0), camera1.undistort(points1)
+    # degenerate input (NaN points, one point, one line, a pure rotation) fails with a reason, never
+    # raises: OpenCV 5 raises cv2.error on some sets where 4.x returned no solution
+    rows, problem = usable_points(points0, points1, 5)
+    if len(rows) < config.min_matches:
+        return RelativePose(
+            Status.TOO_FEW_MATCHES,
+            f"{len(rows)} matches with finite coordinates ({count - len(rows)} NaN or infinite) < min_matches "
+            f"{config.min_matches}",
+            inliers=none, num_matches=count,
+        )  # fmt: skip
+    if problem:
+        return RelativePose(Status.POSE_FAILED, problem, inliers=none, num_matches=count)
+    normalised0, problem0 = call_opencv(camera.undistort, points0[rows])
+    normalised1, problem1 = call_opencv(camera1.undistort, points1[rows])
+    if problem0 or problem1 or not (np.isfinite(normalised0).all() and np.isfinite(normalised1).all()):
+        problem = problem0 or problem1 or "undistortion gave NaN or infinite coordinates"
+        return RelativePose(Status.POSE_FAILED, problem, inliers=none, num_matches=count)
     focal = 0.5 * (camera.focal + camera1.focal)
     parallax = float(np.median(np.linalg.norm(normalised1 - normalised0, axis=1))) * focal
     if parallax < config.min_parallax_px:
+        still = none.copy()
+        still[rows] = True
         return RelativePose(
             Status.LOW_PARALLAX,
             f"median displacement {parallax:.2f} px < min_parallax_px {config.min_parallax_px:g}: camera taken as still",
             R=np.eye(3),
             t=np.zeros(3),
-            inliers=np.ones(count, bool),
+            inliers=still,
             num_matches=count,
             parallax_px=parallax,
         )
-    E, mask = cv2.findEssentialMat(
+    found, problem = call_opencv(
+        cv2.findEssentialMat,
         normalised0,
         normalised1,
         np.eye(3),
@@ -351,15 +464,22 @@ def estimate_relative_pose(
         prob=config.ransac_confidence,
         threshold=config.ransac_threshold_px / focal,
     )
-    if E is None or E.shape[0] < 3 or mask is None:
-        return RelativePose(Status.POSE_FAILED, "no essential matrix found", inliers=none, num_matches=count, parallax_px=parallax)
+    E, mask = found if found is not None else (None, None)
+    if E is None or E.shape[0] < 3 or mask is None or not np.isfinite(E).all():
+        problem = problem or "no essential matrix found"
+        return RelativePose(Status.POSE_FAILED, problem, inliers=none, num_matches=count, parallax_px=parallax)
     # Several solutions may be stacked (3k x 3): the first is RANSAC's best. The cheirality check's
     # distance bound is in baselines; OpenCV's default (50) drops every point of a short-baseline pair
     # (2 cm between video frames, scene 1.5 m away), so points only need to lie in front of both cameras.
-    _, R, t, mask, _ = cv2.recoverPose(
-        E[:3], normalised0, normalised1, np.eye(3), distanceThresh=CHEIRALITY_DISTANCE, mask=mask.copy()
+    found, problem = call_opencv(
+        cv2.recoverPose, E[:3], normalised0, normalised1, np.eye(3), distanceThresh=CHEIRALITY_DISTANCE, mask=mask.copy()
     )
-    inliers = mask.reshape(-1) > 0
+    if found is None or not (np.isfinite(found[1]).all() and np.isfinite(found[2]).all()):
+        problem = problem or "recoverPose gave a non-finite pose"
+        return RelativePose(Status.POSE_FAILED, problem, inliers=none, num_matches=count, parallax_px=parallax)
+    _, R, t, mask, _ = found
+    inliers = none.copy()
+    inliers[rows] = mask.reshape(-1) > 0
     if inliers.sum() < config.min_inliers:
         return RelativePose(
             Status.TOO_FEW_INLIERS,
@@ -368,8 +488,36 @@ def estimate_relative_pose(
             num_matches=count,
             parallax_px=parallax,
         )
+    # A pure rotation fits every essential matrix [t]x R, so the direction of t is then noise (OpenCV
+    # 4.x returns one, 5.1 raises): what the best rotation alone leaves of the inliers' displacement
+    # measures the translation.
+    used = mask.reshape(-1) > 0
+    translation_parallax = _rotation_residual(normalised0[used], normalised1[used]) * focal
+    if translation_parallax < config.min_parallax_px:
+        return RelativePose(
+            Status.POSE_FAILED,
+            f"the rotation alone explains the matches (median displacement {translation_parallax:.2f} px after "
+            f"undoing it < min_parallax_px {config.min_parallax_px:g}): translation not observable",
+            inliers=none,
+            num_matches=count,
+            parallax_px=parallax,
+        )
     t = t.reshape(3)
     return RelativePose(Status.OK, "", R, t / max(np.linalg.norm(t), 1e-12), inliers, count, parallax)
+
+
+def _rotation_residual(normalised0: np.ndarray, normalised1: np.ndarray) -> float:
+    """Median distance (normalised coordinates) between the points of image 1 and those of image 0
+    turned by the rotation that best maps the rays of image 0 onto those of image 1 (Kabsch)."""
+    rays0, rays1 = (np.c_[n, np.ones(len(n))] for n in (normalised0, normalised1))
+    rays0 /= np.linalg.norm(rays0, axis=1, keepdims=True)
+    rays1 /= np.linalg.norm(rays1, axis=1, keepdims=True)
+    U, _, Vt = np.linalg.svd(rays1.T @ rays0)
+    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    turned = rays0 @ R.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        residual = np.linalg.norm(normalised1 - turned[:, :2] / turned[:, 2:], axis=1)
+    return float(np.median(np.where(turned[:, 2] > 0, residual, np.inf)))
 
 
 @dataclass
@@ -455,6 +603,36 @@ class FrameTracker:
         self.device = torch.device(device)
         self._previous: _Frame | None = None
         self._next_id = 0
+        self._periods: deque[float] = deque(maxlen=FRAME_PERIOD_WINDOW)  # recent stamp steps, seconds
+
+    @property
+    def frame_period(self) -> float | None:
+        """Median of the recent stamp steps in seconds (None before two stamped frames)."""
+        return float(np.median(self._periods)) if self._periods else None
+
+    def max_gap(self) -> tuple[float | None, str]:
+        """The largest stamp step that is not a gap now (None: no limit) and how it was set."""
+        config = self.config
+        if config.max_frame_gap:
+            return config.max_frame_gap, f"max_frame_gap {config.max_frame_gap:g} s"
+        period = self.frame_period
+        if config.frame_gap_periods and period is not None:
+            return config.frame_gap_periods * period, (
+                f"frame_gap_periods {config.frame_gap_periods:g} x median frame period {period:.3f} s")
+        return None, "no limit yet"
+
+    def _check_gap(self, previous: float | None, stamp: float | None) -> str:
+        """Why the step from ``previous`` to ``stamp`` is a gap ('' when it is not); records the step."""
+        if previous is None or stamp is None:
+            return ""
+        step = stamp - previous
+        limit, source = self.max_gap()
+        if step > 0:
+            self._periods.append(step)  # gaps too: a stream that slows down for good sets a new rate
+        if step <= 0 or (limit is not None and step > limit):
+            bound = f"0 to {limit:.3f} s ({source})" if limit is not None else "more than 0 s"
+            return f"stamp jumped by {step:+.3f} s (allowed: {bound})"
+        return ""
 
     def reset(self) -> None:
         """End every track; the next frame starts afresh (track ids keep increasing)."""
@@ -500,12 +678,8 @@ class FrameTracker:
         current_keypoints = keypoints_t.cpu().numpy()
         count = current_keypoints.shape[0]
         previous = self._previous
-        status, reason = Status.OK, ""
-        if previous is not None and stamp is not None and previous.stamp is not None and config.max_frame_gap:
-            gap = stamp - previous.stamp
-            if gap <= 0 or gap > config.max_frame_gap:
-                status = Status.GAP
-                reason = f"stamp jumped by {gap:+.3f} s (allowed: 0 to max_frame_gap {config.max_frame_gap:g} s)"
+        reason = self._check_gap(None if previous is None else previous.stamp, stamp)
+        status = Status.GAP if reason else Status.OK
         if previous is None or status == Status.GAP:
             ended = previous.track_ids.copy() if previous is not None else np.zeros(0, np.uint64)
             ids = self._new_ids(count)

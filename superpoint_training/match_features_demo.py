@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .cli_options import add_backend_arguments, add_scales_argument
+from .common.geometry_guard import find_homography
 from .data.geometry import corner_error, random_homography, warp_image
 from .model.extractor import Extractor
 from .model.loading import WeightsError
@@ -43,10 +44,8 @@ class MethodResult:
 
 
 def _estimate(points0: np.ndarray, points1: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-    if len(points0) < 4:
-        return None, np.zeros(len(points0), dtype=bool)
-    H, mask = cv2.findHomography(points0, points1, cv2.RANSAC, RANSAC_THRESHOLD)
-    return H, (mask.ravel() > 0) if mask is not None else np.zeros(len(points0), dtype=bool)
+    H, inliers, _ = find_homography(points0, points1, RANSAC_THRESHOLD)  # None on degenerate matches
+    return H, inliers
 
 
 class DemoInputError(ValueError):

@@ -11,10 +11,10 @@ a point of image 1 when H^-1 maps it inside image 0; the top-k by score are kept
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 
+from ..common.geometry_guard import find_homography
 from ..data.geometry import corner_error, warp_points
 from ..model.matching import match_descriptors
 
@@ -155,7 +155,8 @@ def homography_estimation(
     ``cv2.findHomography`` with RANSAC (reprojection threshold ``ransac_threshold`` px, OpenCV's
     default 3) on the matched points; the corner error is the mean distance between the four
     corners of image 0 (of ``image_size``) warped by the estimate and by the true H; the pair is
-    correct at e when that error is at most e. Fewer than four matches, or no estimate, count as
+    correct at e when that error is at most e. Fewer than four matches, or no estimate (degenerate
+    matches included: :func:`~superpoint_training.common.geometry_guard.find_homography`), count as
     incorrect (infinite error). Returns corner_error, correct_e<e> (0 or 1), inliers, estimate.
 
     ``orders`` > 1 also runs RANSAC on the matches shuffled with seeds 1 .. orders-1: OpenCV's RANSAC
@@ -168,13 +169,10 @@ def homography_estimation(
     if len(matches) >= 4:
         src = np.asarray(keypoints0, np.float64)[matches[:, 0]]
         dst = np.asarray(keypoints1, np.float64)[matches[:, 1]]
-        estimate, mask = cv2.findHomography(src, dst, cv2.RANSAC, ransac_threshold)
-        if mask is not None:
-            inliers = mask.ravel().astype(bool)
+        estimate, inliers, _ = find_homography(src, dst, ransac_threshold)
         for seed in range(1, orders):
             order = np.random.default_rng(seed).permutation(len(src))
-            errors.append(corner_error(cv2.findHomography(src[order], dst[order], cv2.RANSAC, ransac_threshold)[0],
-                                       H, image_size))
+            errors.append(corner_error(find_homography(src[order], dst[order], ransac_threshold)[0], H, image_size))
     error = corner_error(estimate, H, image_size)
     errors = np.array([error, *errors]) if errors else np.full(max(1, orders), error)
     result = {"corner_error": error, "inliers": inliers, "estimate": estimate}
