@@ -274,3 +274,91 @@ def test_features_without_descriptors_are_refused():
         tracker.process(np.zeros((5, 2), np.float32), np.zeros((5, 0), np.float32), CAMERA)
     with pytest.raises(ValueError, match="do not match"):
         tracker.process(np.zeros((5, 2), np.float32), np.zeros((4, 8), np.float32), CAMERA)
+
+
+def test_gap_limit_follows_the_stream_rate():
+    """No max_frame_gap: a gap is 5 median frame periods, so a 2 Hz camera keeps its tracks and a
+    30 Hz one restarts after half a second."""
+    scene = Scene(300)
+    kp, desc, _ = scene.view(np.eye(3), np.zeros(3))
+    rng = np.random.default_rng(1)
+    for rate, late in ((2.0, 3.0), (30.0, 0.5)):
+        tracker = FrameTracker(TrackerConfig(), device="cpu")
+        assert tracker.config.max_frame_gap is None
+        stamp = 100.0
+        for _ in range(20):
+            result = tracker.process(kp, desc, CAMERA, stamp=stamp)
+            assert result.status in (Status.FIRST_FRAME, Status.LOW_PARALLAX), (rate, result.reason)
+            stamp += (1.0 + rng.uniform(-0.2, 0.2)) / rate  # jitter of a real driver
+        assert tracker.frame_period == pytest.approx(1.0 / rate, rel=0.2)
+        result = tracker.process(kp, desc, CAMERA, stamp=stamp + late)
+        assert result.status == Status.GAP and "median frame period" in result.reason
+    # a fixed max_frame_gap takes over; both off: only stamps going backwards are gaps
+    fixed = FrameTracker(TrackerConfig(max_frame_gap=10.0), device="cpu")
+    off = FrameTracker(TrackerConfig(frame_gap_periods=None), device="cpu")
+    for stamp in (1.0, 1.1, 1.2, 9.0):
+        assert fixed.process(kp, desc, CAMERA, stamp=stamp).status != Status.GAP
+        assert off.process(kp, desc, CAMERA, stamp=stamp).status != Status.GAP
+    assert off.process(kp, desc, CAMERA, stamp=8.0).status == Status.GAP
+    with pytest.raises(ValueError, match="frame_gap_periods"):
+        TrackerConfig(frame_gap_periods=0.5)
+
+
+def camera_info_fields(**fields):
+    """A sensor_msgs/CameraInfo look-alike (the fields CameraModel.from_camera_info reads)."""
+    roi = types.SimpleNamespace(x_offset=0, y_offset=0, width=0, height=0, do_rectify=False)
+    info = dict(height=SIZE[0], width=SIZE[1], distortion_model="plumb_bob", k=K.reshape(-1).tolist(),
+                d=DISTORTION.tolist(), r=np.eye(3).reshape(-1).tolist(), p=np.c_[K, np.zeros(3)].reshape(-1).tolist(),
+                binning_x=0, binning_y=0, roi=roi)
+    info.update(fields)
+    return types.SimpleNamespace(**info)
+
+
+def test_camera_model_rectified_streams_use_p_and_r_and_are_undistorted_once():
+    """image_rect pixels project through P in the frame R rotates to: the model returns the rays in
+    the camera frame, with no second undistortion, whatever D the CameraInfo still carries."""
+    scene = Scene(200)
+    normalised = scene.points[:, :2] / scene.points[:, 2:]
+    R_rect = rotation(0.02, -0.03, 0.01)
+    P = np.array([[480.0, 0.0, 330.0, -36.0], [0.0, 480.0, 245.0, 0.0], [0.0, 0.0, 1.0, 0.0]])  # a right camera
+    rectified = (scene.points @ R_rect.T) @ P[:, :3].T
+    rectified = rectified[:, :2] / rectified[:, 2:]
+    info = camera_info_fields(r=R_rect.reshape(-1).tolist(), p=P.reshape(-1).tolist())
+    camera = CameraModel.from_camera_info(info, rectified=True)
+    assert camera.uses_projection and camera.problem() is None and camera.focal == pytest.approx(480.0)
+    np.testing.assert_allclose(camera.undistort(rectified), normalised, atol=1e-9)
+    # the raw model (K, D) on the same pixels is far off: it would undistort a second time
+    raw = CameraModel.from_camera_info(info)
+    assert not raw.uses_projection and np.abs(raw.undistort(rectified) - normalised).max() > 1e-2
+    # a rectifier's own CameraInfo (D all zero): rectified without being told
+    zero_d = CameraModel.from_camera_info(camera_info_fields(d=[0.0] * 5, r=R_rect.reshape(-1).tolist(),
+                                                             p=P.reshape(-1).tolist()))
+    assert zero_d.uses_projection
+    np.testing.assert_allclose(zero_d.undistort(rectified), normalised, atol=1e-9)
+    # unusable projections are refused with a reason
+    bad = CameraModel.from_camera_info(camera_info_fields(r=(2 * np.eye(3)).reshape(-1).tolist()), rectified=True)
+    assert "not a rotation" in bad.problem()
+    assert "P" in CameraModel(K, rectified=True, P=np.zeros((3, 4)) - 1).problem()
+
+
+def test_camera_model_honours_binning_and_roi():
+    """A 2x2-binned image of a 200x300 region at (40, 60) of the raw 640x480 sensor: the published
+    pixels map back to the full-resolution pixels that the calibration describes."""
+    scene = Scene(400)
+    normalised = scene.points[:, :2] / scene.points[:, 2:]
+    zero = np.zeros(3)
+    full, _ = cv2.projectPoints(scene.points, zero, zero, K, DISTORTION)
+    full = full[:, 0]
+    roi = types.SimpleNamespace(x_offset=60, y_offset=40, width=300, height=200, do_rectify=False)
+    camera = CameraModel.from_camera_info(camera_info_fields(binning_x=2, binning_y=2, roi=roi))
+    assert camera.problem() is None and camera.output_size == (100, 150) and camera.image_size == SIZE
+    assert camera.focal == pytest.approx(0.5 * (K[0, 0] + K[1, 1]) / 2)
+    # full-resolution pixel centre = 2 u + 0.5 + offset
+    published = np.c_[(full[:, 0] - 60 - 0.5) / 2, (full[:, 1] - 40 - 0.5) / 2]
+    np.testing.assert_allclose(camera.to_full_resolution(published), full, atol=1e-9)
+    np.testing.assert_allclose(camera.undistort(published), normalised, atol=1e-6)
+    plain = CameraModel.from_camera_info(camera_info_fields())
+    assert plain.output_size == SIZE and plain.binning == (1, 1) and plain.roi is None
+    outside = types.SimpleNamespace(x_offset=600, y_offset=0, width=100, height=100, do_rectify=False)
+    assert "does not fit" in CameraModel.from_camera_info(camera_info_fields(roi=outside)).problem()
+
