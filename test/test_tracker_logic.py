@@ -362,3 +362,14 @@ def test_camera_model_honours_binning_and_roi():
     outside = types.SimpleNamespace(x_offset=600, y_offset=0, width=100, height=100, do_rectify=False)
     assert "does not fit" in CameraModel.from_camera_info(camera_info_fields(roi=outside)).problem()
 
+
+def test_degenerate_matches_are_a_pose_failure_not_an_exception():
+    """Every keypoint at one pixel in each frame (distinct descriptors, so they match): no pose."""
+    scene = Scene(100)
+    _, desc, _ = scene.view(np.eye(3), np.zeros(3), shuffle=False)
+    count = len(desc)
+    tracker = FrameTracker(TrackerConfig(), device="cpu")
+    tracker.process(np.full((count, 2), 100.0, np.float32), desc, CAMERA, stamp=1.0)
+    result = tracker.process(np.tile(np.float32([[180.0, 130.0]]), (count, 1)), desc, CAMERA, stamp=1.1)
+    assert result.status == Status.POSE_FAILED and result.lost and result.num_matches == count
+    assert result.reason and not result.inliers.any()
