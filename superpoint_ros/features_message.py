@@ -29,10 +29,113 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DESCRIPTOR_ENCODINGS", "FeatureArrays", "features_to_message", "features_from_message"]
+__all__ = ["DESCRIPTOR_ENCODINGS", "FORMAT_VERSION", "CameraGeometry", "FeatureArrays", "features_to_message",
+           "features_from_message"]
 
 DESCRIPTOR_ENCODINGS = ("float32", "int8")
 INT8_SCALE = 127.0
+FORMAT_VERSION = 2  # msg/Features.msg's FORMAT_VERSION
+# distortion models normalize() undistorts ("" and all-zero D: none)
+PINHOLE_MODELS = ("plumb_bob", "rational_polynomial")
+FISHEYE_MODELS = ("equidistant",)
+
+
+@dataclass
+class CameraGeometry:
+    """The camera model of a sensor_msgs/CameraInfo, as Features (format 2) carries it.
+
+    ``k`` (3, 3), ``r`` (3, 3), ``p`` (3, 4), ``d`` (n,) float64; ``roi`` (x_offset, y_offset,
+    height, width); binning 0 means 1 (no binning). ``rectified``: the image the keypoints come from
+    is already rectified, so P applies and D does not.
+    """
+
+    height: int
+    width: int
+    distortion_model: str
+    d: np.ndarray
+    k: np.ndarray
+    r: np.ndarray
+    p: np.ndarray
+    binning_x: int = 0
+    binning_y: int = 0
+    roi: tuple[int, int, int, int] = (0, 0, 0, 0)
+    roi_do_rectify: bool = False
+    rectified: bool = False
+
+    @classmethod
+    def from_camera_info(cls, info: Any, rectified: bool = False) -> CameraGeometry:
+        """From a sensor_msgs/CameraInfo (rclpy, rosbags or any object with its fields)."""
+        roi = info.roi
+        return cls(
+            height=int(info.height), width=int(info.width), distortion_model=str(info.distortion_model),
+            d=np.asarray(info.d, np.float64).reshape(-1).copy(), k=np.asarray(info.k, np.float64).reshape(3, 3).copy(),
+            r=np.asarray(info.r, np.float64).reshape(3, 3).copy(), p=np.asarray(info.p, np.float64).reshape(3, 4).copy(),
+            binning_x=int(info.binning_x), binning_y=int(info.binning_y),
+            roi=(int(roi.x_offset), int(roi.y_offset), int(roi.height), int(roi.width)),
+            roi_do_rectify=bool(roi.do_rectify), rectified=bool(rectified),
+        )
+
+    @property
+    def calibrated(self) -> bool:
+        matrix = self.p if self.rectified else self.k
+        return bool(matrix[0, 0] > 0 and matrix[1, 1] > 0)
+
+    def sensor_pixels(self, keypoints: np.ndarray) -> np.ndarray:
+        """Keypoints (N, 2) of the published image -> pixel centres of the full-resolution sensor."""
+        binning = np.array([max(self.binning_x, 1), max(self.binning_y, 1)], np.float64)
+        offset = np.array(self.roi[:2], np.float64)
+        return (np.asarray(keypoints, np.float64).reshape(-1, 2) + 0.5) * binning - 0.5 + offset
+
+    def normalize(self, keypoints: np.ndarray) -> np.ndarray | None:
+        """Undistorted normalised image coordinates (x/z, y/z) of keypoints (N, 2), float32.
+
+        Rectified images: (u - cx) / fx with P's intrinsics (in the rectified frame). Raw images: D
+        removed with K (plumb_bob and rational_polynomial through cv2.undistortPoints, equidistant
+        through cv2.fisheye), in the camera frame. None when uncalibrated (fx = 0) or the model is
+        unknown.
+        """
+        if not self.calibrated:
+            return None
+        pixels = self.sensor_pixels(keypoints)
+        if len(pixels) == 0:
+            return np.zeros((0, 2), np.float32)
+        if self.rectified or not np.any(self.d) or self.distortion_model == "":
+            matrix = self.p[:, :3] if self.rectified else self.k
+            focal, centre = np.array([matrix[0, 0], matrix[1, 1]]), np.array([matrix[0, 2], matrix[1, 2]])
+            return ((pixels - centre) / focal).astype(np.float32)
+        import cv2
+
+        points = pixels.reshape(-1, 1, 2)
+        if self.distortion_model in PINHOLE_MODELS:
+            return cv2.undistortPoints(points, self.k, self.d).reshape(-1, 2).astype(np.float32)
+        if self.distortion_model in FISHEYE_MODELS and self.d.size >= 4:
+            return cv2.fisheye.undistortPoints(points, self.k, self.d[:4]).reshape(-1, 2).astype(np.float32)
+        return None
+
+    def message_fields(self, numpy_fields: bool = False) -> dict[str, Any]:
+        """The Features fields of this model (see msg/Features.msg)."""
+        return {
+            "has_camera_info": True, "image_rectified": self.rectified,
+            "camera_height": self.height, "camera_width": self.width, "distortion_model": self.distortion_model,
+            "d": sequence_field(self.d, "d", numpy_fields), "k": _fixed(self.k, 9), "r": _fixed(self.r, 9),
+            "p": _fixed(self.p, 12), "binning_x": self.binning_x, "binning_y": self.binning_y,
+            "roi_x_offset": self.roi[0], "roi_y_offset": self.roi[1], "roi_height": self.roi[2],
+            "roi_width": self.roi[3], "roi_do_rectify": self.roi_do_rectify,
+        }
+
+
+def _fixed(values: np.ndarray, size: int) -> np.ndarray:
+    return np.ascontiguousarray(values, np.float64).reshape(size)
+
+
+def _no_camera_fields(numpy_fields: bool) -> dict[str, Any]:
+    """Format-2 fields without a camera model (rosbags' dataclasses need every field)."""
+    return {
+        "has_camera_info": False, "image_rectified": False, "camera_height": 0, "camera_width": 0,
+        "distortion_model": "", "d": sequence_field(np.zeros(0), "d", numpy_fields), "k": np.zeros(9),
+        "r": np.zeros(9), "p": np.zeros(12), "binning_x": 0, "binning_y": 0, "roi_x_offset": 0, "roi_y_offset": 0,
+        "roi_height": 0, "roi_width": 0, "roi_do_rectify": False,
+    }
 
 
 @dataclass
@@ -41,7 +144,8 @@ class FeatureArrays:
 
     keypoints (N, 2) float32 (x, y) pixels; scores (N,) float32; descriptors (N, D) float32,
     L2-normalised; image_size (H, W) of the image the coordinates refer to. Arrays decoded from
-    float32 messages are read-only views of the message's buffers where possible.
+    float32 messages are read-only views of the message's buffers where possible. ``format_version``
+    1: an old message (no camera fields).
     """
 
     keypoints: np.ndarray
@@ -51,6 +155,9 @@ class FeatureArrays:
     header: Any = None
     weights: str = ""
     descriptor_encoding: str = "float32"
+    format_version: int = FORMAT_VERSION
+    camera: CameraGeometry | None = None  # the camera model, when the message carries one
+    keypoints_normalized: np.ndarray | None = None  # (N, 2) float32, when the message carries them
 
     def __len__(self) -> int:
         return int(self.keypoints.shape[0])
@@ -81,7 +188,7 @@ def _is_rosbags(msg_cls: type) -> bool:
 
 
 # array.array typecode of a sequence field -> its little-endian numpy dtype
-SEQUENCE_DTYPES = {"f": "<f4", "B": np.uint8, "I": "<u4", "Q": "<u8"}
+SEQUENCE_DTYPES = {"f": "<f4", "d": "<f8", "B": np.uint8, "I": "<u4", "Q": "<u8"}
 
 
 def sequence_field(values: Any, typecode: str, numpy_fields: bool = False) -> Any:
@@ -101,11 +208,15 @@ def features_to_message(
     image_size: tuple[int, int] | None = None,
     encoding: str = "float32",
     weights: str = "",
+    camera: CameraGeometry | None = None,
+    keypoints_normalized: np.ndarray | None = None,
 ) -> Any:
     """Build a ``msg_cls`` Features message from a superpoint_training ``Features`` (numpy or torch).
 
     ``header`` is copied in unchanged (the source image's). ``image_size`` (H, W) defaults to
-    ``features.image_size``. In fixed-K mode only the valid entries are sent.
+    ``features.image_size``. In fixed-K mode only the valid entries are sent. ``camera`` and
+    ``keypoints_normalized`` (N, 2) fill the format-2 fields (a format-1 ``msg_cls``, e.g. an old
+    bag's type, gets neither).
     """
     if encoding not in DESCRIPTOR_ENCODINGS:
         raise ValueError(f"descriptor encoding must be one of {DESCRIPTOR_ENCODINGS}, got {encoding!r}")
@@ -122,7 +233,14 @@ def features_to_message(
     else:
         data = np.ascontiguousarray(_numpy(descriptors), dtype="<f4").view(np.uint8)
     numpy_fields = _is_rosbags(msg_cls)
+    extra: dict[str, Any] = {}
+    if _has_field(msg_cls, "format_version"):
+        extra = camera.message_fields(numpy_fields) if camera is not None else _no_camera_fields(numpy_fields)
+        normalized = np.zeros(0, np.float32) if keypoints_normalized is None else keypoints_normalized
+        extra.update(format_version=FORMAT_VERSION,
+                     keypoints_normalized=sequence_field(normalized, "f", numpy_fields))
     return msg_cls(
+        **extra,
         header=header,
         height=int(height),
         width=int(width),
@@ -133,6 +251,12 @@ def features_to_message(
         descriptor_data=sequence_field(data, "B", numpy_fields),
         weights=str(weights),
     )
+
+
+def _has_field(msg_cls: type, name: str) -> bool:
+    """Whether an rclpy or rosbags message class has the field ``name``."""
+    fields = getattr(msg_cls, "__dataclass_fields__", None) or getattr(msg_cls, "_fields_and_field_types", {})
+    return name in fields
 
 
 def _field_array(values: Any, dtype: str) -> np.ndarray:
@@ -176,6 +300,24 @@ def features_from_message(msg: Any) -> FeatureArrays:
         descriptors = raw.view(np.int8).reshape(count, dim).astype(np.float32) * np.float32(1.0 / INT8_SCALE)
         norms = np.linalg.norm(descriptors, axis=1, keepdims=True)
         descriptors /= np.maximum(norms, np.float32(1e-12))
+    version = int(getattr(msg, "format_version", 1))
+    camera = None
+    normalized = None
+    if version >= 2 and bool(msg.has_camera_info):
+        camera = CameraGeometry(
+            height=int(msg.camera_height), width=int(msg.camera_width), distortion_model=str(msg.distortion_model),
+            d=_field_array(msg.d, "<f8").astype(np.float64), k=_field_array(msg.k, "<f8").reshape(3, 3),
+            r=_field_array(msg.r, "<f8").reshape(3, 3), p=_field_array(msg.p, "<f8").reshape(3, 4),
+            binning_x=int(msg.binning_x), binning_y=int(msg.binning_y),
+            roi=(int(msg.roi_x_offset), int(msg.roi_y_offset), int(msg.roi_height), int(msg.roi_width)),
+            roi_do_rectify=bool(msg.roi_do_rectify), rectified=bool(msg.image_rectified),
+        )
+    if version >= 2:
+        values = _field_array(msg.keypoints_normalized, "<f4")
+        if values.size:
+            if values.size != keypoints.size:
+                raise ValueError(f"Features.keypoints_normalized has {values.size} values for {count} keypoints")
+            normalized = values.reshape(count, 2)
     return FeatureArrays(
         keypoints=keypoints.reshape(count, 2),
         scores=scores,
@@ -184,4 +326,7 @@ def features_from_message(msg: Any) -> FeatureArrays:
         header=msg.header,
         weights=str(getattr(msg, "weights", "")),
         descriptor_encoding=encoding,
+        format_version=version,
+        camera=camera,
+        keypoints_normalized=normalized,
     )

@@ -183,3 +183,112 @@ def test_cuda_tensors_if_available(store, features):
         a = features_to_message(store.types["superpoint_ros/msg/Features"], bag_header(store), on_gpu, encoding=encoding)
         b = features_to_message(store.types["superpoint_ros/msg/Features"], bag_header(store), features, encoding=encoding)
         np.testing.assert_array_equal(a.descriptor_data, b.descriptor_data)
+
+
+# -- format 2: the camera model, and old (format 1) messages ------------------------------------------
+
+FORMAT_1_DEFINITION = """std_msgs/Header header
+uint32 height
+uint32 width
+float32[] keypoints
+float32[] scores
+uint32 descriptor_dim
+string descriptor_encoding
+uint8[] descriptor_data
+string weights
+"""  # msg/Features.msg as released before format_version (git history), comments dropped
+
+
+def camera_info(store=None, **changes):
+    """A sensor_msgs/CameraInfo (rosbags when ``store`` is given, else a namespace) of a real calibration:
+    TUM fr1's published intrinsics and plumb_bob distortion (fx 517.3, fy 516.5, cx 318.6, cy 255.3)."""
+    fields = dict(
+        height=480, width=640, distortion_model="plumb_bob",
+        d=np.array([0.2624, -0.9531, -0.0054, 0.0026, 1.1633]),
+        k=np.array([517.3, 0, 318.6, 0, 516.5, 255.3, 0, 0, 1.0]), r=np.eye(3).reshape(-1),
+        p=np.array([517.3, 0, 318.6, 0, 0, 516.5, 255.3, 0, 0, 0, 1.0, 0]), binning_x=0, binning_y=0,
+    )
+    roi = dict(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    roi.update(changes.pop("roi", {}))
+    fields.update(changes)
+    if store is None:
+        return SimpleNamespace(**fields, roi=SimpleNamespace(**roi), header=None)
+    types = store.types
+    return types["sensor_msgs/msg/CameraInfo"](header=bag_header(store), roi=types["sensor_msgs/msg/RegionOfInterest"](**roi),
+                                               **fields)
+
+
+def test_camera_model_round_trip_through_rosbags_cdr(store, features):
+    from superpoint_ros.features_message import FORMAT_VERSION, CameraGeometry
+
+    Features_ = store.types["superpoint_ros/msg/Features"]
+    geometry = CameraGeometry.from_camera_info(camera_info(store, binning_x=2, binning_y=2,
+                                                           roi={"x_offset": 8, "y_offset": 4, "height": 200,
+                                                                "width": 300}))
+    normalized = geometry.normalize(features.keypoints.numpy())
+    msg = features_to_message(Features_, bag_header(store), features.numpy(), (240, 320), camera=geometry,
+                              keypoints_normalized=normalized)
+    raw = store.serialize_cdr(msg, Features_.__msgtype__)
+    decoded = features_from_message(store.deserialize_cdr(raw, Features_.__msgtype__))
+    assert decoded.format_version == FORMAT_VERSION == 2
+    camera = decoded.camera
+    assert camera is not None and camera.distortion_model == "plumb_bob" and (camera.height, camera.width) == (480, 640)
+    np.testing.assert_array_equal(camera.k, geometry.k)
+    np.testing.assert_array_equal(camera.p, geometry.p)
+    np.testing.assert_array_equal(camera.d, geometry.d)
+    assert (camera.binning_x, camera.binning_y, camera.roi) == (2, 2, (8, 4, 200, 300))
+    np.testing.assert_array_equal(decoded.keypoints_normalized, normalized)
+    # without a camera model: the fields are empty and decode as None
+    plain = features_from_message(store.deserialize_cdr(
+        store.serialize_cdr(features_to_message(Features_, bag_header(store), features.numpy()), Features_.__msgtype__),
+        Features_.__msgtype__))
+    assert plain.camera is None and plain.keypoints_normalized is None and plain.format_version == 2
+
+
+def test_old_format_messages_still_decode(features):
+    """A format-1 message (built from the old definition, as old bags hold it) decodes, camera-less."""
+    from rosbags.typesys import get_types_from_msg
+
+    old_store = get_typestore(Stores.ROS2_JAZZY)
+    old_store.register(get_types_from_msg(FORMAT_1_DEFINITION, "superpoint_ros/msg/Features"))
+    Old = old_store.types["superpoint_ros/msg/Features"]
+    assert "format_version" not in Old.__dataclass_fields__
+    msg = features_to_message(Old, bag_header(old_store), features.numpy(), (240, 320), weights="old")
+    decoded = features_from_message(old_store.deserialize_cdr(old_store.serialize_cdr(msg, Old.__msgtype__),
+                                                              Old.__msgtype__))
+    assert decoded.format_version == 1 and decoded.camera is None and decoded.keypoints_normalized is None
+    np.testing.assert_array_equal(decoded.keypoints, features.keypoints.numpy())
+    assert decoded.weights == "old"
+
+
+@pytest.mark.parametrize("model", ["plumb_bob", "rational_polynomial", "equidistant", "rectified"])
+def test_normalized_keypoints_invert_the_camera_model(model):
+    """Points in front of the camera projected forward (cv2.projectPoints / fisheye.projectPoints, then
+    binned and cropped to the ROI) come back as their x/z, y/z."""
+    import cv2
+
+    rng = np.random.default_rng(1)
+    truth = np.column_stack([rng.uniform(-0.5, 0.5, 50), rng.uniform(-0.4, 0.4, 50)])
+    objects = np.column_stack([truth, np.ones(50)]).reshape(-1, 1, 3)
+    info = camera_info(binning_x=2, binning_y=2, roi={"x_offset": 40, "y_offset": 20, "height": 200, "width": 280})
+    k = info.k.reshape(3, 3)
+    zero = np.zeros(3)
+    from superpoint_ros.features_message import CameraGeometry
+
+    if model == "equidistant":
+        info.distortion_model, info.d = model, np.array([0.1, -0.05, 0.01, -0.002])
+        sensor, _ = cv2.fisheye.projectPoints(objects, zero, zero, k, info.d)
+    elif model == "rational_polynomial":
+        info.distortion_model, info.d = model, np.array([0.2, -0.5, 0.001, 0.002, 0.3, 0.05, -0.1, 0.2])
+        sensor, _ = cv2.projectPoints(objects, zero, zero, k, info.d)
+    elif model == "plumb_bob":
+        sensor, _ = cv2.projectPoints(objects, zero, zero, k, info.d)
+    else:  # a rectified image: P's intrinsics, no distortion
+        info.p = np.array([500.0, 0, 320, 0, 0, 500, 240, 0, 0, 0, 1, 0])
+        sensor, _ = cv2.projectPoints(objects, zero, zero, info.p.reshape(3, 4)[:, :3], None)
+    sensor = sensor.reshape(-1, 2)
+    published = (sensor - [40, 20] + 0.5) / 2 - 0.5  # binned 2x2, then the ROI's offset
+    geometry = CameraGeometry.from_camera_info(info, rectified=model == "rectified")
+    np.testing.assert_allclose(geometry.sensor_pixels(published), sensor, atol=1e-9)
+    np.testing.assert_allclose(geometry.normalize(published), truth, atol=2e-4)
+    assert CameraGeometry.from_camera_info(camera_info(k=np.zeros(9))).normalize(published) is None  # uncalibrated
