@@ -5,9 +5,15 @@
   a cell with several keypoints is labelled with one of them picked at random. A cell counts only
   when all its 64 pixels are valid; the loss is the mean over valid cells.
 - :func:`descriptor_loss`: the hinge loss over all pairs of cells of an image and its warp:
-  ``lambda_d * s * max(0, m_p - d) + (1 - s) * max(0, d - m_n)`` with ``d`` the dot product of the
-  L2-normalised descriptors and ``s = 1`` when the warped centre (8k + 4) of a cell of image 0 lies
-  within 7.5 px of the centre of the cell of image 1; averaged over the valid area of image 1.
+  ``lambda_d * s * max(0, m_p - d) + (1 - s) * max(0, d - m_n)`` with ``s = 1`` when the warped
+  centre (8k + 4) of a cell of image 0 lies within 7.5 px of the centre of the cell of image 1;
+  averaged over the valid area of image 1. ``d`` is, with ``similarity="cosine"``, the dot product
+  of the L2-normalised descriptors (the paper, and the reference before 2019-11-25); with
+  ``similarity="reference"`` (the reference's ``descriptor_loss`` since its commit "Normalization of
+  descriptors in loss"), those dot products go through a ReLU, then the (Hc Wc) x (Hc Wc) tensor of
+  each image is L2-normalised over the warped image's cells, then over the first image's cells
+  (:func:`reference_similarity`). The reference's loss weights (lambda_d 800, lambda_loss 1 of the
+  v6 weights; 0.05 / 10000 of its config) were tuned for the second.
 """
 
 from __future__ import annotations
@@ -70,6 +76,21 @@ def cell_centres(hc: int, wc: int, device: torch.device | str | None = None) -> 
     return torch.stack((xs, ys), dim=-1).reshape(-1, 2).to(torch.float32) * STRIDE + STRIDE // 2
 
 
+SIMILARITIES = ("cosine", "reference")
+
+
+def tf_l2_normalize(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
+    """``x / sqrt(max(sum(x^2), 1e-12))`` over ``dim``: TensorFlow's ``l2_normalize``, as the reference
+    uses it (the floor is on the squared norm, where ``F.normalize`` floors the norm)."""
+    return x * torch.rsqrt(x.pow(2).sum(dim=dim, keepdim=True).clamp(min=1e-12))
+
+
+def reference_similarity(dot: torch.Tensor) -> torch.Tensor:
+    """(B, N0, N1) cosines to the reference's similarities: ReLU, L2-normalise over the cells of
+    image 1 (dim 2), then over the cells of image 0 (dim 1)."""
+    return tf_l2_normalize(tf_l2_normalize(dot.clamp(min=0), dim=2), dim=1)
+
+
 def descriptor_loss(
     descriptors: torch.Tensor,
     warped_descriptors: torch.Tensor,
@@ -79,22 +100,29 @@ def descriptor_loss(
     positive_margin: float = 1.0,
     negative_margin: float = 0.2,
     positive_distance: float = STRIDE - 0.5,
+    similarity: str = "cosine",
 ) -> torch.Tensor:
     """Hinge loss between the dense descriptors of an image and of its warp.
 
     descriptors, warped_descriptors (B, D, Hc, Wc) raw head outputs (normalised here);
     homography (B, 3, 3) maps (x, y) pixels of image 0 to image 1 (:mod:`..data.geometry`);
-    warped_valid_mask (B, H, W) of image 1 or None. Returns a float32 scalar.
+    warped_valid_mask (B, H, W) of image 1 or None; ``similarity`` one of :data:`SIMILARITIES`
+    (module docstring). Returns a float32 scalar.
     Memory grows as (Hc Wc)^2 per image: 90 MB for a batch of 2 at 240x320 in float32.
     """
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     b, _, hc, wc = descriptors.shape
     centres = cell_centres(hc, wc, descriptors.device)  # (N, 2)
     warped = warp_points(centres[None].expand(b, -1, -1), homography.to(torch.float32))  # (B, N, 2)
     distance = torch.cdist(warped, centres[None].expand(b, -1, -1))  # (B, N0, N1)
     s = (distance <= positive_distance).to(torch.float32)
-    d0 = F.normalize(descriptors.float().flatten(2), dim=1)  # (B, D, N0)
-    d1 = F.normalize(warped_descriptors.float().flatten(2), dim=1)  # (B, D, N1)
+    normalize = tf_l2_normalize if similarity == "reference" else F.normalize
+    d0 = normalize(descriptors.float().flatten(2), dim=1)  # (B, D, N0)
+    d1 = normalize(warped_descriptors.float().flatten(2), dim=1)  # (B, D, N1)
     dot = d0.transpose(1, 2) @ d1  # (B, N0, N1)
+    if similarity == "reference":
+        dot = reference_similarity(dot)
     loss = lambda_d * s * (positive_margin - dot).clamp(min=0) + (1 - s) * (dot - negative_margin).clamp(min=0)
     valid = cell_valid_mask(warped_valid_mask, (b, hc, wc)).to(loss.device).reshape(b, 1, hc * wc)
     normalization = valid.sum() * (hc * wc)

@@ -9,7 +9,7 @@ The task contract is :mod:`.task`. Per iteration (after the reference's
 - ``loss``: one forward pass over both images;
   ``detector(image) + detector(warped) + lambda_loss * descriptor`` with
   :func:`~.losses.detector_loss` and :func:`~.losses.descriptor_loss`
-  (``lambda_d``, positive margin 1, negative margin 0.2);
+  (``lambda_d``, positive margin 1, negative margin 0.2; ``loss.descriptor``: :data:`DESCRIPTOR_LOSSES`);
 - ``validate``: detector precision/recall against the validation labels, and on the validation
   patches (``data.validation_patches``, generated once from the validation images when missing):
   repeatability (top 300 in the shared view, 3 px) and descriptor matching (top 1000, cross-checked
@@ -55,7 +55,13 @@ LOSS_PRESETS: dict[str, dict[str, float]] = {
     # The setting the released superpoint_v6_from_tf weights were trained with (300k iterations).
     "v6_release": {"lambda_d": 800.0, "lambda_loss": 1.0, "batch_size": 3, "learning_rate": 0.0001},
 }
-DESCRIPTOR_LOSSES = ("dense_hinge", "sampled_info_nce")
+# loss.descriptor -> what it is:
+# - reference: the reference's current dense hinge loss (ReLU on the cosines, then the similarity
+#   tensor L2-normalised over both images' cells; losses.descriptor_loss(similarity="reference")),
+#   the loss lambda_d 800 / lambda_loss 1 (v6_release) and 0.05 / 10000 (reference_config) were tuned for;
+# - dense_hinge: the same hinge on plain cosines (the paper; the reference before 2019-11-25);
+# - sampled_info_nce: a contrastive loss over sampled correspondences (not the reference).
+DESCRIPTOR_LOSSES = ("reference", "dense_hinge", "sampled_info_nce")
 REPEATABILITY_TOP_K, MATCHING_TOP_K, PIXEL_THRESHOLD = 300, 1000, 3.0
 
 
@@ -137,6 +143,7 @@ class SuperPointTask(Task):
             desc = descriptor_loss(
                 descriptors[:b], descriptors[b:], batch["homography"], batch["warped_valid_mask"],
                 lambda_d=w["lambda_d"], positive_margin=w["positive_margin"], negative_margin=w["negative_margin"],
+                similarity="reference" if options["descriptor"] == "reference" else "cosine",
             )
         loss = det0 + det1 + w["lambda_loss"] * desc
         if not bool(torch.isfinite(loss)):  # no gradient from this batch; counted
