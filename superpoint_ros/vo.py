@@ -32,7 +32,6 @@ import argparse
 import csv
 import json
 import math
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,6 +42,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from superpoint_training.common.machine import describe_machine, machine_record
 from superpoint_training.data.images import IMAGE_SUFFIXES, read_gray
 
 from .tracking import (
@@ -442,8 +442,11 @@ def summary_markdown(summary: dict) -> str:
         f"- command: `{summary['command']}`",
         f"- date: {summary['date']}; machine: {summary['machine']}; device: {summary['device']}",
         f"- source: {summary['source']} ({summary['frames']} frames); ground truth: {summary['groundtruth']}",
-        f"- SuperPoint weights: {summary['weights']}; max_keypoints {summary['max_keypoints']}",
+        f"- SuperPoint weights: {summary['weights']}; max_keypoints {summary['max_keypoints']}; inference: "
+        f"{summary['extractor']['backend']} backend, {summary['extractor']['precision']}",
         f"- matching / pose settings: {summary['settings']}",
+        f"- essential matrix: cv2.findEssentialMat RANSAC then cv2.recoverPose, {summary['ransac_orders']} RANSAC "
+        "order per pair (the matches in their matching order)",
         "- ORB: OpenCV ORB, 1500 features, brute-force Hamming with cross check, same essential-matrix code",
         "",
         "Medians over the pairs whose pose was estimated (status ok); rotation error = angle of R_est R_gt^T,",
@@ -471,12 +474,6 @@ def summary_markdown(summary: dict) -> str:
             f"frames, statuses {tracker['statuses']}.",
         ]
     return "\n".join(lines) + "\n"
-
-
-def _machine() -> str:
-    import os
-
-    return f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -564,7 +561,8 @@ def run(args: argparse.Namespace) -> dict:
     summary = {
         "command": " ".join(["python -m superpoint_ros.vo", *sys.argv[1:]]) if args.command is None else args.command,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": _machine(),
+        "machine": describe_machine(str(extractor.device)),
+        "machine_record": machine_record(str(extractor.device)),  # CPU flags, library versions, GPU
         "device": str(extractor.device) + (f" ({torch.cuda.get_device_name()})" if extractor.device.type == "cuda" else ""),
         "source": str(source),
         "frames": len(frames),
@@ -574,6 +572,7 @@ def run(args: argparse.Namespace) -> dict:
         "extractor": extractor_settings(extractor, weights=str(args.weights)),
         "camera": {"K": camera.K.tolist(), "distortion": camera.distortion.tolist(), "model": camera.distortion_model},
         "settings": {k: v for k, v in asdict(config).items() if k != "max_frame_gap"},
+        "ransac_orders": 1,  # one findEssentialMat per pair; OpenCV's RANSAC samples depend on the matches' order
         "methods": summary_methods,
         "tracker": tracker_summary,
     }

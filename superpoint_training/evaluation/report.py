@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
-import os
-import platform
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..common.machine import describe_machine, machine_record
+from ..model.extractor import Extractor
 from .methods import Protocol, opencv_version
 from .metrics import CORRECTNESS_THRESHOLDS, precision_recall
 
 KIND_COLUMNS = ("illumination", "viewpoint", "all")
+_EXTRACTOR_DEFAULTS = inspect.signature(Extractor).parameters
+SUPERPOINT_INFERENCE = (f"{_EXTRACTOR_DEFAULTS['backend'].default} backend in "
+                        f"{_EXTRACTOR_DEFAULTS['precision'].default}")  # build_methods keeps the defaults
 PER_SEQUENCE_ROWS = 60  # report.md lists each sequence up to this many (full HPatches: 116, see report.json)
 
 
@@ -80,6 +84,10 @@ def markdown_report(report: dict) -> str:
         f"- Date: {report['date']}; machine: {report['machine']}; SuperPoint device: {s['device']}",
         f"- Command: `{report['command']}`",
     ]
+    if "descriptor" in s["protocols"]:
+        orders = s["protocols"]["descriptor"]["ransac_orders"]
+        lines.append(f"- Homography estimation: cv2.findHomography RANSAC, {orders} order{'s' if orders > 1 else ''} "
+                     "of the matches per pair (see Settings)")
     for label, weights in s["weights"].items():
         lines.append(f"- {label}: {weights}")
     lines.append("")
@@ -198,7 +206,8 @@ def describe_choices(args: argparse.Namespace, protocols: list[Protocol], datase
         "homography: cross-checked brute-force matching (L2 for SuperPoint and SIFT, Hamming for ORB), "
         "cv2.findHomography RANSAC (reprojection threshold 3 px), mean error of the four warped corners of "
         "image 1 <= e; fewer than 4 matches or no estimate counts as incorrect"
-        + ("" if protocols[0].ransac_orders <= 1 else
+        + ("; one RANSAC run on the matches in their own order (the reference's; OpenCV's RANSAC samples depend "
+           "on the order, --ransac-orders averages over more)" if protocols[0].ransac_orders <= 1 else
            f"; correctness is the mean over {protocols[0].ransac_orders} orders of the matches (the matches' own "
            "order, then shuffles with seeds 1..N-1: OpenCV's RANSAC samples depend on the order); corner errors "
            "are those of the matches' own order"),
@@ -208,6 +217,8 @@ def describe_choices(args: argparse.Namespace, protocols: list[Protocol], datase
         "a match correct within 3 px; mean over pairs. The precision-recall plot pools all matches of a kind",
         "SuperPoint: detection threshold and border from the weights' defaults (see the method lines above), "
         "descriptors stored as float16 in the cache",
+        f"SuperPoint inference: the network run by the {SUPERPOINT_INFERENCE} (the Extractor's defaults: the "
+        "evaluation has no other)",
         f"classical: Harris cornerHarris(4, 3, 0.04); Shi-Tomasi goodFeaturesToTrack(600, 1e-4, 5) scored by "
         f"min-eigenvalue quality; FAST threshold 10; SIFT and ORB nfeatures 1500 with their own keypoints "
         f"(no extra NMS); OpenCV {opencv_version()}",
@@ -216,16 +227,20 @@ def describe_choices(args: argparse.Namespace, protocols: list[Protocol], datase
     return choices
 
 
+def _resolved(device: str) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
 def machine_description(device: str) -> str:
-    text = f"{platform.node() or 'unknown host'}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads"
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        if torch.cuda.is_available():
-            text += f", {torch.cuda.get_device_name()}"
-    return text
+    """The machine in one line (:func:`~superpoint_training.common.machine.describe_machine`: CPU,
+    cores, flags, GPU, library versions)."""
+    return describe_machine(_resolved(device))
 
 
 def write_report(report: dict, output: Path) -> None:
-    """OUTPUT/report.json and OUTPUT/report.md."""
+    """OUTPUT/report.json and OUTPUT/report.md; the json gains the full machine record
+    (``machine_record``: CPU flags, native bf16, library versions, GPU) when the caller gave none."""
+    report.setdefault("machine_record", machine_record(_resolved(report["settings"]["device"])))
     output.mkdir(parents=True, exist_ok=True)
     (output / "report.json").write_text(json.dumps(report, indent=1))
     (output / "report.md").write_text(markdown_report(report))
