@@ -4,6 +4,9 @@ Every step here runs on the tensors' device without host round trips: softmax ov
 depth-to-space, max-pool NMS (two suppression passes, as in SuperGlue's and rpautrat's PyTorch
 code), border removal, threshold, batched top-k and bilinear descriptor sampling. The only host
 synchronisation is the keypoint count when the number of keypoints is not fixed.
+
+The reference's box NMS (:func:`box_nms`, ``DetectionConfig.nms_box``) is there for its evaluation
+protocol; it also runs on the device, with one host synchronisation per suppression round.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ class DetectionConfig:
     ``"quadratic"`` and ``"gaussian"`` move it within +-0.5 px to the vertex of a parabola through
     the score map around it, or through its logarithm (:func:`refine_keypoints`); descriptors are
     then sampled at the refined positions.
+    ``nms_box``: 0 (default) suppresses with the max-pool of ``nms_radius``; > 0 uses instead the
+    reference's box NMS (:func:`box_nms`) with boxes of that side and IoU threshold ``nms_iou``, on
+    the points at or above ``detection_threshold`` (the reference's evaluation: 4 for detectors, 8
+    for descriptors). Slower than the max-pool; for evaluation, not for the robot.
     ``scales``: the image sizes, as fractions of the input, that the network sees; with more than
     one, the keypoints of every level come back in the input's pixels, each level's scores are
     multiplied by its scale, and the strongest ``max_keypoints`` of all levels are kept
@@ -55,6 +62,8 @@ class DetectionConfig:
     descriptor_sampling: str = "cell"
     subpixel: str = "none"
     scales: tuple[float, ...] = (1.0,)
+    nms_box: int = 0
+    nms_iou: float = 0.1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -64,6 +73,10 @@ class DetectionConfig:
             raise ValueError(f"detection_threshold must be in [0, 1), got {self.detection_threshold}")
         if int(self.nms_radius) < 0:
             raise ValueError(f"nms_radius must be >= 0, got {self.nms_radius}")
+        if int(self.nms_box) < 0:
+            raise ValueError(f"nms_box must be >= 0 (0: max-pool NMS), got {self.nms_box}")
+        if not 0.0 <= float(self.nms_iou) < 1.0:
+            raise ValueError(f"nms_iou must be in [0, 1), got {self.nms_iou}")
         if int(self.remove_borders) < 0:
             raise ValueError(f"remove_borders must be >= 0, got {self.remove_borders}")
         self.max_keypoints = no_limit(self.max_keypoints)
@@ -145,6 +158,63 @@ def nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
         new_max_mask = supp_scores == _max_pool(supp_scores, radius)
         max_mask = max_mask | (new_max_mask & ~supp_mask)
     return torch.where(max_mask, x, zeros)[:, 0]
+
+
+def box_overlap_offsets(size: int, iou: float) -> list[tuple[int, int]]:
+    """The pixel offsets (dx, dy) != (0, 0) at which two boxes of side ``size`` centred on pixels
+    overlap with IoU > ``iou``: (s-|dx|)(s-|dy|) / (2 s^2 - (s-|dx|)(s-|dy|)) > iou."""
+    offsets = []
+    for dy in range(-size + 1, size):
+        for dx in range(-size + 1, size):
+            inter = (size - abs(dx)) * (size - abs(dy))
+            if (dx or dy) and inter / (2 * size * size - inter) > iou:
+                offsets.append((dx, dy))
+    return offsets
+
+
+def box_nms(scores: torch.Tensor, size: int, iou: float = 0.1, threshold: float = 0.0) -> torch.Tensor:
+    """The reference's box NMS of (B, H, W) scores (rpautrat/SuperPoint ``box_nms``); suppressed and
+    below-threshold pixels become 0.
+
+    Every pixel with score >= ``threshold`` is a box of side ``size`` centred on it; greedily, in
+    order of decreasing score (ties: the earlier pixel in row-major order first), a box is kept unless
+    a kept box overlaps it with IoU > ``iou`` (TensorFlow's ``non_max_suppression``). Boxes only
+    overlap at the few offsets of :func:`box_overlap_offsets`, so the greedy result is computed in
+    parallel: a candidate is kept once every stronger overlapping candidate is suppressed, and
+    suppressed as soon as one of them is kept; each round settles at least the strongest
+    undecided candidate of every group, on a (candidates x offsets) neighbour table on the device.
+    """
+    b, h, w = scores.shape
+    offsets = box_overlap_offsets(int(size), float(iou))
+    candidate = scores >= threshold
+    if not offsets or not bool(candidate.any()):
+        return torch.where(candidate, scores, torch.zeros_like(scores))
+    r = max(max(abs(dx), abs(dy)) for dx, dy in offsets)
+    where = candidate.nonzero()  # (N, 3) b, y, x in row-major order: the tie order
+    n = where.shape[0]
+    index_map = torch.full((b, h + 2 * r, w + 2 * r), n, dtype=torch.long, device=scores.device)  # n: none
+    index_map[where[:, 0], where[:, 1] + r, where[:, 2] + r] = torch.arange(n, device=scores.device)
+    delta = torch.tensor(offsets, dtype=torch.long, device=scores.device)  # (K, 2) dx, dy
+    neighbours = index_map[where[:, None, 0], where[:, None, 1] + r + delta[:, 1], where[:, None, 2] + r + delta[:, 0]]
+    values = scores[where[:, 0], where[:, 1], where[:, 2]]
+    padded = torch.cat((values, values.new_full((1,), float("-inf"))))
+    own = torch.arange(n, device=scores.device)[:, None]
+    # stronger[i, k]: neighbour k of candidate i comes first in the greedy order
+    stronger = (padded[neighbours] > values[:, None]) | ((padded[neighbours] == values[:, None]) & (neighbours < own))
+    neighbours = torch.where(stronger, neighbours, n)  # keep only the stronger ones; n is never kept
+    undecided = torch.ones(n + 1, dtype=torch.bool, device=scores.device)
+    kept = torch.zeros(n + 1, dtype=torch.bool, device=scores.device)
+    undecided[n] = False
+    while bool(undecided.any()):
+        beaten = kept[neighbours].any(1)
+        waiting = undecided[neighbours].any(1)
+        settle = undecided[:n]
+        kept[:n] |= settle & ~beaten & ~waiting
+        undecided[:n] = settle & ~beaten & waiting
+    out = torch.zeros_like(scores)
+    keep = kept[:n]
+    out[where[keep, 0], where[keep, 1], where[keep, 2]] = values[keep]
+    return out
 
 
 def remove_border_scores(scores: torch.Tensor, border: int) -> torch.Tensor:
@@ -239,7 +309,11 @@ def detect(
     :class:`superpoint_training.model.inference.SuperPointPipeline`.
     """
     dense_scores = logits_to_scores(logits)
-    scores = remove_border_scores(nms(dense_scores, config.nms_radius), config.remove_borders)
+    if config.nms_box:
+        suppressed = box_nms(dense_scores, config.nms_box, config.nms_iou, config.detection_threshold)
+    else:
+        suppressed = nms(dense_scores, config.nms_radius)
+    scores = remove_border_scores(suppressed, config.remove_borders)
     k = config.max_keypoints
     keypoints, values, valid = top_k_keypoints(scores, config.detection_threshold, k)
     keypoints = refine_keypoints(dense_scores, keypoints, config.subpixel)

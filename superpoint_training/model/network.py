@@ -30,51 +30,66 @@ VARIANTS = ("v1", "v6")
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """``batchnorm_momentum`` (v6 only) is PyTorch's: the weight of the new batch in the running
+    statistics. TensorFlow's ``momentum`` is the weight of the old value, so the reference's TF
+    default 0.99 is 0.01 here; PyTorch's default 0.1 is what the shipped weights were trained with.
+    It changes training only (evaluation uses the stored running statistics)."""
+
     variant: str = "v6"
     descriptor_dim: int = 256  # 0: detector only (MagicPoint)
+    batchnorm_momentum: float = 0.1
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"model.variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.descriptor_dim < 0:
             raise ValueError(f"model.descriptor_dim must be >= 0, got {self.descriptor_dim}")
+        if not 0.0 < float(self.batchnorm_momentum) <= 1.0:
+            raise ValueError(f"model.batchnorm_momentum must be in (0, 1] (PyTorch's convention: TF's 0.99 is "
+                             f"0.01), got {self.batchnorm_momentum}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as stored in checkpoints; ``batchnorm_momentum`` only when it is not PyTorch's
+        default, so that checkpoints written before the key existed compare equal (resume, interpolation)."""
+        values = asdict(self)
+        if values["batchnorm_momentum"] == ModelConfig.batchnorm_momentum:
+            del values["batchnorm_momentum"]
+        return values
 
 
 class _ConvReluBN(nn.Sequential):
     """v6 block: conv, optional ReLU, BatchNorm (the order of the TF reference)."""
 
-    def __init__(self, c_in: int, c_out: int, kernel_size: int, relu: bool = True):
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, relu: bool = True, momentum: float = 0.1):
         super().__init__(
             OrderedDict(
                 conv=nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2),
                 activation=nn.ReLU(inplace=True) if relu else nn.Identity(),
-                bn=nn.BatchNorm2d(c_out, eps=1e-3),
+                bn=nn.BatchNorm2d(c_out, eps=1e-3, momentum=momentum),
             )
         )
 
 
-def _build_v6(descriptor_dim: int) -> nn.ModuleDict:
+def _build_v6(descriptor_dim: int, momentum: float = 0.1) -> nn.ModuleDict:
     channels = (1, *ENCODER_CHANNELS)
     stages = []
     for i in range(1, len(channels)):
-        layers = [_ConvReluBN(channels[i - 1], channels[i], 3), _ConvReluBN(channels[i], channels[i], 3)]
+        layers = [_ConvReluBN(channels[i - 1], channels[i], 3, momentum=momentum),
+                  _ConvReluBN(channels[i], channels[i], 3, momentum=momentum)]
         if i < len(channels) - 1:
             layers.append(nn.MaxPool2d(2, 2))
         stages.append(nn.Sequential(*layers))
     parts = {
         "backbone": nn.Sequential(*stages),
         "detector": nn.Sequential(
-            _ConvReluBN(channels[-1], HEAD_CHANNELS, 3),
-            _ConvReluBN(HEAD_CHANNELS, STRIDE**2 + 1, 1, relu=False),
+            _ConvReluBN(channels[-1], HEAD_CHANNELS, 3, momentum=momentum),
+            _ConvReluBN(HEAD_CHANNELS, STRIDE**2 + 1, 1, relu=False, momentum=momentum),
         ),
     }
     if descriptor_dim:
         parts["descriptor"] = nn.Sequential(
-            _ConvReluBN(channels[-1], HEAD_CHANNELS, 3),
-            _ConvReluBN(HEAD_CHANNELS, descriptor_dim, 1, relu=False),
+            _ConvReluBN(channels[-1], HEAD_CHANNELS, 3, momentum=momentum),
+            _ConvReluBN(HEAD_CHANNELS, descriptor_dim, 1, relu=False, momentum=momentum),
         )
     return nn.ModuleDict(parts)
 
@@ -92,7 +107,7 @@ class SuperPoint(nn.Module):
         super().__init__()
         self.config = config or ModelConfig()
         if self.config.variant == "v6":
-            parts = _build_v6(self.config.descriptor_dim)
+            parts = _build_v6(self.config.descriptor_dim, float(self.config.batchnorm_momentum))
             self.backbone = parts["backbone"]
             self.detector = parts["detector"]
             self.descriptor = parts["descriptor"] if "descriptor" in parts else None
