@@ -1,17 +1,26 @@
-"""ROS 2 node: camera images in, SuperPoint Features out.
+"""ROS 2 lifecycle node: camera images in, SuperPoint Features out.
 
 Topics (relative, so that a launch file or ``-r`` remaps them, and namespaces separate cameras):
 
 - ``image`` (sensor_msgs/Image, sensor-data QoS) when ``transport`` is ``raw`` or ``both``;
   ``<image>/compressed`` (sensor_msgs/CompressedImage) when it is ``compressed`` or ``both``
   (image_transport's naming: the suffix follows the remapped ``image`` name).
+- ``<image's namespace>/camera_info`` (sensor_msgs/CameraInfo) when ``camera_info`` is true (the
+  image_transport camera convention: ``/cam/image_raw`` -> ``/cam/camera_info``); matched to each
+  image by stamp, its model travels in the Features message.
 - ``features`` (superpoint_ros/Features, reliable, keep-last 5): the image's header, unchanged.
 - ``debug_image`` (sensor_msgs/Image rgb8): the keypoints drawn, when ``publish_debug_image`` is
   true and someone subscribes.
-- ``/diagnostics`` (diagnostic_msgs/DiagnosticArray): rate, latency, drops per camera.
+- ``/diagnostics`` (diagnostic_msgs/DiagnosticArray): one status per camera (rate, latency, drops,
+  refused encodings, extraction failures, CameraInfo matching) and one for the node (lifecycle
+  state, device, memory).
+
+Lifecycle (:class:`~superpoint_ros.node_common.ManagedNode`): configure loads the weights, builds
+the backend and warms it up for ``warmup_size``; activate subscribes; deactivate unsubscribes;
+cleanup frees the network. ``autostart`` (default true) does configure and activate at start-up.
 
 With ``cameras: [left, right]`` one node serves several cameras (``left/image`` ->
-``left/features`` ...) and frames that arrive together go to the device in one batch.
+``left/features`` ...); ``sync: exact|approximate`` processes only frames whose stamps match.
 
 Run (no ROS 2 distribution needed, from a colcon build)::
 
@@ -27,30 +36,38 @@ import math
 import sys
 import threading
 import time
+from collections import deque
 from functools import partial
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from superpoint_training.cli_options import describe_path
-from superpoint_training.model.extractor import BACKEND_CHOICES, PRECISIONS, Extractor
+from superpoint_training.model.extractor import BACKEND_CHOICES, PRECISIONS, Extractor, resolve_device
 from superpoint_training.model.keypoints import DESCRIPTOR_SAMPLING, SUBPIXEL, no_limit
 
-from .detection_pipeline import DetectionPipeline, Frame, FrameQueue, Result, draw_keypoints
-from .diagnostics import StreamStats, stream_status
+from .detection_pipeline import SYNC_MODES, DetectionPipeline, Frame, FrameQueue, Result, draw_keypoints, release_memory
+from .diagnostics import OK, WARN, DiagnosticsPublisher, StreamStats, make_status, stream_status
 from .features_message import DESCRIPTOR_ENCODINGS, sequence_field
 from .image_conversion import DEFAULT_MAX_PIXELS, numpy_to_image_fields
-from .node_common import ParameterSpec, declare_parameters, run_node
+from .node_common import ManagedNode, ParameterSpec, check_qos_overrides, parameter_value, run_node
 
 # Features: reliable with a small keep-last depth, so that default (reliable) and sensor-data
 # (best-effort) subscribers both receive them, and a slow subscriber never holds up the node.
 FEATURES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
 TRANSPORTS = ("raw", "compressed", "both")
+BATCH_MODES = ("auto", "always", "never")
+CAMERA_INFO_KEPT = 30  # CameraInfo messages kept per camera for matching by stamp
+# memory model of memory_limits (measured, see there)
+DEFAULT_MEMORY_BUDGET_MB = 2048
+NODE_BASE_MB = 700
+NETWORK_BYTES_PER_PIXEL = 600
+CONVERT_BYTES_PER_PIXEL = 16
 
 
 T = Parameter.Type
@@ -99,130 +116,308 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "the first frame for the others, so that they share one device call.", range=(0.0, 1.0)),
     ParameterSpec("publish_debug_image", T.BOOL, False, "Publish debug_image (keypoints drawn) when someone "
                   "subscribes to it."),
-    ParameterSpec("max_image_pixels", T.INTEGER, DEFAULT_MAX_PIXELS, "Refuse images claiming more pixels "
-                  "(malformed headers).", range=(1, 1 << 30)),
+    ParameterSpec("memory_budget_mb", T.INTEGER, DEFAULT_MEMORY_BUDGET_MB, "Memory the node may use (MiB, "
+                  "resident); the defaults of max_image_pixels and max_network_pixels follow from it.",
+                  range=(512, 1 << 20), runtime=False),
+    ParameterSpec("max_image_pixels", T.INTEGER, None, "Refuse images with more pixels (logged, counted on "
+                  "/diagnostics; compressed ones before decoding); unset: what memory_budget_mb allows, at most "
+                  f"{DEFAULT_MAX_PIXELS}.", range=(1, 1 << 30)),
+    ParameterSpec("max_network_pixels", T.INTEGER, None, "Larger images are scaled down to this many pixels "
+                  "before the network (keypoints in the image's pixels); unset: what memory_budget_mb allows.",
+                  range=(4096, 1 << 30)),
+    ParameterSpec("warmup_size", T.INTEGER_ARRAY, [480, 640], "(height, width) the backend is compiled and "
+                  "warmed up for at configure, so the first frames are not slow; [0, 0]: no warm-up.",
+                  runtime=False),
+    ParameterSpec("require_gpu", T.BOOL, False, "Fail at configure instead of running on the CPU.", runtime=False),
+    ParameterSpec("expected_rate", T.DOUBLE, 0.0, "Features per second per camera a user needs; /diagnostics "
+                  "warns below it (0: off).", range=(0.0, 1000.0)),
+    ParameterSpec("camera_info", T.BOOL, False, "Subscribe to each camera's camera_info (beside the image) and "
+                  "put the camera model matched by stamp into Features.", runtime=False),
+    ParameterSpec("camera_info_max_age", T.DOUBLE, 1.0, "Without a CameraInfo of the image's stamp, use the "
+                  "nearest one within this many seconds; beyond it the features go without (and /diagnostics "
+                  "warns).", range=(0.0, 3600.0)),
+    ParameterSpec("undistort_keypoints", T.BOOL, False, "With camera_info: also send the keypoints undistorted "
+                  "and normalised (keypoints_normalized)."),
+    ParameterSpec("image_rectified", T.BOOL, False, "The images are rectified (image_rect): normalise with "
+                  "P, never with D; the Features say so."),
+    ParameterSpec("sync", T.STRING, "none", "Several cameras: none (each frame as it comes), exact (only sets "
+                  "of frames with equal stamps) or approximate (stamps within sync_slop).", choices=SYNC_MODES,
+                  runtime=False),
+    ParameterSpec("sync_slop", T.DOUBLE, 0.01, "Largest stamp difference (s) within a set for sync: "
+                  "approximate.", range=(0.0, 10.0), runtime=False),
+    ParameterSpec("batch_cameras", T.STRING, "auto", "Frames of several cameras in one device call: auto (on "
+                  "a GPU, where it is faster; not on a CPU, where it is not), always, never.",
+                  choices=BATCH_MODES),
     ParameterSpec("diagnostics_period", T.DOUBLE, 1.0, "Seconds between /diagnostics messages (0: off).",
                   range=(0.0, 60.0), runtime=False),
 )
+
 SPECS = {spec.name: spec for spec in PARAMETERS}
 EXTRACTOR_OPTIONS = ("detection_threshold", "nms_radius", "remove_borders", "max_keypoints", "descriptor_sampling",
                      "subpixel", "scales", "resize")
+LARGE_FRAME_PIXELS = 4_000_000  # after a frame this large the freed heap goes back to the system
 
 
-class DetectorNode(Node):
+def memory_limits(budget_mb: int) -> tuple[int, int]:
+    """(max_image_pixels, max_network_pixels) that keep a node within ``budget_mb`` MiB resident.
+
+    Measured (2026-12-06, 2-core CPU, OpenVINO bf16, default weights with their 3-level pyramid):
+    the idle node is about 600 MiB, the network's workspace about 450 bytes per image pixel (1 MP
+    +566 MiB, 4 MP +1,780 MiB), decoding and conversion at most 16 bytes per pixel (rgba16
+    message + RGB + scaled copy). Margins: 700 MiB and 600 B/px.
+    """
+    free = max(budget_mb - NODE_BASE_MB, 64) * (1 << 20)
+    return min(DEFAULT_MAX_PIXELS, free // CONVERT_BYTES_PER_PIXEL), max(4096, free // NETWORK_BYTES_PER_PIXEL)
+
+
+class DetectorNode(ManagedNode):
     """Subscriptions per camera -> FrameQueue -> worker thread (DetectionPipeline) -> publishers."""
 
     def __init__(self, **kwargs: Any):
-        super().__init__("superpoint_detector", **kwargs)
-        values = declare_parameters(self, PARAMETERS)
-        options = {name: values[name] for name in EXTRACTOR_OPTIONS if values[name] is not None}
-        self.extractor = Extractor(
-            values["weights"], values["device"], precision=values["precision"], backend=values["backend"],
-            warmup=False, **_extractor_args(options)
-        )
-        self.get_logger().info(f"SuperPoint on {describe_path(self.extractor)} (backend {values['backend']}, "
-                               f"precision {values['precision']} requested): {self.extractor.weights_description}")
-        if self.extractor.loaded.format == "untrained":
-            self.get_logger().warning("running UNTRAINED weights: keypoints are not meaningful (set 'weights')")
-        # show the values the weights chose for the parameters left unset
-        self.set_parameters([
-            Parameter(spec.name, value=_parameter_form(getattr(self.extractor.config, spec.name)))
-            for spec in PARAMETERS if spec.default is None and values[spec.name] is None
-        ])
-
-        from superpoint_ros.msg import Features  # generated by the colcon build
-
-        self.pipeline = DetectionPipeline(self.extractor, Features, values["descriptor_encoding"],
-                                          weights_label=self.extractor.weights_description,
-                                          max_pixels=values["max_image_pixels"])
-        self.frame_queue_depth = values["frame_queue"]
-        self.max_frame_age = values["max_frame_age"]
-        self.batch_wait = values["batch_wait"]
-        self.publish_debug_image = values["publish_debug_image"]
-
-        cameras = list(values["cameras"]) or [""]
-        self.queue = FrameQueue(len(cameras), self.frame_queue_depth)
+        super().__init__("superpoint_detector", PARAMETERS, **kwargs)
+        self.extractor = None
+        self.pipeline = None
+        self.queue: FrameQueue | None = None
+        self._worker: threading.Thread | None = None
+        self._running = False
         self.stats: list[StreamStats] = []
         self.image_topics: list[str] = []
-        self.feature_publishers = []
-        self.debug_publishers = []
-        self.image_subscriptions = []
-        transport = values["transport"]
-        for index, camera in enumerate(cameras):
-            prefix = f"{camera.strip('/')}/" if camera.strip("/") else ""
-            image_topic = self.resolve_topic_name(prefix + "image")
-            if transport in ("raw", "both"):
-                self.image_subscriptions.append(self.create_subscription(
-                    Image, prefix + "image", partial(self._on_image, index, False), qos_profile_sensor_data))
-            if transport in ("compressed", "both"):
-                self.image_subscriptions.append(self.create_subscription(
-                    CompressedImage, image_topic + "/compressed", partial(self._on_image, index, True),
-                    qos_profile_sensor_data))
-            self.feature_publishers.append(self.create_publisher(Features, prefix + "features", FEATURES_QOS))
-            self.debug_publishers.append(self.create_publisher(Image, prefix + "debug_image", FEATURES_QOS))
-            self.stats.append(StreamStats(f"{self.get_name()}: {image_topic}"))
-            self.image_topics.append(image_topic)
-            self.get_logger().info(f"camera {index}: {image_topic} ({transport}) -> "
-                                   f"{self.resolve_topic_name(prefix + 'features')}")
+        self.info_topics: list[str] = []
+        self.feature_publishers: list = []
+        self.debug_publishers: list = []
+        self.image_subscriptions: list = []
+        self.camera_infos: list[deque] = []
+        self._info_lock = threading.Lock()
+        self.diagnostics: DiagnosticsPublisher | None = None
+        self.cpu_fallback = False
+        self.batching = False
         self._logged_kinds: set[str] = set()
         self._batches = 0
         self._batched_frames = 0
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        if values["diagnostics_period"] > 0:
-            self.create_timer(values["diagnostics_period"], self._publish_diagnostics)
+
+    def _value(self, name: str) -> Any:
+        return parameter_value(self, name)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def configure_node(self) -> None:
+        values = {spec.name: self._value(spec.name) for spec in PARAMETERS}
+        device = resolve_device(values["device"])
+        self.cpu_fallback = values["device"] == "auto" and device.type != "cuda"
+        if values["require_gpu"] and device.type != "cuda":
+            raise RuntimeError(f"require_gpu is true but the device is {device} (device: {values['device']!r}; "
+                               "no CUDA device is visible to torch)")
+        options = {name: values[name] for name in EXTRACTOR_OPTIONS if values[name] is not None}
+        self.extractor = Extractor(
+            values["weights"], device, precision=values["precision"], backend=values["backend"],
+            warmup=False, **_extractor_args(options)
+        )
+        self.get_logger().info(f"SuperPoint on {describe_path(self.extractor)} (backend {values['backend']}, "
+                               f"precision {values['precision']} requested): {self.extractor.weights_description}")
+        if self.cpu_fallback:
+            self.get_logger().warning("no GPU: running on the CPU (require_gpu: true makes this an error)")
+        if self.extractor.loaded.format == "untrained":
+            self.get_logger().warning("running UNTRAINED weights: keypoints are not meaningful (set 'weights')")
+        # show the values the weights and the memory budget chose for the parameters left unset
+        image_limit, network_limit = memory_limits(values["memory_budget_mb"])
+        derived = {"max_image_pixels": image_limit, "max_network_pixels": network_limit}
+        self.set_parameters([
+            Parameter(spec.name, value=derived.get(spec.name, None) if spec.name in derived
+                      else _parameter_form(getattr(self.extractor.config, spec.name)))
+            for spec in PARAMETERS if spec.default is None and values[spec.name] is None
+        ])
+        from superpoint_ros.msg import Features  # generated by the colcon build
+
+        cameras = list(values["cameras"]) or [""]
+        self.batching = values["batch_cameras"] == "always" or (
+            values["batch_cameras"] == "auto" and self.extractor.device.type == "cuda")
+        self.pipeline = DetectionPipeline(
+            self.extractor, Features, values["descriptor_encoding"], weights_label=self.extractor.weights_description,
+            max_pixels=self._value("max_image_pixels"), max_network_pixels=self._value("max_network_pixels"),
+            undistort_keypoints=values["undistort_keypoints"], image_rectified=values["image_rectified"])
+        self._warm_up(values["warmup_size"], len(cameras) if self.batching else 1)
+        self.queue = FrameQueue(len(cameras), values["frame_queue"], values["sync"], values["sync_slop"])
+        if values["sync"] != "none" and values["frame_queue"] < 3:
+            self.queue.depth = 3  # a set needs room for frames that arrive out of step
+        qos = QoSOverridingOptions.with_default_policies()
+        self.stats, self.image_topics, self.info_topics = [], [], []
+        self.feature_publishers, self.debug_publishers, self.camera_infos = [], [], []
+        for index, camera in enumerate(cameras):
+            prefix = _prefix(camera)
+            image_topic = self.resolve_topic_name(prefix + "image")
+            self.feature_publishers.append(self.create_lifecycle_publisher(
+                Features, prefix + "features", FEATURES_QOS, qos_overriding_options=qos))
+            self.debug_publishers.append(self.create_lifecycle_publisher(Image, prefix + "debug_image", FEATURES_QOS))
+            self.stats.append(StreamStats(f"{self.get_name()}: {image_topic}"))
+            self.image_topics.append(image_topic)
+            self.info_topics.append(image_topic.rsplit("/", 1)[0] + "/camera_info")
+            self.camera_infos.append(deque(maxlen=CAMERA_INFO_KEPT))
+            info = f", CameraInfo from {self.info_topics[-1]}" if values["camera_info"] else ""
+            self.get_logger().info(f"camera {index}: {image_topic} ({values['transport']}{info}) -> "
+                                   f"{self.resolve_topic_name(prefix + 'features')}")
+        self.diagnostics = DiagnosticsPublisher(self, values["diagnostics_period"], self._statuses)
         self._running = True
         self._worker = threading.Thread(target=self._work, name="superpoint_worker", daemon=True)
         self._worker.start()
 
+    def _warm_up(self, size: list[int], batch_size: int) -> None:
+        size = [int(v) for v in size]
+        if len(size) != 2 or min(size) < 0:
+            raise ValueError(f"warmup_size must be [height, width], got {size}")
+        if min(size) == 0:
+            return
+        start = time.perf_counter()
+        with self.pipeline.lock:
+            self.extractor.warmup((size[0], size[1]), batch_size=batch_size)
+        self.get_logger().info(f"warmed up for {size[0]}x{size[1]} (batch {batch_size}) in "
+                               f"{time.perf_counter() - start:.2f} s")
+
+    def activate_node(self) -> None:
+        transport = self._value("transport")
+        qos = QoSOverridingOptions.with_default_policies()
+        for index, camera in enumerate(list(self._value("cameras")) or [""]):
+            prefix = _prefix(camera)
+            if transport in ("raw", "both"):
+                self.image_subscriptions.append(self.create_subscription(
+                    Image, prefix + "image", partial(self._on_image, index, False), qos_profile_sensor_data,
+                    qos_overriding_options=qos))
+            if transport in ("compressed", "both"):
+                self.image_subscriptions.append(self.create_subscription(
+                    CompressedImage, self.image_topics[index] + "/compressed", partial(self._on_image, index, True),
+                    qos_profile_sensor_data, qos_overriding_options=qos))
+            if self._value("camera_info"):
+                self.image_subscriptions.append(self.create_subscription(
+                    CameraInfo, self.info_topics[index], partial(self._on_camera_info, index),
+                    qos_profile_sensor_data))
+        check_qos_overrides(self)
+
+    def deactivate_node(self) -> None:
+        for subscription in self.image_subscriptions:
+            self.destroy_subscription(subscription)
+        self.image_subscriptions = []
+        if self.queue is not None:
+            self.queue.clear()
+
+    def cleanup_node(self) -> None:
+        self._running = False
+        if self.queue is not None:
+            self.queue.close()
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
+            self._worker = None
+        for publisher in self.feature_publishers + self.debug_publishers:
+            self.destroy_lifecycle_publisher(publisher)
+        self.feature_publishers, self.debug_publishers = [], []
+        if self.diagnostics is not None:
+            self.diagnostics.destroy()
+            self.diagnostics = None
+        device = getattr(self.extractor, "device", None)
+        self.pipeline = self.extractor = self.queue = None
+        release_memory()
+        if device is not None and device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
     # -- receiving ----------------------------------------------------------------------------
     def _on_image(self, camera: int, compressed: bool, msg: Any) -> None:
+        queue = self.queue
+        if queue is None:
+            return
         self.stats[camera].on_received()
-        dropped = self.queue.put(Frame(camera, msg, compressed))
+        dropped = queue.put(Frame(camera, msg, compressed))
         if dropped:
             self.stats[camera].on_dropped(dropped)
+
+    def _on_camera_info(self, camera: int, msg: Any) -> None:
+        with self._info_lock:
+            self.camera_infos[camera].append(msg)
+
+    def _match_camera_info(self, frame: Frame) -> Any:
+        """The CameraInfo of the frame's stamp, else the nearest within camera_info_max_age, else None."""
+        with self._info_lock:
+            infos = list(self.camera_infos[frame.camera])
+        stats = self.stats[frame.camera]
+        if not infos:
+            stats.count("camera_info_missing")
+            return None
+        gaps = [abs(_stamp_ns(info.header.stamp) - frame.stamp_ns) for info in infos]
+        best = min(range(len(infos)), key=lambda i: (gaps[i], -i))
+        if gaps[best] == 0:
+            return infos[best]
+        if gaps[best] <= self._value("camera_info_max_age") * 1e9:
+            stats.count("camera_info_nearest")
+            return infos[best]
+        stats.count("camera_info_stale", detail=f"{gaps[best] * 1e-9:.2f} s from the image")
+        return None
 
     # -- processing (worker thread) -------------------------------------------------------------
     def _work(self) -> None:
         while self._running:
-            frames = self.queue.take(self.batch_wait, timeout=0.2)
+            queue = self.queue
+            if queue is None:
+                return
+            frames = queue.take(self._value("batch_wait"), timeout=0.2)
+            unmatched = list(queue.unmatched)
+            for camera, count in enumerate(unmatched):
+                self.stats[camera].set_count("unmatched", count)
             if not frames:
                 continue
             frames = self._drop_old(frames)
             if not frames:
                 continue
-            try:
-                results, _ = self.pipeline.process(frames, keep_images=self._debug_wanted(frames))
-            except Exception as error:  # noqa: BLE001 - keep serving; e.g. CUDA out of memory
-                self.get_logger().error(f"extraction failed: {type(error).__name__}: {error}",
-                                        throttle_duration_sec=5.0)
-                continue
-            self._batches += 1
-            self._batched_frames += len(frames)
-            try:
-                for result in results:
-                    self._publish(result)
-            except Exception as error:  # noqa: BLE001
-                if not self.context.ok():  # Ctrl-C while publishing: the context is gone
+            if self._value("camera_info"):
+                for frame in frames:
+                    frame.camera_info = self._match_camera_info(frame)
+            for batch in [frames] if self.batching else [[frame] for frame in frames]:
+                if not self._process(batch):
                     return
-                self.get_logger().error(f"publishing failed: {type(error).__name__}: {error}",
-                                        throttle_duration_sec=5.0)
+
+    def _process(self, frames: list[Frame]) -> bool:
+        """Extract and publish one batch; False when the node is going away."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            return False
+        try:
+            results, times = pipeline.process(frames, keep_images=self._debug_wanted(frames))
+        except Exception as error:  # noqa: BLE001 - keep serving; e.g. CUDA out of memory
+            for frame in frames:
+                self.stats[frame.camera].count("extraction_failed", detail=f"{type(error).__name__}: {error}")
+            self.get_logger().error(f"extraction failed: {type(error).__name__}: {error}",
+                                    throttle_duration_sec=5.0)
+            release_memory()
+            return True
+        self._batches += 1
+        self._batched_frames += times.batch_size
+        try:
+            for result in results:
+                self._publish(result)
+        except Exception as error:  # noqa: BLE001
+            if not self.context.ok():  # Ctrl-C while publishing: the context is gone
+                return False
+            self.get_logger().error(f"publishing failed: {type(error).__name__}: {error}",
+                                    throttle_duration_sec=5.0)
+        if any(r.image is not None and r.image.size > LARGE_FRAME_PIXELS for r in results) or any(
+                _pixels(f.msg) > LARGE_FRAME_PIXELS for f in frames):
+            del results
+            release_memory()
+        return True
 
     def _drop_old(self, frames: list[Frame]) -> list[Frame]:
-        if self.max_frame_age <= 0:
+        max_age = self._value("max_frame_age")
+        if max_age <= 0:
             return frames
         now = self.get_clock().now().nanoseconds
         kept = []
         for frame in frames:
-            stamp = frame.msg.header.stamp
-            if now - (stamp.sec * 1_000_000_000 + stamp.nanosec) > self.max_frame_age * 1e9:
+            if now - frame.stamp_ns > max_age * 1e9:
                 self.stats[frame.camera].on_dropped()
             else:
                 kept.append(frame)
         return kept
 
     def _debug_wanted(self, frames: list[Frame]) -> bool:
-        return self.publish_debug_image and any(
+        return self._value("publish_debug_image") and any(
             self.debug_publishers[f.camera].get_subscription_count() > 0 for f in frames
         )
 
@@ -238,10 +433,12 @@ class DetectorNode(Node):
                                           f"{result.error} (further '{result.error.kind}' errors are counted on "
                                           "/diagnostics, not logged)")
             return
+        if not self.is_active:
+            return
         self.feature_publishers[camera].publish(result.message)
         latency = time.perf_counter() - result.frame.received
         stamp = result.message.header.stamp
-        age = (self.get_clock().now().nanoseconds - (stamp.sec * 1_000_000_000 + stamp.nanosec)) * 1e-9
+        age = (self.get_clock().now().nanoseconds - _stamp_ns(stamp)) * 1e-9
         self.stats[camera].on_published(latency, age if stamp.sec or stamp.nanosec else math.nan)
         if result.image is not None and result.keypoints is not None:
             drawn = draw_keypoints(result.image, result.keypoints)
@@ -252,46 +449,90 @@ class DetectorNode(Node):
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         changes = {p.name: p.value for p in parameters}
         try:
-            for name in ("descriptor_encoding", "descriptor_sampling", "subpixel"):
-                if name in changes and changes[name] not in SPECS[name].choices:
-                    raise ValueError(f"{name} must be one of {SPECS[name].choices}, got {changes[name]!r}")
+            for name, value in changes.items():
+                if name in SPECS and SPECS[name].choices and value not in SPECS[name].choices:
+                    raise ValueError(f"{name} must be one of {SPECS[name].choices}, got {value!r}")
             options = {k: v for k, v in changes.items() if k in EXTRACTOR_OPTIONS}
-            if options:
+            if options and self.pipeline is not None:
                 self.pipeline.configure(**_extractor_args(options))
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
-        if "descriptor_encoding" in changes:
-            self.pipeline.descriptor_encoding = changes["descriptor_encoding"]
-        if "frame_queue" in changes:
+        pipeline = self.pipeline
+        if pipeline is not None:
+            for name, attribute in (("descriptor_encoding", "descriptor_encoding"), ("max_image_pixels", "max_pixels"),
+                                    ("max_network_pixels", "max_network_pixels"),
+                                    ("undistort_keypoints", "undistort_keypoints"),
+                                    ("image_rectified", "image_rectified")):
+                if name in changes:
+                    setattr(pipeline, attribute, changes[name])
+            if "batch_cameras" in changes:
+                mode = changes["batch_cameras"]
+                self.batching = mode == "always" or (mode == "auto" and self.extractor.device.type == "cuda")
+        if "frame_queue" in changes and self.queue is not None:
             self.queue.depth = changes["frame_queue"]
-        if "max_frame_age" in changes:
-            self.max_frame_age = changes["max_frame_age"]
-        if "batch_wait" in changes:
-            self.batch_wait = changes["batch_wait"]
-        if "publish_debug_image" in changes:
-            self.publish_debug_image = changes["publish_debug_image"]
-        if "max_image_pixels" in changes:
-            self.pipeline.max_pixels = changes["max_image_pixels"]
-        if changes:
+        if changes and self.pipeline is not None:
             self.get_logger().info(f"parameters changed: {changes}")
         return SetParametersResult(successful=True)
 
-    def _publish_diagnostics(self) -> None:
-        hardware_id = str(self.extractor.device)
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
-        array.status = [stream_status(stats, DiagnosticStatus, KeyValue, hardware_id) for stats in self.stats]
+    def _statuses(self) -> list[Any]:
+        hardware_id = str(self.extractor.device) if self.extractor is not None else ""
+        expected = self._value("expected_rate")
+        statuses = [stream_status(stats, DiagnosticStatus, KeyValue, hardware_id, expected_rate=expected)
+                    for stats in self.stats]
+        if not self.is_active:  # frames are not expected while inactive
+            for status in statuses:
+                status.level, status.message = bytes([OK]), f"node {self._state_label()}: " + status.message
+        return [*statuses, self._node_status(hardware_id)]
+
+    def _state_label(self) -> str:
+        return self._state_machine.current_state[1]
+
+    def _node_status(self, hardware_id: str) -> Any:
+        values: dict[str, Any] = {"lifecycle_state": self._state_label()}
+        level, message = OK, f"{self._state_label()} on {hardware_id or 'no device yet'}"
+        if self.extractor is not None:
+            values.update(device=hardware_id, backend=self.extractor.backend, precision=self.extractor.precision,
+                          cpu_fallback=self.cpu_fallback, batch_cameras=self.batching)
+        if self.pipeline is not None:
+            values.update(max_image_pixels=self.pipeline.max_pixels,
+                          max_network_pixels=self.pipeline.max_network_pixels,
+                          frames_scaled_down=self.pipeline.downscaled)
+        values.update(memory_budget_mb=self._value("memory_budget_mb"), rss_mb=round(_rss_mb(), 1))
         if self._batches:
-            array.status[0].values.append(
-                KeyValue(key="mean_batch_size", value=f"{self._batched_frames / self._batches:.2f}"))
-        self.diagnostics_publisher.publish(array)
+            values["mean_batch_size"] = f"{self._batched_frames / self._batches:.2f}"
+        if self.cpu_fallback:
+            level, message = WARN, "no GPU: running on the CPU (fell back from device auto)"
+        if values["rss_mb"] > self._value("memory_budget_mb"):
+            level, message = WARN, f"resident memory {values['rss_mb']:.0f} MiB exceeds memory_budget_mb"
+        return make_status(f"{self.get_name()}: node", level, message, values, hardware_id)
 
     def shutdown(self) -> None:
-        """Stop the worker thread and destroy the node."""
-        self._running = False
-        self.queue.close()
-        self._worker.join(timeout=10.0)
-        self.destroy_node()
+        """Deactivate and clean up as needed (stops the worker thread), then destroy the node."""
+        super().shutdown()
+
+
+def _prefix(camera: str) -> str:
+    return f"{camera.strip('/')}/" if camera.strip("/") else ""
+
+
+def _stamp_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _pixels(msg: Any) -> int:
+    return int(getattr(msg, "height", 0)) * int(getattr(msg, "width", 0))
+
+
+def _rss_mb() -> float:
+    """This process's resident memory in MiB (Linux /proc; NaN elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return math.nan
 
 
 def _extractor_args(options: dict[str, Any]) -> dict[str, Any]:

@@ -45,11 +45,33 @@ class StreamStats:
         self.dropped = 0
         self.malformed: Counter[str] = Counter()
         self.refused_encodings: Counter[str] = Counter()
+        self.events: Counter[str] = Counter()  # extraction_failed, camera_info_missing, unmatched ...
+        self._last_event: dict[str, float] = {}
+        self._event_detail: dict[str, str] = {}
+        self._first_received = math.nan
+        self._last_published = math.nan
 
     def on_received(self) -> None:
         with self._lock:
             self.received += 1
             self._last_received = self._clock()
+            if math.isnan(self._first_received):
+                self._first_received = self._last_received
+
+    def count(self, event: str, n: int = 1, detail: str = "") -> None:
+        """Count ``n`` events of a kind (e.g. ``extraction_failed``); ``detail``: the latest one's text."""
+        with self._lock:
+            self.events[event] += n
+            self._last_event[event] = self._clock()
+            if detail:
+                self._event_detail[event] = detail[:200]
+
+    def set_count(self, event: str, total: int) -> None:
+        """Set a total kept elsewhere (e.g. the frame queue's unmatched frames); a rise counts as recent."""
+        with self._lock:
+            if total != self.events.get(event, 0):
+                self._last_event[event] = self._clock()
+                self.events[event] = total
 
     def on_dropped(self, count: int = 1) -> None:
         with self._lock:
@@ -72,6 +94,7 @@ class StreamStats:
         now = self._clock()
         with self._lock:
             self.published += 1
+            self._last_published = now
             self._published.append((now, latency_s, age_s))
             self._trim(now)
 
@@ -94,7 +117,12 @@ class StreamStats:
                 "refused_encodings": ", ".join(f"{k}: {v}" for k, v in self.refused_encodings.most_common()),
             }
             since_received = now - self._last_received
+            since_first_received = now - self._first_received
+            since_published = now - self._last_published if self.published else math.inf
             recent_malformed = now - self._last_malformed < self.window_s
+            events = dict(self.events)
+            recent_events = sorted(k for k, t in self._last_event.items() if now - t < self.window_s)
+            details = dict(self._event_detail)
         latencies = [w[1] for w in window]
         ages = [w[2] for w in window if not math.isnan(w[2])]
         span = min(self.window_s, window[-1][0] - window[0][0]) if len(window) > 1 else 0.0
@@ -107,26 +135,67 @@ class StreamStats:
             "age_p50_ms": percentile_ms(ages, 50),
             "age_p99_ms": percentile_ms(ages, 99),
             "seconds_since_last_image": since_received,
+            "seconds_receiving": since_first_received,
+            "seconds_since_last_features": since_published,
             "malformed_recently": recent_malformed,
+            "events": events,
+            "recent_events": recent_events,
+            "event_details": details,
         }
 
 
-def stream_status(stats: StreamStats, status_cls: type, key_value_cls: type, hardware_id: str = "") -> Any:
-    """A diagnostic_msgs/DiagnosticStatus for one stream (classes passed in: no ROS import here)."""
+# events that raise a stream to WARN while recent, with what the message says
+WARN_EVENTS = {
+    "extraction_failed": "extraction failed",
+    "camera_info_missing": "no CameraInfo received",
+    "camera_info_stale": "CameraInfo too old",
+    "unmatched": "frames without partners (sync)",
+}
+
+
+def stream_status(stats: StreamStats, status_cls: type, key_value_cls: type, hardware_id: str = "",
+                  expected_rate: float = 0.0) -> Any:
+    """A diagnostic_msgs/DiagnosticStatus for one stream (classes passed in: no ROS import here).
+
+    ERROR: images have been arriving for a whole window and no features left in it. WARN: malformed
+    or refused images, extraction failures, CameraInfo missing or stale, unmatched frames (each
+    while seen in the last window), or an output rate below ``expected_rate`` (> 0).
+    """
     summary = stats.summary()
+    window = stats.window_s
+    problems = []
+    if summary["malformed_recently"]:
+        text = "malformed images skipped: " + ", ".join(sorted(summary["malformed_kinds"]))
+        if summary["refused_encodings"]:
+            text += f" (encodings refused: {summary['refused_encodings']})"
+        problems.append(text)
+    for event in summary["recent_events"]:
+        if event in WARN_EVENTS:
+            detail = summary["event_details"].get(event)
+            problems.append(f"{WARN_EVENTS[event]}: {summary['events'][event]}" + (f" ({detail})" if detail else ""))
+    rate_low = (expected_rate > 0 and summary["seconds_receiving"] > window
+                and summary["rate_hz"] < expected_rate)
+    if rate_low:
+        problems.append(f"output {summary['rate_hz']:.2f} Hz is below expected_rate {expected_rate:g} Hz")
     if summary["received"] == 0:
         level, message = WARN, "no images received yet"
-    elif not summary["seconds_since_last_image"] < stats.window_s:
+    elif not summary["seconds_since_last_image"] < window:
         level, message = STALE, f"no images for {summary['seconds_since_last_image']:.1f} s"
-    elif summary["malformed_recently"]:
-        level, message = WARN, "malformed images skipped: " + ", ".join(sorted(summary["malformed_kinds"]))
-        if summary["refused_encodings"]:
-            message += f" (encodings refused: {summary['refused_encodings']})"
+    elif summary["seconds_receiving"] > window and summary["seconds_since_last_features"] > window:
+        level, message = ERROR, "images arrive but no features leave"
+        if problems:
+            message += ": " + "; ".join(problems)
+    elif problems:
+        level, message = WARN, "; ".join(problems)
     else:
         level, message = OK, f"{summary['rate_hz']:.1f} Hz, latency p50 {summary['latency_p50_ms']:.1f} ms"
     values = []
     for key, value in summary.items():
-        if key == "malformed_kinds":
+        if key in ("recent_events", "event_details"):
+            continue
+        if key == "events":
+            values.extend(key_value_cls(key=k, value=str(v)) for k, v in sorted(value.items()))
+        elif key == "malformed_kinds":
             values.extend(key_value_cls(key=f"malformed_{k}", value=str(v)) for k, v in sorted(value.items()))
         elif isinstance(value, float):
             values.append(key_value_cls(key=key, value=f"{value:.3f}"))

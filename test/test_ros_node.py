@@ -33,6 +33,7 @@ pytestmark = pytest.mark.ros
 NAMESPACE = "/node_test"
 NODE = f"{NAMESPACE}/superpoint_detector"
 MAX_KEYPOINTS = 200
+GRAY_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1", "32FC1")
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,8 @@ def node(tmp_path_factory, weights_file):
             "batch_wait": 0.3,  # generous on a loaded 2-core machine, so that the two cameras batch
             "publish_debug_image": True,
             "diagnostics_period": 0.5,
+            "batch_cameras": "always",  # the CPU default is one frame per call; batching is tested here
+            "warmup_size": [240, 320],
         },
     )
     process = NodeProcess([NODE_EXECUTABLE, "--ros-args", "-r", f"__ns:={NAMESPACE}", "--params-file", params])
@@ -155,7 +158,7 @@ def test_image_and_compressed_cameras_batched(ros, node, photo_rgb, reference_ex
     np.testing.assert_allclose(np.linalg.norm(decoded.descriptors, axis=1), 1.0, atol=1e-4)
     assert np.all(np.diff(decoded.scores) <= 0) and decoded.scores.min() >= 0.005
     # one batch of two: the node reports its mean batch size on /diagnostics
-    batch = _diagnostic_value(ros, "mean_batch_size")
+    batch = _diagnostic_value(ros, "mean_batch_size", camera=None)
     assert float(batch) > 1.0
 
 
@@ -165,7 +168,7 @@ def test_every_encoding(ros, camera, photo_rgb):
     gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     encodings = SUPPORTED_ENCODINGS[camera::2]  # half per camera keeps the test short
     for encoding in encodings:
-        colour = encoding.startswith("bayer_") or encoding[:3] in ("rgb", "bgr") or encoding == "8UC3"
+        colour = encoding not in GRAY_ENCODINGS
         image = small if colour else (gray.astype(np.float32) / 255.0 if encoding == "32FC1" else gray)
         message = send_and_receive(ros, camera, lambda sec, e=encoding, im=image: image_message(im, e, sec))
         assert (message.height, message.width) == (120, 160), encoding
@@ -265,6 +268,9 @@ def test_malformed_messages_are_logged_once_and_skipped(ros, node, photo_rgb, ph
         assert counts.get(f"malformed_{kind}", 0) >= 1, counts
     # each kind was sent twice (best-effort delivery may lose one): most were counted twice, logged once
     assert sum(counts.values()) > 1.5 * (len(MALFORMED) + 1), counts
+    # the refused encoding is named, with its count
+    refused = [v.value for s in status for v in s.values if v.key == "refused_encodings"]
+    assert any(re.search(r"yuv_unheard_of: [12]\b", r) for r in refused), refused
 
 
 def test_debug_image(ros, photo_rgb):
@@ -291,6 +297,10 @@ def test_diagnostics(ros):
     for key in ("rate_hz", "latency_p50_ms", "latency_p99_ms", "received", "published", "dropped"):
         assert key in values
     assert int(values["published"]) > 0 and status[0].hardware_id == "cpu"
+    node = {v.key: v.value for v in status[-1].values}
+    assert status[-1].name.endswith(": node") and node["lifecycle_state"] == "active"
+    assert node["cpu_fallback"] == "False" and status[-1].level == bytes([0])  # device: cpu was asked for
+    assert 0 < float(node["rss_mb"]) < float(node["memory_budget_mb"])
 
 
 def test_node_opens_no_network_sockets(node):
@@ -334,7 +344,8 @@ def _diagnostics(ros, timeout: float = 10.0):
     return ros.diagnostics[-1].status
 
 
-def _diagnostic_value(ros, key: str, camera: int = 0) -> str:
+def _diagnostic_value(ros, key: str, camera: int | None = 0) -> str:
+    """A value of camera ``camera``'s status (None: the node's status, the last one)."""
     status = _diagnostics(ros)
-    values = {v.key: v.value for v in status[camera].values}
+    values = {v.key: v.value for v in status[-1 if camera is None else camera].values}
     return values.get(key, "0")

@@ -6,12 +6,13 @@ import threading
 import time
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 from rosbags.typesys import Stores, get_typestore
 
 from superpoint_ros.detection_pipeline import DetectionPipeline, Frame, FrameQueue, draw_keypoints
-from superpoint_ros.diagnostics import OK, STALE, WARN, StreamStats, stream_status
+from superpoint_ros.diagnostics import ERROR, OK, STALE, WARN, StreamStats, stream_status
 from superpoint_ros.features_message import features_from_message
 from superpoint_ros.image_conversion import numpy_to_image_fields
 from superpoint_ros.message_types import register_rosbags_types
@@ -125,3 +126,77 @@ def test_stream_stats_and_status():
     assert any(v.key == "malformed_truncated" and v.value == "1" for v in status.values)
     now[0] += 10.0
     assert stream_status(stats, make_status, make_status).level == bytes([STALE])
+
+
+def _stamped(camera: int, sec: int, nanosec: int = 0) -> Frame:
+    return Frame(camera, SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=nanosec))))
+
+
+def test_frame_queue_exact_sync_pairs_equal_stamps_and_counts_the_rest():
+    queue = FrameQueue(cameras=2, depth=5, sync="exact")
+    for camera, sec in [(0, 1), (0, 2), (1, 2), (0, 3), (1, 4)]:
+        queue.put(_stamped(camera, sec))
+    pair = queue.take(timeout=0)
+    assert [(f.camera, f.msg.header.stamp.sec) for f in pair] == [(0, 2), (1, 2)]
+    assert queue.unmatched == [1, 0]  # left's frame 1 had no partner
+    assert queue.take(timeout=0.05) == []  # left 3 vs right 4: no set
+    assert queue.unmatched == [2, 0]  # left 3 can never match now (right is at 4)
+    queue.put(_stamped(0, 4))
+    assert [f.msg.header.stamp.sec for f in queue.take(timeout=0)] == [4, 4]
+
+
+def test_frame_queue_approximate_sync_within_slop():
+    queue = FrameQueue(cameras=3, depth=5, sync="approximate", slop=0.01)
+    queue.put(_stamped(0, 10, 0))
+    queue.put(_stamped(1, 10, 8_000_000))  # 8 ms later: inside the slop
+    queue.put(_stamped(2, 10, 30_000_000))  # 30 ms: outside
+    assert queue.take(timeout=0.05) == []
+    assert queue.unmatched == [1, 1, 0]
+    queue.put(_stamped(0, 10, 25_000_000))
+    queue.put(_stamped(1, 10, 33_000_000))
+    assert [f.msg.header.stamp.nanosec for f in queue.take(timeout=0)] == [25_000_000, 33_000_000, 30_000_000]
+    with pytest.raises(ValueError, match="sync"):
+        FrameQueue(cameras=2, sync="nearest")
+
+
+def test_stream_status_error_and_warnings():
+    now = [100.0]
+    stats = StreamStats("/cam/image", window_s=2.0, clock=lambda: now[0])
+    status_of = lambda **kw: stream_status(stats, SimpleNamespace, SimpleNamespace, **kw)  # noqa: E731
+    for i in range(30):  # images for 3 s, no features: ERROR
+        now[0] = 100.0 + i * 0.1
+        stats.on_received()
+    status = status_of()
+    assert status.level == bytes([ERROR]) and "no features leave" in status.message
+    for i in range(30):  # now at 2 Hz output of a 10 Hz camera
+        now[0] = 103.0 + i * 0.1
+        stats.on_received()
+        if i % 5 == 0:
+            stats.on_published(0.01)
+    assert status_of().level == bytes([OK])
+    status = status_of(expected_rate=5.0)
+    assert status.level == bytes([WARN]) and "below expected_rate 5" in status.message
+    stats.count("extraction_failed", detail="RuntimeError: out of memory")
+    stats.on_malformed("unknown_encoding")
+    stats.on_refused_encoding("yuv420p")
+    status = status_of()
+    assert status.level == bytes([WARN]) and "extraction failed: 1 (RuntimeError: out of memory)" in status.message
+    assert "yuv420p: 1" in status.message
+    values = {v.key: v.value for v in status.values}
+    assert values["extraction_failed"] == "1" and values["refused_encodings"] == "yuv420p: 1"
+    for name in [f"enc{i}" for i in range(12)]:
+        stats.on_refused_encoding(name + "\n,:")
+    assert "(other): 5" in stats.summary()["refused_encodings"]  # at most 8 names, cleaned
+
+
+def test_pipeline_scales_large_frames_down_and_maps_keypoints_back(features_type, photo_gray):
+    msg_cls, header = features_type
+    extractor = Extractor("untrained", device="cpu", max_keypoints=50, warmup=False, subpixel="none")
+    big = cv2.resize(photo_gray, (640, 480), interpolation=cv2.INTER_CUBIC)
+    pipeline = DetectionPipeline(extractor, msg_cls, max_network_pixels=160 * 120)
+    (result,), _ = pipeline.process([Frame(0, SimpleNamespace(header=header, **numpy_to_image_fields(big, "mono8")))])
+    decoded = features_from_message(result.message)
+    assert decoded.image_size == (480, 640) and pipeline.downscaled == 1
+    small = extractor(cv2.resize(big, (160, 120), interpolation=cv2.INTER_AREA)).keypoints.numpy()
+    np.testing.assert_allclose(decoded.keypoints, (small + 0.5) * 4 - 0.5, atol=1e-4)
+    assert decoded.keypoints.max() > 200  # in the frame's pixels, not the network's
