@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -36,6 +35,7 @@ import torch
 
 from superpoint_ros.bag_reader import MessagePump, open_bag
 from superpoint_ros.extract_bag import extract_bag
+from superpoint_training.common.machine import describe_machine
 from superpoint_training.model.extractor import Extractor
 from superpoint_training.model.loading import WeightsError, load_superpoint
 
@@ -83,18 +83,6 @@ def extractor_rate(extractor: Extractor, batch: int, frames: int) -> float:
         for features in extractor.extract_batch(extractor.upload(images), as_list=True):
             features.numpy()
     return runs * batch / (time.perf_counter() - start)
-
-
-def cpu_flags() -> str:
-    """The CPU model and its vector/matrix flags that matter for the network (AVX2, AVX-512, BF16, AMX)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    model = re.search(r"model name\s*:\s*(.+)", info)
-    flags = set(re.search(r"flags\s*:\s*(.+)", info).group(1).split()) if "flags" in info else set()
-    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{model.group(1).strip() if model else platform.machine()}, flags {' '.join(shown) or 'none of AVX2/AVX-512'}"
 
 
 def batch_memory(bag: Path, topic: str, device: str, batch: int, args: argparse.Namespace) -> tuple[float, float]:
@@ -149,10 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         make_bag(folder / "bag", frames)
         print(f"wrote {frames} frames per topic (640x480) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-        gpu = torch.cuda.get_device_name(0) if cuda else "none"
         print(f"## bag tool benchmark, {datetime.date.today()}")
-        print(f"machine: {cpu_flags()}, {os.cpu_count()} CPUs visible, "
-              f"torch {torch.__version__} with {torch.get_num_threads()} threads, GPU: {gpu}")
+        print(f"machine: {describe_machine('cuda' if cuda else 'cpu')}; {torch.get_num_threads()} torch threads")
         print(f"command: python benchmarks/bench_bag.py {' '.join(argv if argv is not None else sys.argv[1:])}")
         print(f"{frames} frames per topic, weights {args.weights}, max {args.max_keypoints} keypoints, "
               f"{workers} decode threads\n")
@@ -164,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                     rate, peak = batch_memory(folder / "bag", TOPICS["raw (bgr8)"], device, batch, args)
                     print(f"| raw 640x480 | {device} | {batch} | {rate:.2f} | {peak:.2f} GB |", flush=True)
             return 0
-        print("| images | device | precision | batch | read + decode only | extractor only | end to end "
+        print("| images | device | backend, precision | batch | read + decode only | extractor only | end to end "
               "| end to end per CPU-second |")
         print("|---|---|---|---|---|---|---|---|")
         decode = {name: decode_rate(folder / "bag", topic, workers) for name, topic in TOPICS.items()}
@@ -182,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                                       workers=workers, progress=False)
                 cpu = time.process_time() - cpu
                 rate = summary.frames / summary.seconds
-                print(f"| {name} | {device} | {precision} | {batch} | {decode[name]:.0f} | {alone:.1f} | {rate:.1f} "
+                print(f"| {name} | {device} | {extractor.backend}, {extractor.precision} | {batch} | {decode[name]:.0f} | {alone:.1f} | {rate:.1f} "
                       f"| {summary.frames / cpu:.2f} |")
                 shutil.rmtree(out)
     finally:

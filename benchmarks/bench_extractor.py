@@ -32,7 +32,6 @@ import copy
 import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -50,7 +49,7 @@ if str(REPO) not in sys.path:
 
 from superpoint_training import Extractor, load_superpoint  # noqa: E402
 from superpoint_training.cli_options import add_scales_argument  # noqa: E402
-from superpoint_training.common.machine import cpu_flags  # noqa: E402
+from superpoint_training.common.machine import describe_machine, machine_record  # noqa: E402
 from superpoint_training.model.backends import (  # noqa: E402
     BACKEND_PRECISIONS,
     BACKENDS,
@@ -189,20 +188,7 @@ def agreement(low: list, high: list) -> tuple[float, float, float]:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    capability = torch.backends.cpu.get_cpu_capability()
-    flags = cpu_flags()
-    named = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"),
-                                     ("amx_bf16", "AMX-BF16")) if flag in flags]
-    return (f"{model}, {os.cpu_count()} cores, flags {' '.join(named) or 'unknown'} (torch: {capability}), "
-            f"torch threads {torch.get_num_threads()}")
+    return f"CPU (torch: {torch.backends.cpu.get_cpu_capability()}), torch threads {torch.get_num_threads()}"
 
 
 def memory_needed_gb(batch: int, height: int, width: int, precision: str) -> float:
@@ -267,6 +253,8 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python " + shlex.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
         "torch": torch.__version__,
+        "machine": describe_machine(str(devices[-1])),  # the GPU too when a CUDA device is benchmarked
+        "machine_record": machine_record(str(devices[-1])),
         "weights": "random trained-looking v6 weights (test/helpers.py)" if args.weights == "random"
         else loaded.description,
         "max_keypoints": args.max_keypoints,
@@ -414,6 +402,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [
         f"Date: {meta['date']}  ",
         f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']}  ",
         *[f"Device `{name}`: {desc}; auto picks {meta['auto'][name]}  " for name, desc in meta["devices"].items()],
         f"torch {meta['torch']}; weights: {meta['weights']}; max_keypoints {meta['max_keypoints']}; "
         f"input {meta['input']}; load average (1 min) {meta['load_start']:.1f} at start, {meta['load_end']:.1f} "

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import sys
 import time
 
 import numpy as np
 import torch
 
+from superpoint_training.common.machine import describe_machine
 from superpoint_training.data.images import resize_crop, skimage_photos
 from superpoint_training.model.extractor import Extractor
 from superpoint_training.model.network import ModelConfig, SuperPoint
@@ -37,9 +36,7 @@ def sync(device: torch.device) -> None:
 
 
 def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.machine()} CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    return f"{describe_machine(str(device))}; {torch.get_num_threads()} torch threads"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     network = (time.perf_counter() - start) / (calls * chunk) * total
 
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    print(f"machine: {machine(device)}; torch {torch.__version__}; {when}")
+    print(f"machine: {machine(device)}; {when}")
+    print(f"network: {extractor.backend} backend, {extractor.precision}")
     print(f"command: python benchmarks/bench_homographic_adaptation.py {' '.join(argv or sys.argv[1:])}")
     print(f"{count} images of {args.size[0]}x{args.size[1]}, {args.num} homographies, batch {args.batch_size}, "
           f"chunk {chunk}, {args.precision}, aggregation {args.aggregation}")

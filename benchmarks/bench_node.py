@@ -61,6 +61,7 @@ if str(REPO) not in sys.path:  # appended: a sourced colcon build (with superpoi
     sys.path.append(str(REPO))
 
 from superpoint_ros.image_conversion import numpy_to_image_fields  # noqa: E402
+from superpoint_training.common.machine import describe_machine, machine_record  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
@@ -89,14 +90,15 @@ def percentiles(values: list[float]) -> tuple[float, float]:
 
 def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    cpu = platform.processor() or platform.machine()
+    return f"{platform.node()}: {describe_machine(_gpu_or_cpu())}; load average {load:.1f}"
+
+
+def _gpu_or_cpu() -> str:
     try:
         import torch
-
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     except ImportError:
-        gpu = "no torch"
-    return f"{platform.node()} ({os.cpu_count()} cores {cpu}, {gpu}), load average {load:.1f}"
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -439,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, rows in results.items():
         print(markdown(titles[name], rows))
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "date": datetime.datetime.now().isoformat(),
+        args.json.write_text(json.dumps({"machine": machine(), "machine_record": machine_record(_gpu_or_cpu()), "date": datetime.datetime.now().isoformat(),
                                          "argv": sys.argv, **results}, indent=2))
     return 0
 
