@@ -8,6 +8,11 @@ The reference's two protocols are presets:
 - ``descriptor``: images at 480x640, NMS radius 8, up to 1000 points in the shared view;
   homography correctness at e = 1, 3, 5, matching score and nearest-neighbour mAP.
 
+``--preset project`` (default) runs them as this project does (the weights' threshold and border
+removal, max-pool NMS, 3000 / 5000 points kept per image); ``--preset reference`` as the reference's
+evaluation does (threshold 0.001, box NMS of size 4 / 8 with IoU 0.1, no border removal, the best
+1000 points per image): :mod:`superpoint_training.evaluation.presets`. The report names the preset.
+
 Predictions go to ``OUTPUT/cache/<protocol>/<method>-<settings hash>/<sequence>/<k>.npz`` (one file
 per image, so image 1 of a sequence is computed once for its five pairs); a run with the same
 settings reuses them. SuperPoint runs through :class:`superpoint_training.Extractor` (batched,
@@ -20,6 +25,8 @@ Examples::
         --protocol descriptor --weights superpoint_v6_from_tf --weights superpoint_ros --output results/v6_vs_ours
     python -m superpoint_training.synthetic_hpatches data/synthetic_hpatches --sequences 10
     python -m superpoint_training.evaluate --dataset data/synthetic_hpatches --output results/synthetic
+    python -m superpoint_training.evaluate --dataset data/hpatches-sequences-release --preset reference \
+        --methods superpoint --output results/reference_protocol
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from pathlib import Path
 from .data.hpatches import RESIZE_MODES, SPLITS, HPatchesError
 from .evaluation.hpatches_run import run
 from .evaluation.methods import ALL_METHODS
+from .evaluation.presets import PRESETS
 from .evaluation.report import format_value
 from .model.loading import WeightsError
 
@@ -48,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", required=True, help="HPatches release folder (i_*/v_* sequences)")
     parser.add_argument("--methods", default=",".join(ALL_METHODS), help=f"comma list from {','.join(ALL_METHODS)}")
     parser.add_argument("--protocol", choices=("detector", "descriptor", "both"), default="both")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="project",
+                        help="project: this project's protocol (default); reference: rpautrat/SuperPoint's "
+                        "(threshold 0.001, box NMS 4 / 8 with IoU 0.1, no border removal, top 1000 at export)")
     parser.add_argument(
         "--weights", action="append",
         help="SuperPoint weights (name or file); repeat to compare several (default: 'default')",
@@ -70,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int,
         help="torch CPU threads (default: torch's); 1 is fastest on a CPU shared with other jobs",
     )  # fmt: skip
-    parser.add_argument("--detection-threshold", type=float, help="SuperPoint threshold (default: the weights')")
+    parser.add_argument("--detection-threshold", type=float,
+                        help="SuperPoint threshold (default: the preset's: the weights' for project, 0.001 for reference)")
     parser.add_argument(
         "--ransac-orders", type=int, default=1,
         help="homography correctness as the mean over this many orders of the matches (RANSAC's samples depend "
@@ -98,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run(args)
     except (HPatchesError, WeightsError) as error:
         parser.error(str(error))
-    print(f"wrote {Path(args.output) / 'report.md'} in {time.perf_counter() - start:.1f} s")
+    print(f"wrote {Path(args.output) / 'report.md'} in {time.perf_counter() - start:.1f} s (preset {args.preset})")
     for protocol, per_method in report["aggregates"].items():
         metric = "repeatability" if protocol == "detector" else "correct_e3"
         for method, values in per_method.items():

@@ -2,6 +2,10 @@
 (the data section of a training config).
 
     python -m superpoint_training.evaluate_detector config/magic-point_shapes_cpu.yaml --weights magicpoint_shapes
+
+``--preset project`` (default) reads the settings from the config's ``validation`` section;
+``--preset reference`` uses the reference's: detection threshold 0.001 (also where the curve
+starts), the box NMS of size 4 with IoU 0.1, no border removal; the config's distance threshold.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .config import ConfigError
+from .evaluation.presets import PRESETS, REFERENCE_DETECTOR_BOX, BoxNMSDetectorMetrics, evaluate_detector_with
 from .model.extractor import resolve_device
 from .model.loading import WeightsError, load_superpoint
-from .training.detector_metrics import evaluate_detector
+from .training.detector_metrics import DetectorMetricsAccumulator
 from .training.trainer import DATASETS, build_config
 
 
@@ -37,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch_size", type=int, default=50)
     parser.add_argument("--output", default=None, help="also write the settings and figures to this YAML file")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="project",
+                        help="project: the config's validation settings (default); reference: threshold 0.001, "
+                        f"box NMS of size {REFERENCE_DETECTOR_BOX} with IoU 0.1, no border removal")
     args = parser.parse_args(argv)
 
     try:
@@ -46,18 +54,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     options = config["validation"]
-    device = resolve_device(args.device)
-    print(
-        f"{len(dataset)} {args.split} images of {config['data']['name']}; NMS radius {options['nms_radius']}, "
-        f"distance {options['distance_threshold']} px, detection threshold {options['detection_threshold']}, "
-        f"border {options['remove_borders']}, curve from score {options['min_score']}"
-    )
     settings = {
         k: options[k]
         for k in ("distance_threshold", "detection_threshold", "nms_radius", "remove_borders", "min_score")
     }
+    if args.preset == "reference":
+        reference = PRESETS["reference"]
+        settings.update(detection_threshold=reference.detection_threshold, min_score=reference.detection_threshold,
+                        remove_borders=reference.remove_borders, nms_radius=REFERENCE_DETECTOR_BOX,
+                        nms="box", nms_iou=reference.nms_iou)
+        nms_text = f"box NMS of size {REFERENCE_DETECTOR_BOX} (IoU {reference.nms_iou:g})"
+    else:
+        nms_text = f"NMS radius {settings['nms_radius']}"
+    device = resolve_device(args.device)
+    print(
+        f"{len(dataset)} {args.split} images of {config['data']['name']}; preset {args.preset}: {nms_text}, "
+        f"distance {settings['distance_threshold']} px, detection threshold {settings['detection_threshold']}, "
+        f"border {settings['remove_borders']}, curve from score {settings['min_score']}"
+    )
     report = {
         "config": str(args.config),
+        "preset": args.preset,
         "split": args.split,
         "images": len(dataset),
         "settings": settings,
@@ -70,16 +87,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
         loader = DataLoader(dataset, batch_size=args.batch_size)
-        metrics = evaluate_detector(
-            loaded.model.to(device),
-            tqdm(loader, desc=str(weights), leave=False),
-            device,
-            distance_threshold=options["distance_threshold"],
-            detection_threshold=options["detection_threshold"],
-            nms_radius=options["nms_radius"],
-            remove_borders=options["remove_borders"],
-            min_score=options["min_score"],
-        )
+        common = {k: settings[k] for k in ("distance_threshold", "detection_threshold", "nms_radius",
+                                           "remove_borders", "min_score")}
+        if args.preset == "reference":
+            accumulator = BoxNMSDetectorMetrics(**common, box_size=REFERENCE_DETECTOR_BOX, nms_iou=settings["nms_iou"])
+        else:
+            accumulator = DetectorMetricsAccumulator(**common)
+        metrics = evaluate_detector_with(accumulator, loaded.model.to(device),
+                                         tqdm(loader, desc=str(weights), leave=False), device)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         print(f"{loaded.description}: {shown}")
         report["results"][str(weights)] = {"description": loaded.description, **metrics}

@@ -103,3 +103,51 @@ def test_unknown_method_and_help(small_set, tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate.main(["--help"])
     assert "--protocol" in capsys.readouterr().out
+
+
+def test_default_preset_is_the_project_protocol(first_run):
+    output, _ = first_run
+    report = json.loads((output / "report.json").read_text())
+    assert report["settings"]["preset"] == "project" and report["choices"][0].startswith("preset project:")
+    assert report["settings"]["protocols"]["descriptor"]["export_max"] == 5000
+    assert "nms" not in report["settings"]["methods"]["superpoint"]
+
+
+def test_reference_preset(small_set, tmp_path):
+    """--preset reference: threshold 0.001, box NMS 4 / 8, no border, top 1000 per image; written in the report."""
+    import numpy as np
+
+    from superpoint_training.data.hpatches import HPatches
+    from superpoint_training.model.extractor import Extractor
+    from superpoint_training.model.keypoints import box_overlap_offsets
+
+    argv = ["--dataset", str(small_set), "--output", str(tmp_path), "--resize", "none", "--methods", "superpoint,orb",
+            "--preset", "reference", "--device", "cpu", "--workers", "1", "--threads", "1", "--no-plots"]
+    assert evaluate.main(argv) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    settings = report["settings"]
+    assert settings["preset"] == "reference" and report["choices"][0].startswith("preset reference:")
+    superpoint = settings["methods"]["superpoint"]
+    assert superpoint["nms"] == "box" and superpoint["nms_iou"] == 0.1
+    assert superpoint["detection_threshold"] == 0.001 and superpoint["remove_borders"] == 0
+    assert superpoint["subpixel"] == "none" and "scales" not in superpoint  # one scale
+    assert {p["export_max"] for p in settings["protocols"].values()} == {1000}
+    markdown = (tmp_path / "report.md").read_text()
+    assert "SuperPoint with the reference's box NMS (boxes of side 8 px" in markdown
+    assert "SuperPoint: detection threshold 0.001, no border removal, sub-pixel none, scales [1.0]" in markdown
+    assert "max-pool NMS with radius 4 for SuperPoint" not in markdown
+    # the cached points are those of an Extractor with box NMS, and no two of them overlap above IoU 0.1
+    sequence = sorted(p.name for p in small_set.iterdir() if p.is_dir())[0]
+    extractor = Extractor("default", "cpu", detection_threshold=0.001, remove_borders=0, subpixel="none", scales=[1.0],
+                          warmup=False)
+    image = HPatches(small_set, resize="none").load(sequence, 1).image
+    for protocol, size in (("detector", 4), ("descriptor", 8)):
+        cached = next((tmp_path / "cache" / protocol).glob(f"superpoint-*/{sequence}/1.npz"))
+        with np.load(cached) as data:
+            keypoints = data["keypoints"]
+        assert 20 < len(keypoints) <= 1000
+        extractor.configure(nms_box=size, max_keypoints=1000)
+        np.testing.assert_array_equal(extractor([image])[0].numpy().keypoints, keypoints)
+        offsets = np.array(box_overlap_offsets(size, 0.1))
+        kept = {tuple(p) for p in keypoints.astype(int)}
+        assert not any((x + dx, y + dy) in kept for x, y in kept for dx, dy in offsets)

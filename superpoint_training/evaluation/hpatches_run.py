@@ -21,9 +21,10 @@ from tqdm import tqdm
 from ..data.hpatches import HPatches, HPatchesError, Pair
 from . import baselines
 from .cache import Cache
-from .methods import PROTOCOLS, Method, Protocol, build_methods
+from .methods import Method, Protocol, build_methods
 from .metrics import descriptor_metrics, repeatability
 from .plots import make_plots, pick_match_pairs
+from .presets import PRESETS
 from .report import (
     PROTOCOL_METRICS,
     aggregate,
@@ -67,8 +68,10 @@ def export(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         if method.family == "superpoint":
             extractor = method.extractor
+            box = method.settings.get("nms") == "box"
             extractor.configure(
-                nms_radius=protocol.nms_radius, max_keypoints=protocol.export_max, fixed_keypoints=False
+                nms_radius=protocol.nms_radius, max_keypoints=protocol.export_max, fixed_keypoints=False,
+                nms_box=protocol.nms_radius if box else 0, nms_iou=method.settings.get("nms_iou", 0.1),
             )
             images = prefetch(pool, lambda item: dataset.load(*item).image, todo, 2 * batch_size)
             for start in range(0, len(todo), batch_size):
@@ -155,10 +158,13 @@ def _run(args: argparse.Namespace) -> dict:
     output = Path(args.output)
     cache_root = Path(args.cache) if args.cache else output / "cache"
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
-    protocols = [PROTOCOLS[p] for p in (("detector", "descriptor") if args.protocol == "both" else (args.protocol,))]
-    protocols = [dataclasses.replace(p, short_side=args.short_side or p.size[0], ransac_orders=args.ransac_orders)
-                 for p in protocols]
-    methods = build_methods(names, args.weights or ["default"], args.device, args.detection_threshold)
+    preset = PRESETS[getattr(args, "preset", None) or "project"]
+    chosen = ("detector", "descriptor") if args.protocol == "both" else (args.protocol,)
+    protocols = [dataclasses.replace(preset.protocols[p], short_side=args.short_side or preset.protocols[p].size[0],
+                                     ransac_orders=args.ransac_orders) for p in chosen]
+    threshold = args.detection_threshold if args.detection_threshold is not None else preset.detection_threshold
+    methods = build_methods(names, args.weights or ["default"], args.device, threshold, preset.remove_borders,
+                            preset.nms_iou if preset.box_nms else None, preset.subpixel, preset.scales)
     timings: dict[str, float] = {}
     records: list[dict] = []
     aggregates: dict[str, dict] = {}
@@ -214,6 +220,7 @@ def _run(args: argparse.Namespace) -> dict:
         "machine": machine_description(args.device),
         "command": "python -m superpoint_training.evaluate " + " ".join(shlex.quote(a) for a in args.argv),
         "settings": {
+            "preset": preset.name,
             "dataset": str(Path(args.dataset).resolve()),
             "dataset_description": any_dataset.describe(),
             "resize": args.resize,
@@ -224,7 +231,7 @@ def _run(args: argparse.Namespace) -> dict:
             "weights": {m.label: m.settings["weights"] for m in methods if m.family == "superpoint"},
             "cache": str(cache_root),
         },
-        "choices": describe_choices(args, protocols, args.resize),
+        "choices": preset.choices(describe_choices(args, protocols, args.resize), protocols, threshold),
         "skipped": any_dataset.skipped,
         "skipped_methods": skipped_methods,
         "aggregates": aggregates,

@@ -74,8 +74,14 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:12]
 
 
-def build_methods(names: list[str], weights: list[str], device: str, detection_threshold: float | None) -> list[Method]:
-    """Methods in the order given; ``superpoint`` expands to one method per weights."""
+def build_methods(names: list[str], weights: list[str], device: str, detection_threshold: float | None,
+                  remove_borders: int | None = None, box_nms_iou: float | None = None,
+                  subpixel: str | None = None, scales: tuple[float, ...] | None = None) -> list[Method]:
+    """Methods in the order given; ``superpoint`` expands to one method per weights.
+
+    ``detection_threshold``, ``remove_borders``, ``subpixel`` and ``scales`` None keep the weights' defaults; ``box_nms_iou``
+    set: SuperPoint uses the reference's box NMS (of side the protocol's ``nms_radius``) with that IoU.
+    """
     methods = []
     for name in names:
         if name not in ALL_METHODS:
@@ -85,7 +91,8 @@ def build_methods(names: list[str], weights: list[str], device: str, detection_t
             continue
         for weight in weights:
             loaded = load_superpoint(weight)
-            extractor = Extractor(loaded, device=device, detection_threshold=detection_threshold, warmup=False)
+            extractor = Extractor(loaded, device=device, detection_threshold=detection_threshold,
+                                  remove_borders=remove_borders, subpixel=subpixel, scales=scales, warmup=False)
             label = "superpoint" if len(weights) == 1 else f"superpoint[{Path(str(weight)).stem}]"
             settings = {
                 "method": "superpoint",
@@ -96,6 +103,9 @@ def build_methods(names: list[str], weights: list[str], device: str, detection_t
                 "descriptor_sampling": extractor.config.descriptor_sampling,
                 "subpixel": extractor.config.subpixel,
             }
+            if box_nms_iou is not None:  # the max-pool's keys stay as they were (caches stay valid)
+                settings["nms"] = "box"
+                settings["nms_iou"] = box_nms_iou
             if extractor.config.scales != (1.0,):  # single-scale keys stay as they were (caches stay valid)
                 settings["scales"] = list(extractor.config.scales)
                 settings["pyramid_ranking"] = "score x level scale"
