@@ -314,12 +314,22 @@ def test_ctrl_c_exits_cleanly(node, ros):
 
 
 def test_startup_errors_name_the_problem(tmp_path):
-    """A missing weights file and a misspelt parameter: exit status 1 and a message naming them."""
+    """A missing weights file, a misspelt parameter, a QoS override no topic has, require_gpu without a
+    GPU: exit status 1 and a message naming them."""
     require_built_package()
+    import torch
+
     cases = {
         "missing_weights": ({"weights": "/nonexistent/weights.pth", "device": "cpu"}, r"/nonexistent/weights\.pth"),
         "unknown_parameter": ({"weights": "untrained", "max_keypoint": 10}, r"unknown parameter\(s\) \['max_keypoint'\]"),
+        "qos_override_of_nothing": ({"weights": "untrained", "device": "cpu", "warmup_size": [0, 0],
+                                     "qos_overrides./no_such_topic.publisher.depth": 3},
+                                    r"qos_overrides \['qos_overrides\./no_such_topic\.publisher\.depth'\] match no"),
+        "require_gpu": ({"weights": "untrained", "device": "auto", "require_gpu": True},
+                        r"require_gpu is true but the device is cpu"),
     }
+    if torch.cuda.is_available():
+        del cases["require_gpu"]  # cannot fail here
     processes = {  # started together: most of the time is importing torch
         name: NodeProcess([NODE_EXECUTABLE, "--ros-args", "--params-file", write_params(tmp_path / f"{name}.yaml", p)])
         for name, (p, _) in cases.items()
