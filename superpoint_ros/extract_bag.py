@@ -44,6 +44,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from superpoint_training.common.machine import describe_machine
+
 from .bag_reader import (
     IMAGE_TYPES,
     BagError,
@@ -93,6 +95,7 @@ class Summary:
     stopped: str | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    machine: str = ""  # how the frames/s were made: machine, library versions, backend and precision
     losses: list[str] = field(default_factory=list)  # messages the damaged storage did not give up
     batch_size: int | None = None
 
@@ -110,6 +113,8 @@ class Summary:
         )
         for image_topic, features_topic in self.topics.items():
             lines.append(f"  {image_topic} -> {features_topic}")
+        if self.machine:
+            lines.append(f"on {self.machine}")
         if self.h5 is not None:
             lines.append(f"features also in {self.h5}")
         if self.copied:
@@ -219,7 +224,8 @@ def extract_bag(
         file_kind(h5)
 
     reader, note = open_bag(inputs)
-    summary = Summary(output=output, h5=h5, batch_size=batch_size)
+    summary = Summary(output=output, h5=h5, batch_size=batch_size, machine=(
+        f"{describe_machine(str(extractor.device))}; {extractor.backend} backend, {extractor.precision}"))
     if note:
         summary.notes += [f"note: {line}" for line in note.split("\n")]
     try:

@@ -82,3 +82,17 @@ def test_vo_summary_records_machine_backend_and_ransac_orders(tmp_path, small_ph
     assert_machine_line(next(line for line in markdown.splitlines() if line.startswith("- date:")))
     assert "1 RANSAC order per pair" in markdown and f"inference: {backend} backend, {precision}" in markdown
     assert torch.__version__.split("+")[0] in markdown
+
+
+def test_bag_tool_summary_names_machine_and_backend(tmp_path, small_photos, capsys):
+    from bag_files import BagImage, write_image_bag
+
+    from superpoint_ros.extract_bag import main
+
+    gray = np.ascontiguousarray(cv2.resize(cv2.cvtColor(small_photos[0][1], cv2.COLOR_RGB2GRAY), (160, 120)))
+    write_image_bag(tmp_path / "bag", "mcap", [BagImage("/cam/image", 10**9 + i * 10**8, gray, "mono8") for i in range(2)])
+    assert main([str(tmp_path / "bag"), "--output", str(tmp_path / "out"), "--weights", "untrained", "--device", "cpu",
+                 "--max-keypoints", "50", "-q"]) == 0
+    machine_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("on "))
+    assert_machine_line(machine_line)
+    assert re.search(r"; (torch|onnxruntime|openvino) backend, (fp32|bf16|fp16|int8)$", machine_line)
