@@ -1,7 +1,7 @@
 """launch/detector.launch.py: the command line it describes starts the built node, which serves features.
 
 ``launch`` and ``launch_ros`` do not install from PyPI, so the test gives the launch file minimal
-stand-ins for the five classes it uses. They only record the arguments and turn them into a command
+stand-ins for the six classes it uses. They only record the arguments and turn them into a command
 line the way launch_ros does (executable from the package's lib folder via the ament index,
 ``--ros-args``, ``-r __node:=``/``-r __ns:=``, one ``--params-file`` per parameters entry with dicts
 written to a temporary YAML file, ``-r from:=to`` per remapping). The installed launch file is
@@ -75,14 +75,16 @@ class DeclareLaunchArgument:
         self.name, self.default_value, self.description = name, default_value, description
 
 
-class IfCondition:
-    def __init__(self, predicate):
-        self.predicate = predicate
+class OpaqueFunction:
+    """launch's OpaqueFunction: ``function(context)`` returns actions; arguments are in
+    ``context.launch_configurations`` (all strings)."""
 
-    def evaluate(self, context: dict) -> bool:
-        value = _perform(self.predicate, context).strip().lower()
-        assert value in ("true", "false", "1", "0"), f"launch conditions take true/false, got {value!r}"
-        return value in ("true", "1")
+    def __init__(self, *, function, args=None, kwargs=None):
+        self.function, self.args, self.kwargs = function, list(args or []), dict(kwargs or {})
+
+    def execute(self, context: dict) -> list:
+        launch_context = types.SimpleNamespace(launch_configurations=dict(context))
+        return list(self.function(launch_context, *self.args, **self.kwargs) or [])
 
 
 class Node:
@@ -131,6 +133,9 @@ class LaunchDescription:
         for name, declaration in declared.items():
             context[name] = arguments.get(name, _perform(declaration.default_value, context))
         nodes = [e for e in self.entities if isinstance(e, Node)]
+        for entity in self.entities:
+            if isinstance(entity, OpaqueFunction):
+                nodes += [e for e in entity.execute(context) if isinstance(e, Node)]
         return {
             node.executable: node.command(context, tmp_path / node.executable)
             for node in nodes
@@ -147,8 +152,7 @@ def launch_description(monkeypatch) -> LaunchDescription:
     require_built_package()
     modules = {
         "launch": {"LaunchDescription": LaunchDescription},
-        "launch.actions": {"DeclareLaunchArgument": DeclareLaunchArgument},
-        "launch.conditions": {"IfCondition": IfCondition},
+        "launch.actions": {"DeclareLaunchArgument": DeclareLaunchArgument, "OpaqueFunction": OpaqueFunction},
         "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration, "PathJoinSubstitution": PathJoinSubstitution},
         "launch_ros": {},
         "launch_ros.actions": {"Node": Node},
@@ -168,18 +172,37 @@ def launch_description(monkeypatch) -> LaunchDescription:
 def test_launch_file_arguments_and_command(launch_description, tmp_path):
     declared = {e.name: e for e in launch_description.entities if isinstance(e, DeclareLaunchArgument)}
     assert set(declared) == {"image", "features", "namespace", "params_file", "device", "use_sim_time", "tracker",
-                             "camera_info", "tracks", "odometry", "tracker_params_file"}
+                             "camera_info", "tracks", "odometry", "tracker_params_file", "weights", "transport",
+                             "publish_debug_image", "cameras", "require_gpu", "sync", "use_camera_info", "autostart"}
     assert all(d.description for d in declared.values())
     command = launch_description.command({}, tmp_path)
     share = PACKAGE_PREFIX / "share" / "superpoint_ros"
     assert command[:2] == [str(PACKAGE_PREFIX / "lib" / "superpoint_ros" / "detector_node"), "--ros-args"]
     assert Path(command[0]).exists()
     params_files = [command[i + 1] for i, c in enumerate(command) if c == "--params-file"]
-    assert params_files[0] == str(share / "config" / "detector.yaml") and Path(params_files[0]).exists()
-    assert yaml.safe_load(Path(params_files[1]).read_text()) == {
-        "/**": {"ros__parameters": {"device": "auto", "use_sim_time": False}}
-    }
+    # nothing given: the params file alone decides (no launch default overrides it)
+    assert params_files == [str(share / "config" / "detector.yaml")] and Path(params_files[0]).exists()
     assert "image:=image" in command and "features:=features" in command and "__node:=superpoint_detector" in command
+
+
+def test_only_given_arguments_override_the_params_file(launch_description, tmp_path):
+    """Each parameter argument given reaches the node with its YAML type; the rest stay the file's."""
+    from superpoint_ros.detector_node import SPECS
+
+    given = {"weights": "untrained", "device": "cpu", "transport": "compressed", "publish_debug_image": "true",
+             "cameras": "[left, right]", "require_gpu": "true", "sync": "exact", "use_camera_info": "true"}
+    command = launch_description.command({**given, "params_file": "/robot/my_detector.yaml"}, tmp_path)
+    params_files = [command[i + 1] for i, c in enumerate(command) if c == "--params-file"]
+    assert params_files[0] == "/robot/my_detector.yaml"
+    overrides = yaml.safe_load(Path(params_files[1]).read_text())["/**"]["ros__parameters"]
+    assert overrides == {"weights": "untrained", "device": "cpu", "transport": "compressed",
+                         "publish_debug_image": True, "cameras": ["left", "right"], "require_gpu": True,
+                         "sync": "exact", "camera_info": True}
+    assert set(overrides) <= set(SPECS)  # every argument names a real parameter
+    # one argument given: only that one
+    command = launch_description.command({"transport": "both"}, tmp_path / "one")
+    params_files = [command[i + 1] for i, c in enumerate(command) if c == "--params-file"]
+    assert yaml.safe_load(Path(params_files[1]).read_text())["/**"]["ros__parameters"] == {"transport": "both"}
 
 
 def test_tracker_starts_only_when_asked(launch_description, tmp_path):
@@ -246,9 +269,8 @@ def test_launch_file_is_plain_python():
     imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert sorted(imports) == [
         "from launch import LaunchDescription",
-        "from launch.actions import DeclareLaunchArgument",
-        "from launch.conditions import IfCondition",
-        "from launch.substitutions import LaunchConfiguration, PathJoinSubstitution",
+        "from launch.actions import DeclareLaunchArgument, OpaqueFunction",
+        "from launch.substitutions import PathJoinSubstitution",
         "from launch_ros.actions import Node",
         "from launch_ros.substitutions import FindPackageShare",
     ]
