@@ -106,3 +106,37 @@ def test_runner_reads_a_bag_and_reports_bad_input(tmp_path, capsys):
     assert main([str(bag), "--output", str(tmp_path / "x"), "--weights", str(weights), "--quiet"]) == 2
     assert "no intrinsics" in capsys.readouterr().err
     assert main([str(tmp_path / "missing"), "--camera", str(camera), "--output", str(tmp_path / "y")]) == 2
+
+
+def test_a_pair_whose_pose_raises_is_reported_failed_and_the_run_goes_on(tmp_path, monkeypatch):
+    """OpenCV 5.1 raises cv2.error in findEssentialMat where 4.x returned no solution: every release
+    must give the pair the status pose_failed with the reason, and the runner the rest of the pairs."""
+    import cv2
+    from skimage import data
+
+    calls = []
+
+    def raise_every_other(*args, **kwargs):
+        calls.append(1)
+        if len(calls) % 2:
+            raise cv2.error("OpenCV(5.1.0) mathfuncs.cpp:1601: error: (-215:Assertion failed) in function 'solvePoly'")
+        return find_essential(*args, **kwargs)
+
+    find_essential = cv2.findEssentialMat
+    monkeypatch.setattr(cv2, "findEssentialMat", raise_every_other)
+    gray = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(frames / f"{100 + i}.png"), gray[40 + 6 * i : 340 + 6 * i, 60 + 9 * i : 460 + 9 * i])
+    (tmp_path / "camera.txt").write_text("400 400 200 150\n")
+    output = tmp_path / "out"
+    assert main([str(frames), "--camera", str(tmp_path / "camera.txt"), "--output", str(output), "--gaps", "1",
+                 "--weights", "untrained", "--max-keypoints", "100", "--device", "cpu", "--quiet"]) == 0
+    with open(output / "pairs.csv", encoding="utf-8") as handle:
+        orb = [row for row in csv.DictReader(handle) if row["method"] == "orb"]
+    assert [row["frame0"] for row in orb] == ["0", "1", "2", "3"]  # every pair reported, in order
+    statuses = [row["status"] for row in orb]
+    assert "pose_failed" in statuses and "ok" in statuses, statuses
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["methods"]["orb"]["gaps"]["1"]["statuses"]["pose_failed"] >= 1
