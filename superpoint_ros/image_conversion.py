@@ -51,6 +51,7 @@ __all__ = [
     "ImageConversionError",
     "image_msg_to_numpy",
     "compressed_msg_to_numpy",
+    "compressed_image_size",
     "numpy_to_image_fields",
 ]
 
@@ -238,6 +239,36 @@ def _normalise_float(image: np.ndarray) -> np.ndarray:
     return values
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (the frame header holds the size): C0-CF except DHT, JPG and DAC
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def compressed_image_size(data: Any) -> tuple[int, int] | None:
+    """(height, width) read from a PNG or JPEG header without decoding; None for other or broken data."""
+    buffer = _as_bytes(data)
+    head = buffer[:32].tobytes()
+    if head.startswith(_PNG_SIGNATURE) and len(head) >= 24 and head[12:16] == b"IHDR":
+        return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+    if not head.startswith(b"\xff\xd8"):
+        return None
+    position, end = 2, buffer.size
+    for _ in range(4096):  # segments before the frame header; a real file has a few dozen
+        while position < end and buffer[position] == 0xFF and position + 1 < end and buffer[position + 1] == 0xFF:
+            position += 1  # fill bytes
+        if position + 9 > end or buffer[position] != 0xFF:
+            return None
+        marker = int(buffer[position + 1])
+        if marker in _JPEG_SOF:
+            return (int(buffer[position + 5]) << 8 | int(buffer[position + 6]),
+                    int(buffer[position + 7]) << 8 | int(buffer[position + 8]))
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            position += 2
+            continue
+        position += 2 + (int(buffer[position + 2]) << 8 | int(buffer[position + 3]))
+    return None
+
+
 def compressed_msg_to_numpy(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a sensor_msgs/CompressedImage (JPEG, PNG, ...) to gray (H, W) or RGB (H, W, 3) uint8.
 
@@ -251,6 +282,10 @@ def compressed_msg_to_numpy(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
         buffer = buffer[12:]  # compressed_depth_image_transport's ConfigHeader precedes the PNG
     if buffer.size == 0:
         raise ImageConversionError("zero_size", f"compressed image ({fmt!r}) with no data")
+    size = compressed_image_size(buffer)
+    if size is not None and size[0] * size[1] > max_pixels:  # refused before anything is decoded
+        raise ImageConversionError("too_large", f"{fmt or 'compressed'} image of {size[0]}x{size[1]} pixels exceeds "
+                                                f"the limit of {max_pixels}")
     image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise ImageConversionError("decode_failed", f"OpenCV cannot decode {buffer.size} bytes of {fmt!r}")

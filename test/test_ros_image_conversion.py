@@ -349,3 +349,33 @@ def test_nv12_truncated_chroma_is_refused(photo_rgb):
     with pytest.raises(ImageConversionError) as error:
         image_msg_to_numpy(SimpleNamespace(**fields))
     assert error.value.kind == "truncated"
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png"])
+@pytest.mark.parametrize("gray", [False, True])
+def test_compressed_size_is_read_from_the_header(photo_rgb, fmt, gray):
+    from superpoint_ros.image_conversion import compressed_image_size
+
+    image = cv2.resize(photo_rgb, (333, 211))
+    if gray:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    params = [cv2.IMWRITE_JPEG_PROGRESSIVE, 1] if fmt == "jpg" and gray else []  # SOF2 as well as SOF0
+    ok, encoded = cv2.imencode(f".{fmt}", image, params)
+    assert ok and compressed_image_size(encoded.reshape(-1)) == (211, 333)
+    assert compressed_image_size(encoded.reshape(-1)[:40]) is None or fmt == "png"  # cut: no guess (JPEG)
+    assert compressed_image_size(b"GIF89a....") is None
+
+
+def test_huge_compressed_image_is_refused_before_decoding(monkeypatch):
+    """A 20000x20000 PNG header (a few bytes) is refused without calling the decoder."""
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    header = (20000).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: pytest.fail("decoded a refused image"))
+    with pytest.raises(ImageConversionError) as info:
+        compressed_msg_to_numpy(SimpleNamespace(format="png", data=png), max_pixels=1 << 26)
+    assert info.value.kind == "too_large" and "20000x20000" in str(info.value)
