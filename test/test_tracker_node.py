@@ -1,8 +1,10 @@
 """The colcon-built tracker node over real rclpy / Fast DDS (shared memory, this run's domain id).
 
 A test client publishes CameraInfo and Features (synthetic scenes with known motion, then the
-Extractor's features of real frames) and checks Tracks, Odometry, the inlier count and the status;
-then the detector node upstream of the tracker, fed with images; then Ctrl-C.
+Extractor's features of real frames) and checks Tracks, Odometry (covariances, twist), the inlier
+count, the status and /diagnostics; a 2 Hz stream; a degenerate frame; the camera model carried in
+Features; TF (a static chain on /tf_static, odom -> base_link on /tf, never a second parent); the
+lifecycle driven over its services; the detector node upstream of the tracker; then Ctrl-C.
 Run with ``bash scripts/test.sh test/test_tracker_node.py``.
 """
 
@@ -29,7 +31,7 @@ from test_tracker_logic import CAMERA, MOTION_R, MOTION_T, SIZE, Scene
 from superpoint_ros.features_message import features_to_message
 from superpoint_ros.tracking import Status, angle_between_deg, rotation_angle_deg
 from superpoint_ros.tracks_message import tracks_from_message
-from superpoint_ros.vo import quaternion_to_matrix
+from superpoint_ros.transforms import invert, make_transform, matrix_to_quaternion, quaternion_to_matrix
 
 pytestmark = pytest.mark.ros
 TRACKER = PACKAGE_PREFIX / "lib" / "superpoint_ros" / "tracker_node"
@@ -37,7 +39,8 @@ DETECTOR = PACKAGE_PREFIX / "lib" / "superpoint_ros" / "detector_node"
 NAMESPACE = "/tracker_test"
 TUM = Path(__file__).resolve().parents[2] / "shared" / "data" / "tum_fr2_desk"
 LOST_VARIANCE = 1e6
-POSE_VARIANCE = 0.01
+ROTATION_STEP_VARIANCE = 1e-4
+UNKNOWN = 1e9
 OPTICAL_TO_REP103 = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
@@ -66,7 +69,7 @@ def header(seconds: float, frame_id: str = "camera_optical"):
 
 
 def start_client(namespace: str) -> RosHarness:
-    from diagnostic_msgs.msg import DiagnosticStatus
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     from nav_msgs.msg import Odometry
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo
@@ -81,6 +84,7 @@ def start_client(namespace: str) -> RosHarness:
     harness.odometry = harness.collect(Odometry, f"{namespace}/odometry")
     harness.inliers = harness.collect(UInt32, f"{namespace}/inliers")
     harness.status = harness.collect(DiagnosticStatus, f"{namespace}/tracking_status")
+    harness.diagnostics = harness.collect(DiagnosticArray, "/diagnostics")
     harness.features_pub = harness.node.create_publisher(Features, f"{namespace}/features", 10)
     harness.info_pub = harness.node.create_publisher(CameraInfo, f"{namespace}/camera_info", qos_profile_sensor_data)
     return harness
@@ -93,8 +97,9 @@ def send_info(harness: RosHarness, info) -> None:
         time.sleep(0.1)
 
 
-def send(harness: RosHarness, keypoints, descriptors, seconds: float, image_size=SIZE) -> dict:
-    """Publish one Features message and return what the tracker published for it."""
+def send(harness: RosHarness, keypoints, descriptors, seconds: float, image_size=SIZE, camera=None) -> dict:
+    """Publish one Features message (with ``camera``, a CameraGeometry, in it) and return what the
+    tracker published for it."""
     harness.wait_for_subscribers(harness.features_pub)
     count = len(harness.status)
     features = types.SimpleNamespace(
@@ -104,7 +109,7 @@ def send(harness: RosHarness, keypoints, descriptors, seconds: float, image_size
         image_size=image_size,
         valid=None,
     )
-    harness.features_pub.publish(features_to_message(harness.Features, header(seconds), features))
+    harness.features_pub.publish(features_to_message(harness.Features, header(seconds), features, camera=camera))
     n = count + 1
     harness.wait_for(
         lambda: min(len(harness.status), len(harness.tracks), len(harness.odometry), len(harness.inliers)) >= n,
@@ -128,7 +133,7 @@ def tracker(tmp_path_factory):
     require_tracker()
     params = write_params(
         tmp_path_factory.mktemp("params") / "tracker.yaml",
-        {"device": "cpu", "max_frame_gap": 0.5, "pose_variance": POSE_VARIANCE, "lost_variance": LOST_VARIANCE},
+        {"device": "cpu", "lost_variance": LOST_VARIANCE, "rotation_step_variance": ROTATION_STEP_VARIANCE},
     )
     process = NodeProcess([TRACKER, "--ros-args", "-r", f"__ns:={NAMESPACE}", "--params-file", params])
     process.wait_for_output(r"tracking /tracker_test/features", timeout=90)
@@ -153,9 +158,12 @@ def test_known_motion_gives_tracks_odometry_and_lost_statuses(ros):
     scene = Scene(400)
     kp0, desc0, _ = scene.view(np.eye(3), np.zeros(3))
     kp1, desc1, _ = scene.view(MOTION_R, MOTION_T)
+    R2, t2 = MOTION_R @ MOTION_R, MOTION_R @ MOTION_T + MOTION_T  # the same step again
+    kp2, desc2, _ = scene.view(R2, t2)
     # no CameraInfo yet: the first frame starts the tracks, the second has tracks but no pose
     first = send(ros, kp0, desc0, 100.0)
     assert first["status"] == Status.FIRST_FRAME and len(first["tracks"].track_ids) == 0
+    # no static transform base_link -> camera_optical: the odometry is of the camera frame
     assert first["odometry"].header.frame_id == "odom" and first["odometry"].child_frame_id == "camera_optical"
     second = send(ros, kp0, desc0, 100.1)
     assert second["status"] == Status.NO_INTRINSICS and "no CameraInfo" in second["values"]["reason"]
@@ -169,6 +177,7 @@ def test_known_motion_gives_tracks_odometry_and_lost_statuses(ros):
     send_info(ros, camera_info())
     moved = send(ros, kp1, desc1, 100.3)
     assert moved["status"] == Status.OK, moved["values"]
+    assert moved["values"]["camera_model"] == "camera_info"
     tracks = tracks_from_message(moved["tracks"])
     assert tracks.status == Status.OK and len(tracks) > 0.8 * len(kp1)
     assert tracks.header.stamp.sec == 100 and tracks.previous_stamp == pytest.approx(100.2, abs=1e-6)
@@ -179,19 +188,99 @@ def test_known_motion_gives_tracks_odometry_and_lost_statuses(ros):
     t_expected = OPTICAL_TO_REP103 @ (-MOTION_R.T @ MOTION_T)
     assert rotation_angle_deg(R @ R_expected.T) < 0.2
     assert angle_between_deg(t, t_expected) < 1.5 and np.linalg.norm(t) == pytest.approx(1.0, abs=1e-6)
-    assert moved["odometry"].pose.covariance[0] == POSE_VARIANCE
+    # honest covariances: the monocular position is unknown, the orientation drifts one step's worth
+    covariance = np.reshape(moved["odometry"].pose.covariance, (6, 6))
+    np.testing.assert_allclose(np.diag(covariance), [UNKNOWN] * 3 + [ROTATION_STEP_VARIANCE] * 3)
+    # the twist after a lost frame is unknown (no previous pose to difference)
+    assert np.reshape(moved["odometry"].twist.covariance, (6, 6))[5, 5] == UNKNOWN
+    # the next step 0.1 s later: angular velocity from the two poses, linear velocity unknown (no scale)
+    again = send(ros, kp2, desc2, 100.4)
+    assert again["status"] == Status.OK, again["values"]
+    twist = again["odometry"].twist
+    angular = np.array([twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z])
+    expected_rate = cv2.Rodrigues(MOTION_R.T)[0].reshape(3) / 0.1  # camera frame: the child frame here
+    np.testing.assert_allclose(angular, expected_rate, atol=0.01 * np.linalg.norm(expected_rate))
+    twist_covariance = np.diag(np.reshape(twist.covariance, (6, 6)))
+    np.testing.assert_allclose(twist_covariance, [UNKNOWN] * 3 + [ROTATION_STEP_VARIANCE / 0.1**2] * 3, rtol=1e-6)
+    assert twist.twist.linear.x == twist.twist.linear.y == twist.twist.linear.z == 0.0
+    R_again, t_again = pose_of(again["odometry"])
     # unrelated descriptors: too few matches; the odometry repeats the last pose, marked lost
     other = Scene(400, seed=5)
     kp_other, desc_other, _ = other.view(np.eye(3), np.zeros(3))
-    lost = send(ros, kp_other, desc_other, 100.4)
+    lost = send(ros, kp_other, desc_other, 100.5)
     assert lost["status"] == Status.TOO_FEW_MATCHES and lost["odometry"].pose.covariance[0] == LOST_VARIANCE
     R_lost, t_lost = pose_of(lost["odometry"])
-    np.testing.assert_allclose(t_lost, t, atol=1e-9)
-    # a gap in the stream: every track ends
-    gap = send(ros, kp0, desc0, 110.0)
+    np.testing.assert_allclose(t_lost, t_again, atol=1e-9)
+    # a gap in the stream (the default limit: 5 median frame periods, 0.5 s here): every track ends
+    gap = send(ros, kp0, desc0, 101.5)
     assert gap["status"] == Status.GAP and len(gap["tracks"].track_ids) == 0
+    assert "median frame period" in gap["values"]["reason"]
     assert len(gap["tracks"].ended_track_ids) == len(kp_other)
     assert float(gap["values"]["mean_process_ms"]) > 0
+
+
+def test_degenerate_frame_is_published_as_pose_failed(ros):
+    """Every keypoint at one pixel in each frame: the pose fails, and Tracks and Odometry say so."""
+    scene = Scene(100, seed=3)
+    _, desc, _ = scene.view(np.eye(3), np.zeros(3), shuffle=False)
+    n = len(desc)
+    send(ros, np.full((n, 2), 100.0, np.float32), desc, 400.0)  # a gap: tracks restart here
+    failed = send(ros, np.tile(np.float32([[180.0, 130.0]]), (n, 1)), desc, 400.1)
+    assert failed["status"] == Status.POSE_FAILED and failed["values"]["reason"]
+    assert failed["tracks"].status == Status.POSE_FAILED and len(failed["tracks"].track_ids) == n
+    assert failed["odometry"].pose.covariance[0] == LOST_VARIANCE and failed["level"] == b"\x02"
+
+
+def test_camera_model_carried_in_features_is_used(ros):
+    """Features that carry their camera (format 2) need no CameraInfo topic: a 2x2-binned stream
+    whose calibration is for the full-resolution sensor."""
+    from superpoint_ros.features_message import CameraGeometry
+
+    full = camera_info()
+    full.height, full.width = 2 * SIZE[0], 2 * SIZE[1]
+    K2 = CAMERA.K.copy()
+    K2[:2] = 2 * K2[:2]
+    K2[:2, 2] += 0.5  # the centre of a binned pixel, in full-resolution pixels
+    full.k = K2.reshape(-1).tolist()
+    full.binning_x = full.binning_y = 2
+    geometry = CameraGeometry.from_camera_info(full)
+    scene = Scene(400, seed=2)
+    kp0, desc0, _ = scene.view(np.eye(3), np.zeros(3))
+    kp1, desc1, _ = scene.view(MOTION_R, MOTION_T)
+    send_info(ros, camera_info(zero=True))  # the topic's model is unusable: only the features' can work
+    send(ros, kp0, desc0, 500.0, camera=geometry)
+    moved = send(ros, kp1, desc1, 500.1, camera=geometry)
+    assert moved["status"] == Status.OK and moved["values"]["camera_model"] == "features", moved["values"]
+    R, t = pose_of(moved["odometry"])
+    R0, _ = pose_of(ros.odometry[-2])
+    step = (OPTICAL_TO_REP103.T @ R0).T @ (OPTICAL_TO_REP103.T @ R)
+    assert rotation_angle_deg(step @ MOTION_R) < 0.2
+
+
+def test_diagnostics_report_the_tracker(ros):
+    """/diagnostics carries the tracker's status: ERROR while no frame gives a pose."""
+    scene = Scene(300, seed=4)
+    kp, desc, _ = scene.view(np.eye(3), np.zeros(3))
+    send_info(ros, camera_info(zero=True))
+    for i in range(5):  # a gap, then no intrinsics: 5 frames in a row without a pose
+        send(ros, kp, desc, 600.0 + 0.1 * i)
+    count = len(ros.diagnostics)
+
+    def tracker_status():
+        for array in reversed(ros.diagnostics[count:]):
+            for status in array.status:
+                if status.name.endswith(": tracker") and NAMESPACE in status.name:
+                    return status
+        return None
+
+    ros.wait_for(lambda: tracker_status() is not None, timeout=10, what="the tracker on /diagnostics")
+    status = tracker_status()
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == b"\x02" and "no pose" in status.message, status
+    assert values["last_status"] == Status.NO_INTRINSICS and "unknown" in values["scale"]
+    assert float(values["frame_period_s"]) > 0 and "median frame period" in values["max_frame_gap_s"]
+    assert "tf" in values and "publish_tf false" in values["tf"]
+    send_info(ros, camera_info())
 
 
 def _real_frames(count: int) -> tuple[list[np.ndarray], list[float], object]:
@@ -289,3 +378,172 @@ def test_detector_node_upstream(tmp_path):
             harness.close()
         tracker.stop()
         detector.stop()
+
+
+# -- lifecycle and TF: a second node, autostart false and publish_tf true ---------------------------
+TF_NAMESPACE = "/tf_test"
+TF_NODE = f"{TF_NAMESPACE}/superpoint_tracker"
+T_BASE_LINK = make_transform((0.2, 0.05, 0.5), cv2.Rodrigues(np.array([0.0, 0.1, 0.02]))[0])  # camera_link
+T_LINK_OPTICAL = make_transform((0.0, -0.03, 0.0), OPTICAL_TO_REP103)  # REP 103 body -> optical axes
+
+
+def tf2_messages():
+    try:
+        from tf2_msgs.msg import TFMessage
+    except ImportError:
+        pytest.skip("tf2_msgs is not built (scripts/setup.sh builds test/ros_test_msgs/tf2_msgs)")
+    return TFMessage
+
+
+def transform_stamped(parent: str, child: str, T: np.ndarray, seconds: float = 0.0):
+    from geometry_msgs.msg import TransformStamped
+
+    msg = TransformStamped()
+    msg.header = header(seconds, parent)
+    msg.child_frame_id = child
+    msg.transform.translation.x, msg.transform.translation.y, msg.transform.translation.z = (float(v) for v in T[:3, 3])
+    r = msg.transform.rotation
+    r.x, r.y, r.z, r.w = matrix_to_quaternion(T[:3, :3])
+    return msg
+
+
+def matrix_of(transform) -> np.ndarray:
+    t, q = transform.translation, transform.rotation
+    return make_transform((t.x, t.y, t.z), quaternion_to_matrix(q.x, q.y, q.z, q.w))
+
+
+@pytest.fixture(scope="module")
+def tf_node(tmp_path_factory):
+    require_tracker()
+    TFMessage = tf2_messages()
+    params = write_params(
+        tmp_path_factory.mktemp("tf_params") / "tracker.yaml",
+        {"device": "cpu", "autostart": False, "publish_tf": True, "lost_variance": LOST_VARIANCE},
+    )
+    process = NodeProcess([TRACKER, "--ros-args", "-r", f"__ns:={TF_NAMESPACE}", "--params-file", params])
+    process.wait_for_output(r"autostart is false", timeout=90)
+    from lifecycle_msgs.msg import TransitionEvent
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    harness = start_client(TF_NAMESPACE)
+    harness.tf = harness.collect(TFMessage, "/tf", 100)
+    harness.events = harness.collect(TransitionEvent, f"{TF_NODE}/transition_event")
+    latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    harness.static_pub = harness.node.create_publisher(TFMessage, "/tf_static", latched)
+    harness.process = process
+    yield harness
+    harness.close()
+    process.stop()
+
+
+def call(harness: RosHarness, srv_type, name: str, request, timeout: float = 30.0):
+    client = harness.node.create_client(srv_type, name)
+    try:
+        assert client.wait_for_service(timeout_sec=timeout), f"no service {name}"
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert future.done(), f"{name} did not answer"
+        return future.result()
+    finally:
+        harness.node.destroy_client(client)
+
+
+def lifecycle_state(harness: RosHarness) -> str:
+    from lifecycle_msgs.srv import GetState
+
+    return call(harness, GetState, f"{TF_NODE}/get_state", GetState.Request()).current_state.label
+
+
+def transition(harness: RosHarness, transition_id: int) -> bool:
+    from lifecycle_msgs.srv import ChangeState
+
+    request = ChangeState.Request()
+    request.transition.id = transition_id
+    return call(harness, ChangeState, f"{TF_NODE}/change_state", request).success
+
+
+def test_lifecycle_configure_and_activate_over_services(tf_node):
+    from lifecycle_msgs.msg import Transition
+
+    assert lifecycle_state(tf_node) == "unconfigured"
+    assert transition(tf_node, Transition.TRANSITION_CONFIGURE)
+    assert lifecycle_state(tf_node) == "inactive"
+    time.sleep(0.5)
+    assert tf_node.features_pub.get_subscription_count() == 0  # inactive: nothing subscribed yet
+    assert transition(tf_node, Transition.TRANSITION_ACTIVATE)
+    assert lifecycle_state(tf_node) == "active"
+    tf_node.wait_for_subscribers(tf_node.features_pub)
+    tf_node.wait_for_publishers(timeout=60)
+    tf_node.wait_for(lambda: len(tf_node.events) >= 2, what="transition events")
+    labels = [e.goal_state.label for e in tf_node.events]
+    assert "configuring" in labels and labels[-1] == "active", labels
+
+
+def test_tf_odom_to_base_link_through_a_static_chain_at_2hz(tf_node):
+    """odom -> base_link on /tf only once base_link -> camera_link -> camera_optical is on
+    /tf_static; its value is the camera's motion composed with that chain; frames 0.5 s apart (2 Hz)
+    are no gap; a base_link that gets another parent gets nothing from the tracker."""
+    TFMessage = tf2_messages()
+    scene = Scene(400, seed=8)
+    views = []
+    R, t = np.eye(3), np.zeros(3)
+    for _ in range(4):
+        views.append(scene.view(R, t)[:2])
+        R, t = MOTION_R @ R, MOTION_R @ t + MOTION_T
+    send_info(tf_node, camera_info())
+    first = send(tf_node, *views[0], 700.0)
+    moved = send(tf_node, *views[1], 700.5)
+    assert first["status"] == Status.FIRST_FRAME and moved["status"] == Status.OK, moved["values"]
+    time.sleep(0.5)
+    assert tf_node.tf == []  # no static transform: nothing on /tf
+    assert moved["odometry"].child_frame_id == "camera_optical"
+    tf_node.process.wait_for_output(r"no static transform base_link -> camera_optical", timeout=10)
+    # robot_state_publisher's part: the chain, latched, in two messages as two broadcasters would
+    tf_node.wait_for_subscribers(tf_node.static_pub)
+    tf_node.static_pub.publish(TFMessage(transforms=[transform_stamped("base_link", "camera_link", T_BASE_LINK)]))
+    tf_node.static_pub.publish(TFMessage(transforms=[transform_stamped("camera_link", "camera_optical", T_LINK_OPTICAL)]))
+    time.sleep(1.0)
+    second = send(tf_node, *views[2], 701.0)
+    assert second["status"] == Status.OK, second["values"]
+    tf_node.wait_for(lambda: len(tf_node.tf) >= 1, timeout=10, what="odom -> base_link on /tf")
+    (transform,) = tf_node.tf[0].transforms
+    assert transform.header.frame_id == "odom" and transform.child_frame_id == "base_link"
+    assert transform.header.stamp.sec == 701
+    step = make_transform(-MOTION_R.T @ MOTION_T / np.linalg.norm(MOTION_T), MOTION_R.T)  # unit-length step
+    T_base_cam = T_BASE_LINK @ T_LINK_OPTICAL
+    expected = T_base_cam @ step @ step @ invert(T_base_cam)
+    actual = matrix_of(transform.transform)
+    assert rotation_angle_deg(actual[:3, :3] @ expected[:3, :3].T) < 0.3
+    np.testing.assert_allclose(actual[:3, 3], expected[:3, 3], atol=0.05)
+    odometry = second["odometry"]
+    assert odometry.child_frame_id == "base_link" and odometry.header.frame_id == "odom"
+    R_odom, t_odom = pose_of(odometry)
+    np.testing.assert_allclose(t_odom, actual[:3, 3], atol=1e-9)
+    # another node gives base_link a parent: the tracker must not give it a second one
+    tf_node.static_pub.publish(TFMessage(transforms=[transform_stamped("map", "base_link", np.eye(4))]))
+    time.sleep(1.0)
+    third = send(tf_node, *views[3], 701.5)
+    assert third["status"] == Status.OK, third["values"]  # 0.5 s steps: never a gap
+    time.sleep(0.5)
+    assert len(tf_node.tf) == 1
+    tf_node.process.wait_for_output(r"base_link already has the parent 'map'", timeout=10)
+
+
+def test_lifecycle_deactivate_cleanup_and_ctrl_c(tf_node):
+    from lifecycle_msgs.msg import Transition
+
+    assert transition(tf_node, Transition.TRANSITION_DEACTIVATE)
+    assert lifecycle_state(tf_node) == "inactive"
+    deadline = time.monotonic() + 10
+    while tf_node.features_pub.get_subscription_count() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tf_node.features_pub.get_subscription_count() == 0
+    assert transition(tf_node, Transition.TRANSITION_CLEANUP)
+    assert lifecycle_state(tf_node) == "unconfigured"
+    assert transition(tf_node, Transition.TRANSITION_CONFIGURE)  # configure again after cleanup
+    assert lifecycle_state(tf_node) == "inactive"
+    labels = [e.goal_state.label for e in tf_node.events]
+    assert {"configuring", "activating", "deactivating", "cleaningup"} <= set(labels), labels
+    assert tf_node.process.interrupt() == 0, tf_node.process.output
