@@ -229,6 +229,11 @@ def test_degenerate_frame_is_published_as_pose_failed(ros):
     assert failed["status"] == Status.POSE_FAILED and failed["values"]["reason"]
     assert failed["tracks"].status == Status.POSE_FAILED and len(failed["tracks"].track_ids) == n
     assert failed["odometry"].pose.covariance[0] == LOST_VARIANCE and failed["level"] == b"\x02"
+    # descriptors of another size than the previous frame's: the tracker raises inside; the frame is
+    # still published as pose_failed with the reason, and tracking restarts from it
+    odd = send(ros, np.full((n, 2), 100.0, np.float32), np.ones((n, 8), np.float32) / np.sqrt(8), 400.2)
+    assert odd["status"] == Status.POSE_FAILED and "tracking failed" in odd["values"]["reason"], odd["values"]
+    assert odd["odometry"].pose.covariance[0] == LOST_VARIANCE
 
 
 def test_camera_model_carried_in_features_is_used(ros):
