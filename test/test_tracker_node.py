@@ -26,6 +26,7 @@ from ros_fixtures import (
     write_params,
     write_random_weights,
 )
+from test_ros_node_lifecycle import LifecycleClient
 from test_tracker_logic import CAMERA, MOTION_R, MOTION_T, SIZE, Scene
 
 from superpoint_ros.features_message import features_to_message
@@ -436,49 +437,20 @@ def tf_node(tmp_path_factory):
     latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     harness.static_pub = harness.node.create_publisher(TFMessage, "/tf_static", latched)
     harness.process = process
+    harness.lifecycle = LifecycleClient(harness, TF_NODE)
     yield harness
     harness.close()
     process.stop()
 
 
-def call(harness: RosHarness, srv_type, name: str, request, timeout: float = 30.0):
-    client = harness.node.create_client(srv_type, name)
-    try:
-        assert client.wait_for_service(timeout_sec=timeout), f"no service {name}"
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert future.done(), f"{name} did not answer"
-        return future.result()
-    finally:
-        harness.node.destroy_client(client)
-
-
-def lifecycle_state(harness: RosHarness) -> str:
-    from lifecycle_msgs.srv import GetState
-
-    return call(harness, GetState, f"{TF_NODE}/get_state", GetState.Request()).current_state.label
-
-
-def transition(harness: RosHarness, transition_id: int) -> bool:
-    from lifecycle_msgs.srv import ChangeState
-
-    request = ChangeState.Request()
-    request.transition.id = transition_id
-    return call(harness, ChangeState, f"{TF_NODE}/change_state", request).success
-
-
 def test_lifecycle_configure_and_activate_over_services(tf_node):
-    from lifecycle_msgs.msg import Transition
-
-    assert lifecycle_state(tf_node) == "unconfigured"
-    assert transition(tf_node, Transition.TRANSITION_CONFIGURE)
-    assert lifecycle_state(tf_node) == "inactive"
+    assert tf_node.lifecycle.state() == "unconfigured"
+    assert tf_node.lifecycle.transition("configure")
+    assert tf_node.lifecycle.state() == "inactive"
     time.sleep(0.5)
     assert tf_node.features_pub.get_subscription_count() == 0  # inactive: nothing subscribed yet
-    assert transition(tf_node, Transition.TRANSITION_ACTIVATE)
-    assert lifecycle_state(tf_node) == "active"
+    assert tf_node.lifecycle.transition("activate")
+    assert tf_node.lifecycle.state() == "active"
     tf_node.wait_for_subscribers(tf_node.features_pub)
     tf_node.wait_for_publishers(timeout=60)
     tf_node.wait_for(lambda: len(tf_node.events) >= 2, what="transition events")
@@ -537,18 +509,17 @@ def test_tf_odom_to_base_link_through_a_static_chain_at_2hz(tf_node):
 
 
 def test_lifecycle_deactivate_cleanup_and_ctrl_c(tf_node):
-    from lifecycle_msgs.msg import Transition
-
-    assert transition(tf_node, Transition.TRANSITION_DEACTIVATE)
-    assert lifecycle_state(tf_node) == "inactive"
+    assert tf_node.lifecycle.transition("deactivate")
+    assert tf_node.lifecycle.state() == "inactive"
     deadline = time.monotonic() + 10
     while tf_node.features_pub.get_subscription_count() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert tf_node.features_pub.get_subscription_count() == 0
-    assert transition(tf_node, Transition.TRANSITION_CLEANUP)
-    assert lifecycle_state(tf_node) == "unconfigured"
-    assert transition(tf_node, Transition.TRANSITION_CONFIGURE)  # configure again after cleanup
-    assert lifecycle_state(tf_node) == "inactive"
+    assert tf_node.lifecycle.transition("cleanup")
+    assert tf_node.lifecycle.state() == "unconfigured"
+    assert not tf_node.lifecycle.transition("activate")  # refused: not a transition of unconfigured
+    assert tf_node.lifecycle.transition("configure")  # configure again after cleanup
+    assert tf_node.lifecycle.state() == "inactive"
     labels = [e.goal_state.label for e in tf_node.events]
     assert {"configuring", "activating", "deactivating", "cleaningup"} <= set(labels), labels
     assert tf_node.process.interrupt() == 0, tf_node.process.output
