@@ -470,8 +470,9 @@ class DetectorNode(ManagedNode):
                 self.batching = mode == "always" or (mode == "auto" and self.extractor.device.type == "cuda")
         if "frame_queue" in changes and self.queue is not None:
             self.queue.depth = changes["frame_queue"]
-        if changes and self.pipeline is not None:
-            self.get_logger().info(f"parameters changed: {changes}")
+        known = {k: v for k, v in changes.items() if k in SPECS}  # not the qos_overrides rclpy declares
+        if known and self.pipeline is not None:
+            self.get_logger().info(f"parameters changed: {known}")
         return SetParametersResult(successful=True)
 
     def _statuses(self) -> list[Any]:
