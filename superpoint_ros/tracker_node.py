@@ -442,11 +442,12 @@ class TrackerNode(ManagedNode):
         if T_base_cam is None:
             return (f"no static transform {base} -> {self.camera_frame} on /tf_static ({len(self.static)} "
                     "transforms received): nothing is published on /tf")
+        # a static parent (even odom: a second, contradicting source) or another parent on /tf
         parent = self.static.parent_of(base) or self.tf_parents.get(base)
-        if parent is not None and parent != odom:
+        if parent is not None:
             return f"{base} already has the parent {parent!r}: publishing {odom} -> {base} would give it a second one"
-        if odom in self.static.chain(odom, self.camera_frame) or odom == self.camera_frame:
-            return f"{odom} is below {base} in the TF tree (a loop)"
+        if self.static.chain(base, odom):
+            return f"{odom} is {base} or below it in the TF tree: {odom} -> {base} would close a loop"
         return ""
 
     # -- output -----------------------------------------------------------------------------------
