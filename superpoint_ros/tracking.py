@@ -9,8 +9,9 @@ The tracker node (:mod:`superpoint_ros.tracker_node`) and the offline runner
    mutual nearest neighbours, Lowe's ratio test, an L2 distance bound);
 3. tracks: a keypoint matched to the previous frame keeps that keypoint's track id, every other
    keypoint starts a new track; a previous keypoint left unmatched ends its track;
-4. pose: matched points undistorted to normalised coordinates with the camera's distortion model
-   (the ``sensor_msgs/CameraInfo`` names: ``plumb_bob``, ``rational_polynomial``, ``equidistant``),
+4. pose: matched points turned into normalised coordinates once by :class:`CameraModel` (raw
+   images undistorted with the ``sensor_msgs/CameraInfo`` model: ``plumb_bob``,
+   ``rational_polynomial``, ``equidistant``; rectified ones through P and R; binning and ROI undone),
    essential matrix with RANSAC (``cv2.findEssentialMat``), pose recovery with the cheirality check
    (``cv2.recoverPose``).
 
