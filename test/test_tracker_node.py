@@ -10,6 +10,7 @@ Run with ``bash scripts/test.sh test/test_tracker_node.py``.
 
 from __future__ import annotations
 
+import os
 import time
 import types
 from pathlib import Path
@@ -23,6 +24,7 @@ from ros_fixtures import (
     RosHarness,
     features_class,
     image_message,
+    node_environment,
     write_params,
     write_random_weights,
 )
@@ -523,3 +525,18 @@ def test_lifecycle_deactivate_cleanup_and_ctrl_c(tf_node):
     labels = [e.goal_state.label for e in tf_node.events]
     assert {"configuring", "activating", "deactivating", "cleaningup"} <= set(labels), labels
     assert tf_node.process.interrupt() == 0, tf_node.process.output
+
+
+def test_without_tf2_msgs_tf_is_unavailable_with_a_reason(tmp_path):
+    """No ROS 2 install (tf2_msgs missing): the node runs, and says why there is no /tf."""
+    require_tracker()
+    env = node_environment()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in env["PYTHONPATH"].split(os.pathsep) if "tf2_msgs" not in p)
+    params = write_params(tmp_path / "tracker.yaml", {"device": "cpu", "publish_tf": True})
+    process = NodeProcess([TRACKER, "--ros-args", "-r", "__ns:=/no_tf2", "--params-file", params], env=env)
+    try:
+        process.wait_for_output(r"tracking /no_tf2/features", timeout=90)
+        assert "publish_tf is true but /tf is unavailable: tf2_msgs is not installed" in process.output
+        assert process.interrupt() == 0
+    finally:
+        process.stop()
