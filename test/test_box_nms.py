@@ -61,6 +61,18 @@ def test_box_nms_equals_the_greedy_definition(size, seed):
     assert int((fast > 0).sum()) > 5
 
 
+@pytest.mark.parametrize("size", [4, 8])
+def test_box_nms_on_ramps_and_fine_noise(size):
+    """Monotone ramps (the longest chains of decisions) and distinct values on a larger map."""
+    h, w = 36, 48
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    ramp = ((xs + 0.37 * ys) / (w + h)).float()[None]
+    noise = torch.rand(1, h, w, generator=torch.Generator().manual_seed(7))
+    for maps in (ramp, torch.flip(ramp, dims=[2]), noise):
+        expected = slow_box_nms(maps[0].numpy(), size, 0.1, 0.0)
+        np.testing.assert_array_equal(box_nms(maps, size, 0.1, 0.0)[0].numpy(), expected)
+
+
 def test_overlap_region_is_not_a_square():
     """Size 8, IoU 0.1: up to 6 px along a row, only 4 px along a diagonal (no max-pool does that)."""
     offsets = set(box_overlap_offsets(8, 0.1))
