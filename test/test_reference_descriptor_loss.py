@@ -106,7 +106,7 @@ def test_reference_loss_without_mask_zero_descriptors_and_gradient():
         descriptor_loss(desc0, desc1, homography, similarity="relu")
 
 
-def test_superpoint_coco_uses_the_reference_loss_and_the_task_names_the_choices():
+def test_superpoint_coco_uses_the_reference_loss_and_the_task_names_the_choices(caplog):
     from superpoint_training.training.superpoint_task import DESCRIPTOR_LOSSES, SuperPointTask
     from superpoint_training.training.trainer import build_config
 
@@ -117,3 +117,10 @@ def test_superpoint_coco_uses_the_reference_loss_and_the_task_names_the_choices(
     bad = build_config("config/superpoint_coco.yaml", ["loss.descriptor=referense"])
     with pytest.raises(ConfigError, match=r"loss.descriptor: 'referense' is not one of reference, dense_hinge"):
         SuperPointTask(bad, torch.device("cpu"))
+    # a preset tuned for one loss, used with another, is said
+    caplog.clear()
+    SuperPointTask(build_config("config/superpoint_coco.yaml", ["loss.descriptor=dense_hinge"]), torch.device("cpu"))
+    assert "loss.preset v6_release was tuned for loss.descriptor reference; this run uses dense_hinge" in caplog.text
+    caplog.clear()
+    SuperPointTask(config, torch.device("cpu"))
+    assert "was tuned for" not in caplog.text

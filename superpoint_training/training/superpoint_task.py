@@ -62,6 +62,9 @@ LOSS_PRESETS: dict[str, dict[str, float]] = {
 # - dense_hinge: the same hinge on plain cosines (the paper; the reference before 2019-11-25);
 # - sampled_info_nce: a contrastive loss over sampled correspondences (not the reference).
 DESCRIPTOR_LOSSES = ("reference", "dense_hinge", "sampled_info_nce")
+# The loss.descriptor each preset's weights were tuned for (reference-facts: the reference's weights
+# were tuned for its normalised loss; the paper's for plain cosines).
+PRESET_LOSS = {"paper": "dense_hinge", "reference_config": "reference", "v6_release": "reference"}
 REPEATABILITY_TOP_K, MATCHING_TOP_K, PIXEL_THRESHOLD = 300, 1000, 3.0
 
 
@@ -97,6 +100,9 @@ class SuperPointTask(Task):
                 log.warning("loss.preset %s was used with batch %d and lr %g; this run uses batch %d, lr %g",
                             preset, expected["batch_size"], expected["learning_rate"], train["batch_size"],
                             train["learning_rate"])
+            if config["loss"]["descriptor"] != PRESET_LOSS[preset]:
+                log.warning("loss.preset %s was tuned for loss.descriptor %s; this run uses %s, a different loss "
+                            "for the same weights", preset, PRESET_LOSS[preset], config["loss"]["descriptor"])
         if "warped_pair" in data:  # an image-folder dataset: it left the photometric changes to us
             from ..data.image_folder import merge_config
 
