@@ -14,16 +14,18 @@ CC0 astronaut and its warp by the random homography of that seed; default 8 warp
   evaluation command does) and gives each warp's median over the orders.
 
 SIFT (the demo's: OpenCV, 1000 features, cross-checked matches) runs on the same warps in the same
-run. ``--refine cornersubpix`` adds a row with OpenCV's ``cornerSubPix`` (half window 3: a 7x7
-window) applied to SuperPoint's keypoints before matching (descriptors as extracted): the
-classical refinement to beat. Output: a table on stdout and a JSON file with every per-warp figure,
-the settings, the command, the date and the machine (CPU flags, library versions).
+run. ``--refine`` adds rows of SuperPoint's keypoints moved after extraction, before the demo's
+matching (descriptors as extracted): ``cornersubpix``, OpenCV's ``cornerSubPix`` (half window 3: a
+7x7 window), the classical refinement to beat; ``softargmax``, the score-weighted mean position of
+the network's own heatmap in a 5x5 window around each keypoint (no training). Output: a table on
+stdout and a JSON file with every per-warp figure, the settings, the command, the date and the
+machine (CPU flags, library versions).
 
 Examples::
 
     python benchmarks/bench_localisation.py                       # default weights, auto path, 8 warps
     OMP_NUM_THREADS=2 nice -n 10 python benchmarks/bench_localisation.py --scales 1 \\
-        --refine cornersubpix --ransac-orders 20 --threads 2      # single scale, with the classical refinement
+        --refine cornersubpix,softargmax --ransac-orders 20 --threads 2  # single scale, with two refinements
     python benchmarks/bench_localisation.py --weights superpoint_v6_from_tf --backend torch --precision fp32 \\
         --warps 16 --json outputs/loc_v6.json
 """
@@ -62,8 +64,10 @@ from superpoint_training.data.geometry import corner_error, warp_points  # noqa:
 from superpoint_training.model.extractor import Extractor, Features  # noqa: E402
 from superpoint_training.model.loading import WeightsError  # noqa: E402
 
-REFINEMENTS = ("none", "cornersubpix")
-CORNER_SUBPIX = {"half_window": 3, "max_iterations": 40, "epsilon": 0.001}  # winSize (3, 3): a 7x7 window
+REFINEMENTS = ("none", "cornersubpix", "softargmax")
+REFINEMENT_NAMES = {"cornersubpix": "cornerSubPix", "softargmax": "heatmap soft-argmax"}
+CORNER_SUBPIX = {"max_iterations": 40, "epsilon": 0.001}  # OpenCV's termination criteria
+DEFAULT_WINDOWS = {"cornersubpix": 3, "softargmax": 2}  # cornerSubPix winSize (3, 3): a 7x7 window
 PAIRS = "skimage.data.astronaut() and its warp by random_homography(default_rng(seed)) (match_features_demo.default_pair)"
 Pair = tuple[np.ndarray, np.ndarray, np.ndarray]  # image 0 (RGB), image 1 (RGB), H mapping 0 to 1
 
@@ -79,7 +83,7 @@ def position_errors(keypoints0: np.ndarray, keypoints1: np.ndarray, H: np.ndarra
     return nearest[nearest <= within]
 
 
-def corner_subpix(gray: np.ndarray, keypoints: np.ndarray, half_window: int = CORNER_SUBPIX["half_window"]) -> np.ndarray:
+def corner_subpix(gray: np.ndarray, keypoints: np.ndarray, half_window: int = DEFAULT_WINDOWS["cornersubpix"]) -> np.ndarray:
     """OpenCV's ``cornerSubPix`` on (N, 2) keypoints of a gray uint8 image (window 2*half_window+1)."""
     points = np.ascontiguousarray(np.asarray(keypoints, np.float32).reshape(-1, 1, 2))
     if len(points) == 0:
@@ -90,16 +94,43 @@ def corner_subpix(gray: np.ndarray, keypoints: np.ndarray, half_window: int = CO
     return refined.reshape(-1, 2)
 
 
-class CornerSubPixExtractor:
-    """An :class:`Extractor` whose keypoints pass through :func:`corner_subpix` (descriptors stay those
-    sampled at the network's positions): what the demo's ``run_superpoint`` calls for that row."""
+def soft_argmax(scores: np.ndarray, keypoints: np.ndarray, radius: int = 2) -> np.ndarray:
+    """The score-weighted mean position in the (2*radius+1)^2 window of a (H, W) score map around
+    each keypoint's nearest pixel (zero scores beyond the map): a refinement read from the
+    network's own heatmap, with no training."""
+    keypoints = np.asarray(keypoints, np.float64).reshape(-1, 2)
+    h, w = scores.shape
+    centre = np.stack((np.clip(np.rint(keypoints[:, 0]), 0, w - 1), np.clip(np.rint(keypoints[:, 1]), 0, h - 1)), -1)
+    centre = centre.astype(np.int64)
+    offsets = np.arange(-radius, radius + 1)
+    dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
+    padded = np.pad(np.asarray(scores, np.float64), radius)
+    window = padded[centre[:, 1, None, None] + radius + dy, centre[:, 0, None, None] + radius + dx]  # (N, k, k)
+    total = window.sum(axis=(1, 2))
+    shift = np.stack(((window * dx).sum(axis=(1, 2)), (window * dy).sum(axis=(1, 2))), -1)
+    shift = np.divide(shift, total[:, None], out=np.zeros_like(shift), where=total[:, None] > 0)
+    return (centre + shift).astype(np.float32)
 
-    def __init__(self, extractor: Extractor):
-        self.extractor = extractor
+
+class RefinedExtractor:
+    """An :class:`Extractor` whose keypoints are moved by ``refine`` (``"cornersubpix"`` or
+    ``"softargmax"``) after extraction, descriptors staying those sampled at the network's positions:
+    what the demo's ``run_superpoint`` calls for that row. Images come in as the demo gives them
+    (gray uint8)."""
+
+    def __init__(self, extractor: Extractor, refine: str, window: int):
+        self.extractor, self.refine, self.window = extractor, refine, window
+
+    def _refine(self, image: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+        if self.refine == "cornersubpix":
+            return corner_subpix(image, keypoints, self.window)
+        scores = self.extractor.dense_scores(self.extractor.upload([image]))[0].float().cpu().numpy()
+        return soft_argmax(scores, keypoints, self.window)
 
     def __call__(self, images: list[np.ndarray]) -> list[Features]:
         features = [f.numpy() for f in self.extractor(images)]
-        return [dataclasses.replace(f, keypoints=corner_subpix(image, f.keypoints)) for image, f in zip(images, features, strict=True)]
+        return [dataclasses.replace(f, keypoints=self._refine(image, f.keypoints))
+                for image, f in zip(images, features, strict=True)]
 
 
 def order_corner_errors(points0: np.ndarray, points1: np.ndarray, H: np.ndarray, image_size: tuple[int, int],
@@ -159,15 +190,18 @@ def summarise(per_warp: list[dict]) -> dict:
 
 
 def measure(extractor: Extractor, pairs: list[Pair], refinements: Sequence[str] = ("none",), orders: int = 1,
-            within: float = 2.0, label: str = "SuperPoint") -> dict[str, dict]:
+            within: float = 2.0, label: str = "SuperPoint", windows: dict[str, int] | None = None) -> dict[str, dict]:
     """Every method on every pair: ``{method: {"summary": ..., "per_warp": [...]}}``, SuperPoint with
-    each refinement, then SIFT."""
+    each refinement, then SIFT. ``windows``: the half window of each refinement (default
+    :data:`DEFAULT_WINDOWS`)."""
+    windows = {**DEFAULT_WINDOWS, **(windows or {})}
     methods: list[tuple[str, object]] = []
     for refine in refinements:
         if refine == "none":
             methods.append((label, extractor))
         else:
-            methods.append((f"{label} + cornerSubPix", CornerSubPixExtractor(extractor)))
+            name = f"{label} + {REFINEMENT_NAMES[refine]} (half window {windows[refine]})"
+            methods.append((name, RefinedExtractor(extractor, refine, windows[refine])))
     methods.append(("SIFT", None))
     results = {}
     for name, method in methods:
@@ -245,8 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ransac-orders", type=_positive, default=1,
                         help="RANSAC on the matches' own order and N-1 shuffled ones (default: %(default)s, the demo's)")
     parser.add_argument("--refine", type=_refinements, default=["none"],
-                        help="also measure SuperPoint's keypoints refined by: cornersubpix (OpenCV cornerSubPix, "
-                        "half window 3)")
+                        help="also measure SuperPoint's keypoints refined by (comma-separated): cornersubpix "
+                        "(OpenCV cornerSubPix), softargmax (score-weighted mean of the network's heatmap around "
+                        "each keypoint)")
+    parser.add_argument("--cornersubpix-window", type=_positive, default=DEFAULT_WINDOWS["cornersubpix"],
+                        help="cornerSubPix half window, winSize (default: %(default)s, a 7x7 window)")
+    parser.add_argument("--softargmax-window", type=_positive, default=DEFAULT_WINDOWS["softargmax"],
+                        help="soft-argmax half window (default: %(default)s, 5x5)")
     parser.add_argument("--within", type=float, default=2.0,
                         help="position error: distances up to this many pixels count (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
@@ -282,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine}")
     print(f"date:    {date}\ncommand: {command}")
 
-    results = measure(extractor, pairs, args.refine, args.ransac_orders, args.within, label)
+    windows = {"cornersubpix": args.cornersubpix_window, "softargmax": args.softargmax_window}
+    results = measure(extractor, pairs, args.refine, args.ransac_orders, args.within, label, windows)
     print_tables(results, seeds, args.ransac_orders, args.within)
 
     report = {
@@ -297,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         "within_px": args.within,
         "ransac_orders": args.ransac_orders,
         "ransac_threshold_px": demo.RANSAC_THRESHOLD,
-        "cornersubpix": CORNER_SUBPIX if "cornersubpix" in args.refine else None,
+        "refinements": {refine: {"half_window": windows[refine], **(CORNER_SUBPIX if refine == "cornersubpix" else {})}
+                        for refine in args.refine if refine != "none"},
         "load_average": os.getloadavg(),
         "methods": _json_ready(results),
     }

@@ -57,11 +57,21 @@ def test_corner_subpix_moves_a_keypoint_onto_a_corner_between_pixels(bench):
     assert bench.corner_subpix(image, np.zeros((0, 2), np.float32)).shape == (0, 2)
 
 
+def test_soft_argmax_finds_the_centre_of_a_peak_between_pixels(bench):
+    y, x = np.mgrid[:30, :40]
+    centre = np.array([17.3, 11.6])
+    scores = np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * 0.6**2))
+    refined = bench.soft_argmax(scores, np.array([[17.0, 12.0], [16.6, 11.7]]), radius=2)
+    np.testing.assert_allclose(refined, [centre, centre], atol=0.02)
+    flat = bench.soft_argmax(np.zeros((30, 40)), np.array([[3.4, 5.6], [39.4, 29.6]]), radius=2)
+    np.testing.assert_array_equal(flat, [[3, 6], [39, 29]])  # no score: the keypoint's pixel, inside the map
+
+
 def test_bench_measures_every_method_on_each_warp(bench, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(bench.demo, "default_pair", small_pair)
     path = tmp_path / "loc.json"
     argv = ["--warps", "2", "--device", "cpu", "--backend", "torch", "--precision", "fp32", "--scales", "1",
-            "--refine", "cornersubpix", "--ransac-orders", "3", "--json", str(path)]
+            "--refine", "cornersubpix,softargmax", "--ransac-orders", "3", "--json", str(path)]
     assert bench.main(argv) == 0
     out = capsys.readouterr().out
     assert "summary over 2 warps" in out and "| SIFT |" in out
@@ -73,7 +83,8 @@ def test_bench_measures_every_method_on_each_warp(bench, monkeypatch, tmp_path, 
     assert report["command"].endswith(" ".join(argv[-2:]))
     methods = report["methods"]
     assert list(methods) == ["SuperPoint (scales 1, subpixel gaussian)",
-                             "SuperPoint (scales 1, subpixel gaussian) + cornerSubPix", "SIFT"]
+                             "SuperPoint (scales 1, subpixel gaussian) + cornerSubPix (half window 3)",
+                             "SuperPoint (scales 1, subpixel gaussian) + heatmap soft-argmax (half window 2)", "SIFT"]
     for name, result in methods.items():
         warps = result["per_warp"]
         assert len(warps) == 2
