@@ -10,7 +10,8 @@ keypoints. One label file per image is written under ``$SUPERPOINT_EXPER_DIR/out
 (format: :data:`superpoint_training.data.image_folder.LABEL_FORMAT`).
 
 - Weights: ``--weights`` (a file or a name), else ``$SUPERPOINT_EXPER_DIR/EXPERIMENT/weights.pth``,
-  else the shipped ``magicpoint_shapes`` when the experiment folder does not exist.
+  else the named weights when EXPERIMENT is a name (``magicpoint_shapes``); any other experiment
+  that does not exist is an error that lists those that do.
 - Resumable: images whose label file exists are skipped; each file is written to a temporary
   name and renamed, so an interruption never leaves half a file.
 - Unreadable images are skipped, counted and listed in ``unreadable.txt``.
@@ -26,7 +27,7 @@ import logging
 import sys
 
 from .config import ConfigError
-from .data.image_folder import LABEL_FORMAT
+from .data.image_folder import LABEL_FORMAT, DataError
 from .model.loading import WeightsError
 from .training.pseudo_labels import build_config, export
 
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 EPILOG = f"""examples:
   python -m superpoint_training.export_detections config/magic-point_coco_export.yaml magic-point_synth \\
       --export_name magic-point_coco-export1
+  python -m superpoint_training.export_detections config/magic-point_coco_export.yaml magicpoint_shapes \\
+      --export_name shapes_labels   # the shipped MagicPoint, by name
   python -m superpoint_training.export_detections config/magic-point_coco_export.yaml none \\
       --weights magicpoint_shapes --images data/skimage_photos --export_name skimage_ha --batch_size 2
   torchrun --nproc_per_node 4 -m superpoint_training.export_detections config/magic-point_coco_export.yaml \\
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         config = build_config(args.config, overrides)
         export(config, args.experiment_name, args.export_name or args.experiment_name, weights=args.weights,
                pred_only=args.pred_only, show_progress=not args.no_progress)
-    except (ConfigError, WeightsError, FileNotFoundError) as error:
+    except (ConfigError, WeightsError, DataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

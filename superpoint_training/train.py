@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import os
 import sys
 
 from .config import ConfigError
+from .data.image_folder import DataError
 from .model.loading import WeightsError
+
+DEBUG_VARIABLE = "SUPERPOINT_DEBUG"
 
 EPILOG = """examples:
   python -m superpoint_training.train config/magic-point_shapes.yaml magic-point_synth
@@ -22,9 +26,23 @@ EPILOG = """examples:
   torchrun --nproc_per_node 4 -m superpoint_training.train config/magic-point_shapes.yaml mp_4gpu
   tensorboard --logdir experiments/
 
-Ctrl+C saves a checkpoint and exits with status 130 (143 for SIGTERM); the same command resumes. The model-only weights
-(experiments/NAME/weights.pth) load in Extractor(weights=...) and in --pretrained_model.
+Ctrl+C saves a checkpoint and exits with status 130 (143 for SIGTERM, also when sent to the whole process group);
+the same command resumes, only with the same data, labels, model, loss and --pretrained_model (else an error says
+what differs: --overwrite starts over, a new EXPERIMENT_NAME keeps both). The model-only weights
+(experiments/NAME/weights.pth) load in Extractor(weights=...) and in --pretrained_model. Errors are one line
+(status 2); --debug or SUPERPOINT_DEBUG=1 shows the traceback.
 """
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line; for an error raised in a DataLoader worker (which
+    PyTorch re-raises with the worker's traceback in the message), the original message."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        name = type(error).__name__
+        text = last.split(f"{name}: ", 1)[1] if f"{name}: " in last else last
+    return " ".join(text.split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming a checkpoint")
     parser.add_argument("--no_progress", action="store_true", help="log lines instead of a progress bar")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an error (also when ${DEBUG_VARIABLE} is set to 1)")
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     if importlib.util.find_spec("tensorboard") is None:  # the trainer logs to TensorBoard
@@ -69,11 +90,15 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             show_progress=not args.no_progress,
         )
-    except (ConfigError, WeightsError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ConfigError, WeightsError, DataError) as error:
+        if debug:
+            raise
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 3
     stopped_by = getattr(trainer, "stopped_by", None)
     if stopped_by is not None:

@@ -29,6 +29,51 @@ from .model.loading import (
 )
 
 
+def provenance_lines(checkpoint: dict | None) -> list[str]:
+    """Where a weights file came from, one fact per line: run, training data and labels, start
+    weights, machine and library versions (what the trainer records under ``provenance``)."""
+    if checkpoint is None:
+        return ["provenance: none stored (a published state dict, or untrained weights)"]
+    lines = []
+    if checkpoint.get("experiment") is not None:
+        lines.append(f"experiment: {checkpoint['experiment']}, iteration {checkpoint.get('iteration')}")
+    if checkpoint.get("metrics"):
+        lines.append("validation: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                                 for k, v in checkpoint["metrics"].items()))
+    data = (checkpoint.get("config") or {}).get("data") or {}
+    if data:
+        shown = {k: data[k] for k in ("name", "images", "labels", "validation_images", "resize") if data.get(k)}
+        lines.append("data: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+    if "interpolation" in checkpoint:
+        lines.append(f"interpolation: {checkpoint['interpolation']}")
+    provenance = checkpoint.get("provenance")
+    if provenance is None:
+        lines.append("provenance: not recorded (a file written before the trainer recorded it)")
+        return lines
+    pretrained = provenance.get("pretrained")
+    if pretrained:
+        run = f", experiment {pretrained['experiment']} iteration {pretrained['iteration']}" if pretrained.get(
+            "experiment") else ""
+        digest = f", sha256 {pretrained['sha256'][:16]}" if pretrained.get("sha256") else ""
+        lines.append(f"pretrained: {pretrained['source']} ({pretrained.get('path') or 'no file'}{digest}{run})")
+    else:
+        lines.append("pretrained: none (trained from the initialisation)")
+    for key, entry in (provenance.get("labels") or {}).items():
+        facts = ", ".join(f"{k} {entry[k]}" for k in ("weights", "homographies", "images") if entry.get(k) is not None)
+        lines.append(f"{key}: {entry['folder']}" + (f" ({facts})" if facts else " (no export summary found)"))
+    machine = provenance.get("machine") or {}
+    if machine:
+        versions = ", ".join(f"{k} {v}" for k, v in (machine.get("versions") or {}).items() if v)
+        gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ""
+        lines.append(f"machine: {machine.get('cpu')}, {machine.get('cores')} cores{gpu}; python {machine.get('python')}")
+        lines.append(f"versions: {versions}")
+    if provenance.get("command"):
+        lines.append(f"command: {provenance['command']}")
+    if provenance.get("saved"):
+        lines.append(f"saved: {provenance['saved']}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m superpoint_training.weights",
@@ -68,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             n_params = sum(p.numel() for p in loaded.model.parameters())
             print(f"{loaded.description}: {loaded.model.config}, {n_params} parameters")
             print(f"detection defaults: {loaded.detection_defaults}")
+            for line in provenance_lines(loaded.checkpoint):
+                print(line)
         elif args.command == "defaults":
             options: dict = {}
             for text in args.options:  # the same KEY=VALUE (YAML value) as train --set

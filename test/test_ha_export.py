@@ -159,3 +159,37 @@ def test_rounds_export_train_export(folder):
     assert export_detections.main(argv) == 0
     summary = yaml.safe_load((folder / "exper" / "outputs" / "ha2" / "summary.yaml").read_text())
     assert summary["written"] == 3 and "mp_round1" in summary["weights"]
+    # the weights say which labels and start weights made them
+    provenance = torch.load(folder / "exper" / "mp_round1" / "weights.pth", weights_only=True)["provenance"]
+    labels = provenance["labels"]["labels"]
+    assert labels["folder"] == str((folder / "exper" / "outputs" / "ha").resolve())
+    assert labels["homographies"] == 3 and str(folder / "mp.pth") in labels["weights"]
+    assert provenance["pretrained"]["path"] == str((folder / "mp.pth").resolve())
+
+
+def test_unknown_experiment_is_an_error_listing_the_experiments(folder, capsys):
+    """A mistyped experiment never falls back to the shipped weights; those are used when named."""
+    for name in ("magic-point_coco", "other"):
+        (folder / "exper" / name).mkdir(parents=True)
+        torch.save({}, folder / "exper" / name / "weights.pth")
+    argv = [str(CONFIG), "magic-point_cocoo", "--export_name", "x", "--images", str(folder / "images"), *FAST]
+    assert export_detections.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no experiment 'magic-point_cocoo'" in err and "magic-point_coco, other" in err
+    assert not (folder / "exper" / "outputs" / "x" / "a.npz").exists()
+    argv[1] = "magicpoint_shapes"  # the shipped weights, asked for by name
+    assert export_detections.main(argv) == 0
+    summary = yaml.safe_load((folder / "exper" / "outputs" / "x" / "summary.yaml").read_text())
+    assert "magicpoint_shapes.pth" in summary["weights"]
+
+
+def test_overlapping_training_and_validation_sets_are_refused(folder):
+    from superpoint_training.data.image_folder import DataError
+
+    config = {"images": str(folder / "images"), "resize": [32, 40]}
+    with pytest.raises(DataError, match="validation_size 4 >= the 4 usable images.*overlap"):
+        ImageFolder({**config, "validation_size": 4}, "training")
+    with pytest.raises(DataError, match="validation_images is data.images"):
+        ImageFolder({**config, "validation_images": str(folder / "images")}, "validation")
+    train, val = ImageFolder({**config, "validation_size": 1}, "training"), ImageFolder({**config, "validation_size": 1}, "val")
+    assert not set(train.paths) & set(val.paths) and len(train) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import signal
 import subprocess
@@ -208,3 +209,142 @@ def test_max_minutes_stops_saves_and_resumes(tmp_path):
     assert spent.metrics_history and spent.metrics_history[-1]["iteration"] == 1  # validated before stopping
     resumed = run(tmp_path, overrides=["train.iterations=3", "validation.every=0"])
     assert resumed.start_iteration == 1 and resumed.final_iteration == 3 and not resumed.budget_reached
+
+
+# ---------------------------------------------------------------- runs that cannot be mixed up (issue 25)
+
+
+def test_resume_refuses_other_data_or_start_weights_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SUPERPOINT_EXPER_DIR", str(tmp_path))
+    config = _write_config(tmp_path)
+    base = [str(config), "mixed", "--no_progress", "--set", "train.iterations=2", "--set", "validation.every=0"]
+    assert train_main(base) == 0
+    capsys.readouterr()
+    # other data and other start weights: one line naming both keys and the ways out
+    assert train_main([*base, "--set", "data.size=9", "--pretrained_model", str(tmp_path / "mixed" / "weights.pth")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert "data.size: 8 -> 9" in err and "pretrained: none -> " in err
+    assert "--overwrite" in err and "new experiment name" in err
+    assert torch.load(tmp_path / "mixed" / "checkpoint.pth", weights_only=False)["iteration"] == 2  # untouched
+    # what may change on resume: length, rate, intervals, validation
+    assert train_main([*base, "--set", "train.iterations=3", "--set", "train.learning_rate=0.0005",
+                       "--set", "validation.every=3", "--set", "train.log_every=3"]) == 0
+    assert "done: iteration 3" in capsys.readouterr().out
+    assert train_main([*base, "--set", "data.size=9", "--overwrite"]) == 0  # the documented way out
+
+
+def test_resumed_run_draws_the_same_samples_and_augmentation(tmp_path, monkeypatch):
+    """An interrupted and resumed run (DataLoader workers, random per-sample and on-device changes)
+    gives the losses of an uninterrupted one."""
+    from train_standin import Rectangles
+
+    from superpoint_training.training.trainer import DATASETS
+
+    class NoisyRectangles(Rectangles):  # random per sample, in the worker that reads it
+        def __getitem__(self, index):
+            item = super().__getitem__(index)
+            return dict(item, image=item["image"] + 0.2 * torch.rand_like(item["image"]))
+
+    monkeypatch.setitem(DATASETS, "noisy", NoisyRectangles)
+    losses: list[float] = []
+    stop_at = {"n": None}
+    original = MagicPointTask.loss
+
+    def loss(self, model, batch):
+        batch = dict(batch, image=batch["image"] + 0.1 * torch.rand_like(batch["image"]))  # on-device randomness
+        value, scalars, outputs = original(self, model, batch)
+        losses.append(float(value.detach()))
+        if len(losses) == stop_at["n"]:
+            os.kill(os.getpid(), signal.SIGINT)
+        return value, scalars, outputs
+
+    monkeypatch.setattr(MagicPointTask, "loss", loss)
+    common = ["data.name=noisy", "data.size=6", "validation.every=0", "train.checkpoint_every=100"]
+    run(tmp_path, "whole", overrides=[*common, "train.iterations=7"])
+    whole = list(losses)
+    losses.clear()
+    stop_at["n"] = 4  # the batch of size 2 over 6 samples: the stop falls inside the second epoch
+    stopped = run(tmp_path, "parts", overrides=[*common, "train.iterations=7", "train.num_workers=2"])
+    assert stopped.final_iteration == 4 and stopped.stopped_by == signal.SIGINT
+    stop_at["n"] = None
+    resumed = run(tmp_path, "parts", overrides=[*common, "train.iterations=7", "train.num_workers=1"])
+    assert resumed.start_iteration == 4
+    assert len(losses) == len(whole) == 7
+    assert np.allclose(losses, whole, rtol=1e-5, atol=1e-6), (losses, whole)
+    saved = torch.load(tmp_path / "parts" / "checkpoint.pth", weights_only=False)
+    assert saved["sampler"] == {"seed": 0, "iteration": 7, "epoch": 2, "batch": 1}
+    a, b = resumed.model.state_dict(), load_superpoint(tmp_path / "whole" / "weights.pth").model.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def _scalar_steps(folder: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return [event.step for event in events.Scalars(tag)]
+
+
+def test_resume_after_kill_9_logs_each_step_once(tmp_path):
+    run(tmp_path, overrides=["train.keep_every=2", "validation.every=0"])
+    folder = tmp_path / "tiny"
+    assert _scalar_steps(folder, "train/loss") == [1, 2, 3, 4]
+    # kill -9 after step 4 was logged but before its checkpoint: the last checkpoint is iteration 2
+    os.replace(folder / "checkpoint_0000002.pth", folder / "checkpoint.pth")
+    resumed = run(tmp_path, overrides=["train.keep_every=2", "validation.every=0"])
+    assert resumed.start_iteration == 2
+    assert _scalar_steps(folder, "train/loss") == [1, 2, 3, 4]
+
+
+def test_keep_best_keeps_the_weights_of_the_best_validation(tmp_path):
+    trainer = run(tmp_path, overrides=["train.iterations=6", "train.keep_best=localization_error"])
+    errors = {m["iteration"]: m["localization_error"] for m in trainer.metrics_history}
+    best = load_superpoint(tmp_path / "tiny" / "best_weights.pth").checkpoint
+    assert len(errors) == 3 and best["metrics"]["localization_error"] == min(errors.values())
+    assert best["iteration"] == min(errors, key=errors.get)
+    with pytest.raises(ValueError, match="train.keep_best: no validation metric 'mAp'.*mAP"):
+        run(tmp_path, "typo", overrides=["train.keep_best=mAp"])
+
+
+def test_weights_record_their_provenance_and_check_prints_it(tmp_path, capsys):
+    from superpoint_training import weights as weights_command
+
+    run(tmp_path, "first", overrides=["train.iterations=1", "validation.every=0"])
+    run(tmp_path, "second", overrides=["train.iterations=1", "validation.every=0"],
+        pretrained=str(tmp_path / "first" / "weights.pth"))
+    record = torch.load(tmp_path / "second" / "weights.pth", weights_only=True)["provenance"]
+    assert record["pretrained"]["path"] == str((tmp_path / "first" / "weights.pth").resolve())
+    assert record["pretrained"]["experiment"] == "first" and len(record["pretrained"]["sha256"]) == 64
+    assert record["machine"]["versions"]["torch"] == importlib.metadata.version("torch")
+    assert weights_command.main(["check", str(tmp_path / "second" / "weights.pth")]) == 0
+    out = capsys.readouterr().out
+    assert "pretrained: " + str(tmp_path / "first" / "weights.pth") in out and "experiment first iteration 1" in out
+    assert "versions: torch " in out and "experiment: second, iteration 1" in out
+
+
+def test_sigterm_and_sigint_to_the_process_group_save_and_exit_143_130(tmp_path):
+    """What timeout, Slurm and docker stop do: the signal reaches every process of the group, the
+    DataLoader workers included; the run saves a checkpoint and exits 143 (SIGTERM) or 130 (SIGINT)."""
+    config = _write_config(tmp_path)
+    command = [sys.executable, str(TEST_DIR / "train_standin.py"), str(config), "group", "--no_progress",
+               "--set", "train.num_workers=2", "--set", "train.iterations=100000", "--set", "data.size=64"]
+    saved = 0
+    for signum, status in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env=_env(tmp_path), start_new_session=True)
+        try:
+            for line in process.stdout:  # wait until it trains (the workers are running by then)
+                if line.startswith(f"iteration {saved + 2}/"):
+                    break
+            os.killpg(process.pid, signum)
+            out, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+        assert process.returncode == status, err[-2000:]
+        assert "killed by signal" not in err and "Traceback" not in err
+        assert f"{signal.Signals(signum).name}: saving a checkpoint" in err
+        iteration = torch.load(tmp_path / "group" / "checkpoint.pth", weights_only=False)["iteration"]
+        assert iteration > saved  # the second run resumed the first one's checkpoint
+        saved = iteration

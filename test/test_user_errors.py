@@ -319,3 +319,44 @@ def test_write_skimage_photos_without_scikit_image_is_one_line(tmp_path, monkeyp
     assert command.main([str(tmp_path / "photos")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "scikit-image" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- train: every data error is one line (issue 25)
+
+
+@pytest.fixture
+def labelled_folder(tmp_path, monkeypatch) -> Path:
+    """Three photos with labels exported for another size (24x32 where training reads 32x40)."""
+    monkeypatch.setenv("SUPERPOINT_EXPER_DIR", str(tmp_path / "experiments"))
+    labels = tmp_path / "experiments" / "outputs" / "labels"
+    labels.mkdir(parents=True)
+    (tmp_path / "images").mkdir()
+    for i in range(3):
+        write_photo(tmp_path / "images" / f"p{i}.png", seed=i)
+        np.savez(labels / f"p{i}.npz", keypoints=np.zeros((0, 2), np.float32), image_size=np.array([24, 32]))
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", ["missing_images", "missing_labels", "size_mismatch", "overlap"])
+def test_train_data_errors_are_one_line(labelled_folder, capsys, case):
+    from superpoint_training.train import main as train_main
+
+    config = Path(__file__).resolve().parents[1] / "config" / "magic-point_coco_train.yaml"
+    sets = {"data.images": str(labelled_folder / "images"), "data.labels": "labels", "data.resize": "[32, 40]",
+            "data.validation_size": "1", "train.iterations": "1", "train.batch_size": "1",
+            "train.num_workers": "1", "train.device": "cpu", "validation.every": "0"}
+    expected = {"missing_images": "image folder not found", "missing_labels": "label folder not found",
+                "size_mismatch": "labels for an image of size (24, 32)", "overlap": "would overlap"}[case]
+    if case == "missing_images":
+        sets["data.images"] = str(labelled_folder / "nowhere")
+    elif case == "missing_labels":
+        sets["data.labels"] = "export_never_made"
+    elif case == "overlap":
+        sets["data.validation_size"] = "3"
+    argv = [str(config), f"run_{case}", "--no_progress"]
+    for key, value in sets.items():
+        argv += ["--set", f"{key}={value}"]
+    assert train_main(argv) == 2
+    assert expected in one_error_line(capsys.readouterr().err)
+    with pytest.raises(ValueError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        train_main([*argv, "--debug"])  # the traceback, for a bug report

@@ -33,6 +33,11 @@ from .images import read_gray, resize_crop
 log = logging.getLogger(__name__)
 
 
+class DataError(ValueError):
+    """A data or label folder that is missing, empty or does not fit the config: the user's to fix,
+    shown as one line by the commands."""
+
+
 LABEL_FORMAT = """One .npz per image (numpy.load(path)):
   keypoints      (N, 2) float32  x, y pixels in the preprocessed image, (0, 0) = centre of the top-left pixel
   scores         (N,)   float32  aggregated probability at each keypoint (descending)
@@ -116,14 +121,16 @@ def list_images(folder: Path, extensions=IMAGE_EXTENSIONS) -> list[Path]:
     """Image files under ``folder`` (recursive, sorted); two files that would share a label are an error."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
+        hint = "" if folder.is_absolute() or os.environ.get("SUPERPOINT_DATA_DIR") else \
+            " (relative paths are taken under $SUPERPOINT_DATA_DIR when it is set)"
+        raise DataError(f"image folder not found: {folder}{hint}")
     wanted = {e.lower() for e in extensions}
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in wanted and p.is_file())
     seen: dict[Path, Path] = {}
     for path in paths:
         key = path.relative_to(folder).with_suffix("")
         if key in seen:
-            raise ValueError(f"{seen[key]} and {path} would share the label file {key}.npz: rename one")
+            raise DataError(f"{seen[key]} and {path} would share the label file {key}.npz: rename one")
         seen[key] = path
     return paths
 
@@ -145,8 +152,33 @@ def load_label(path: Path) -> dict[str, np.ndarray]:
                 raise ValueError("no 'keypoints' (or 'points') array")
             size = tuple(int(v) for v in data["image_size"]) if "image_size" in data else None
     except (OSError, ValueError, KeyError) as error:
-        raise ValueError(f"{path}: unreadable label file ({error})") from error
+        raise DataError(f"{path}: unreadable label file ({error})") from error
     return {"keypoints": keypoints, "image_size": size}
+
+
+def label_provenance(data: Mapping) -> dict | None:
+    """Where a run's labels come from: each label folder (absolute) with what its export's
+    ``summary.yaml`` says (weights, homographies, images); None for data without labels."""
+    folders = {key: data.get(key) for key in ("labels", "validation_labels") if data.get(key)}
+    if not folders:
+        return None
+    record = {}
+    for key, text in folders.items():
+        folder = labels_path(text).resolve()
+        entry: dict[str, Any] = {"folder": str(folder)}
+        summaries = sorted(folder.glob("summary*.yaml")) if folder.is_dir() else []
+        if summaries:
+            import yaml
+
+            try:
+                summary = yaml.safe_load(summaries[0].read_text(encoding="utf-8")) or {}
+            except (OSError, yaml.YAMLError):
+                summary = {}
+            adaptation = ((summary.get("config") or {}).get("model") or {}).get("homography_adaptation") or {}
+            entry.update(weights=summary.get("weights"), homographies=adaptation.get("num"),
+                         images=summary.get("images"))
+        record[key] = entry
+    return record
 
 
 def keypoint_map(keypoints: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
@@ -183,7 +215,8 @@ class ImageFolder(Dataset):
         self.labels = labels_path(labels) if labels else None
         if self.labels is not None:
             if not self.labels.is_dir():
-                raise FileNotFoundError(f"label folder not found: {self.labels} (data.labels: {self.config['labels']})")
+                raise DataError(f"label folder not found: {self.labels} (data.labels: {labels}; export the labels "
+                                "first with export_detections, or give an existing folder)")
             labelled = [p for p in paths if label_file(self.labels, self.root, p).is_file()]
             if len(labelled) < len(paths):
                 missing = next(p for p in paths if not label_file(self.labels, self.root, p).is_file())
@@ -191,12 +224,20 @@ class ImageFolder(Dataset):
                             len(paths) - len(labelled), len(paths), self.root, self.labels, missing.name)
             paths = labelled
         if not paths:
-            raise ValueError(f"no usable images in {self.root}" + (f" with labels in {self.labels}" if self.labels else ""))
+            raise DataError(f"no usable images in {self.root}" + (f" with labels in {self.labels}" if self.labels else ""))
         n_val = min(self.config["validation_size"], len(paths))
         if self.config["validation_images"]:
+            if data_path(self.config["validation_images"]).resolve() == data_path(self.config["images"]).resolve():
+                raise DataError(f"data.validation_images is data.images ({self.root}): training and validation "
+                                "would be the same images; give a separate folder, or leave validation_images empty")
             self.paths = paths[:n_val] if separate else paths
         else:
-            self.paths = paths[:n_val] if self.split == "validation" else paths[n_val:] or paths
+            if self.config["validation_size"] >= len(paths):
+                raise DataError(
+                    f"data.validation_size {self.config['validation_size']} >= the {len(paths)} usable images in "
+                    f"{self.root}: training and validation would overlap; lower data.validation_size or set "
+                    "data.validation_images to a separate folder")
+            self.paths = paths[:n_val] if self.split == "validation" else paths[n_val:]
         photometric = PhotometricAugmentation(self.config["augmentation"]["photometric"])
         augment = self.split == "training" and photometric.enabled and not self.config["warped_pair"]["enable"]
         self.photometric = photometric if augment else None
@@ -218,7 +259,7 @@ class ImageFolder(Dataset):
         if self.labels is not None:
             label = load_label(self.label_file(index))
             if label["image_size"] is not None and label["image_size"] != gray.shape:
-                raise ValueError(
+                raise DataError(
                     f"{self.label_file(index)}: labels for an image of size {label['image_size']} but {path} "
                     f"is {gray.shape} after preprocessing (resize {self.config['resize']}): re-export the labels "
                     "with the same data.resize"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import ConfigError
 from ..model.keypoints import logits_to_scores
 from ..model.network import ModelConfig
 from .detector_metrics import evaluate_detector
@@ -33,7 +34,7 @@ class MagicPointTask(Task):
     def model_config(self) -> ModelConfig:
         model_config = super().model_config()
         if model_config.descriptor_dim:
-            raise ValueError("task magicpoint trains a detector only: set model.descriptor_dim: 0")
+            raise ConfigError("model.descriptor_dim: task magicpoint trains a detector only: set it to 0")
         return model_config
 
     def augment(self, batch: dict) -> dict:

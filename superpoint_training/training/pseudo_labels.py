@@ -74,22 +74,30 @@ def _collate(items):
 
 
 def resolve_weights(experiment: str, weights: str | None) -> str:
-    """--weights, else the experiment's weights.pth, else the shipped magicpoint_shapes."""
+    """--weights, else the experiment's weights.pth (or checkpoint.pth), else named weights when the
+    experiment is one of their names (``magicpoint_shapes``: asked for by name, never a fallback);
+    an unknown experiment is an error that lists the experiments there are."""
+    from ..model.loading import NAMED_WEIGHTS
+
     if weights:
         return weights
-    folder = Path(os.environ.get("SUPERPOINT_EXPER_DIR", "experiments")) / experiment
+    root = Path(os.environ.get("SUPERPOINT_EXPER_DIR", "experiments"))
+    folder = root / experiment
     for name in ("weights.pth", "checkpoint.pth"):
         if (folder / name).is_file():
             return str(folder / name)
     if folder.exists():
         raise WeightsError(f"{folder} has no weights.pth or checkpoint.pth (train it first or pass --weights)")
-    from ..model.loading import NAMED_WEIGHTS
-
-    shipped = NAMED_WEIGHTS["magicpoint_shapes"][0]
-    if shipped is not None and shipped.is_file():
-        log.info("experiment %s not found: using the shipped magicpoint_shapes weights", experiment)
-        return "magicpoint_shapes"
-    raise WeightsError(f"no experiment {folder} and no shipped magicpoint_shapes weights: pass --weights")
+    if experiment in NAMED_WEIGHTS:
+        return experiment
+    trained = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "outputs"
+                     and any((p / n).is_file() for n in ("weights.pth", "checkpoint.pth"))) if root.is_dir() else []
+    listing = ", ".join(trained[:20]) + (f" ... ({len(trained)} in all)" if len(trained) > 20 else "")
+    raise WeightsError(
+        f"no experiment {experiment!r} in {root} (experiments with weights: {listing or 'none'}); "
+        f"name one of them, or named weights ({', '.join(n for n, (f, _) in NAMED_WEIGHTS.items() if f)}), "
+        "or pass --weights FILE"
+    )
 
 
 def write_label(path: Path, arrays: dict[str, np.ndarray]) -> None:

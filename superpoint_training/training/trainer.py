@@ -7,9 +7,18 @@ What it does, whatever the task (:mod:`.task`):
   ``weights.pth`` (model only, a few MB: what Extractor and ``--pretrained_model`` load),
   ``metrics.yaml`` (validation history) and TensorBoard event files. Every file is written to a
   temporary name then moved into place (``os.replace``), so a crash never leaves half a checkpoint;
-- resumes from ``checkpoint.pth`` when it exists (``overwrite=True`` starts over);
-- Ctrl+C (SIGINT) or SIGTERM: finishes the current iteration, saves, exits cleanly; a second
-  Ctrl+C interrupts at once;
+- resumes from ``checkpoint.pth`` when it exists (``overwrite=True`` starts over), only when the
+  checkpoint was trained on the same data, labels, model, loss and start weights
+  (:func:`resume_differences`); the resumed run draws the same samples, with the same augmentation,
+  as an uninterrupted run would have (:mod:`.sampling`), and TensorBoard drops what a killed run
+  logged after its last checkpoint (``purge_step``);
+- Ctrl+C (SIGINT) or SIGTERM, to the main process or the whole process group: finishes the current
+  iteration, saves, exits cleanly (DataLoader workers ignore both signals); a second Ctrl+C
+  interrupts at once;
+- every weights file records where it came from (``provenance``: the ``--pretrained_model``
+  source, the label folder and the export that wrote it, library versions, the machine);
+  ``train.keep_every`` keeps ``checkpoint_<iteration>.pth`` files, ``train.keep_best`` keeps
+  ``best_weights.pth``, the weights with the best value of one validation metric;
 - a non-finite loss stops the run with :class:`TrainingDiverged`; the last good checkpoint is kept;
 - DDP when started by ``torchrun`` (``WORLD_SIZE`` > 1): gloo on the CPU, nccl on CUDA, one
   process per GPU, multi-node as torchrun arranges; ``train.batch_size`` is the global batch;
@@ -27,22 +36,24 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import yaml
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import Dataset
 
+from ..common.machine import machine_record
 from ..config import ConfigError, OpenMapping, attribute_error, load_config, merge_strict, read_yaml
-from ..data.image_folder import ImageFolder
+from ..data.image_folder import ImageFolder, label_provenance
 from ..data.shapes_dataset import SyntheticShapes
 from ..model.extractor import resolve_device
 from ..model.loading import CHECKPOINT_FORMAT, atomic_save, load_superpoint
 from ..model.network import SuperPoint
 from .magicpoint_task import MagicPointTask
+from .sampling import SeededOrder, SeededSamples, StopSafeLoader, mixed_seed
 from .superpoint_task import SuperPointTask
 from .task import Task
 
@@ -72,6 +83,7 @@ DEFAULTS: dict = {
         "image_every": 1000,  # TensorBoard images; 0 disables
         "checkpoint_every": 5000,
         "keep_every": 0,  # also keep checkpoint_<iteration>.pth every N iterations; 0: only the last
+        "keep_best": "",  # a validation metric (mAP, repeatability ...): keep best_weights.pth at its best
     },
     "validation": {
         "every": 5000,  # 0: only at the end
@@ -267,15 +279,6 @@ class _StopSignal:
             signal.signal(signum, handler)
 
 
-def _infinite_batches(loader: DataLoader, sampler, start_epoch: int) -> Iterator[dict]:
-    epoch = start_epoch
-    while True:
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
-
-
 def _to_device(batch: Mapping, device: torch.device, channels_last: bool) -> dict:
     out = {}
     for key, value in batch.items():
@@ -287,8 +290,9 @@ def _to_device(batch: Mapping, device: torch.device, channels_last: bool) -> dic
     return out
 
 
-def load_pretrained(model: SuperPoint, weights: str) -> str:
-    """Copy every matching tensor of any weights :func:`load_superpoint` knows into ``model``.
+def load_pretrained(model: SuperPoint, weights: str) -> tuple[str, dict]:
+    """Copy every matching tensor of any weights :func:`load_superpoint` knows into ``model``;
+    returns a note for the log and the provenance record (:func:`pretrained_provenance`).
 
     MagicPoint weights into a SuperPoint leave the descriptor head at its initialisation, and the
     other way round; a different layout (v1 into v6) or a shape mismatch is an error.
@@ -309,7 +313,79 @@ def load_pretrained(model: SuperPoint, weights: str) -> str:
     model.load_state_dict(target)
     missing = len(target) - len(common)
     note = f", {missing} tensors left at their initialisation" if missing else ""
-    return f"{loaded.description} ({len(common)} tensors{note})"
+    return f"{loaded.description} ({len(common)} tensors{note})", pretrained_provenance(weights, loaded)
+
+
+def pretrained_provenance(weights: str, loaded) -> dict:
+    """What ``--pretrained_model`` named: the text given, the file (absolute), its SHA-256, and the
+    experiment and iteration when it is a project checkpoint."""
+    import hashlib
+
+    from ..model.loading import NAMED_WEIGHTS, weights_path
+
+    named_untrained = weights in NAMED_WEIGHTS and NAMED_WEIGHTS[weights][0] is None
+    path = None if named_untrained else weights_path(weights).resolve()
+    meta = loaded.checkpoint or {}
+    return {
+        "source": str(weights),
+        "path": str(path) if path else None,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path else None,
+        "description": loaded.description,
+        "experiment": meta.get("experiment"),
+        "iteration": meta.get("iteration"),
+    }
+
+
+# What a resumed run may change: how long, how fast and where it trains, and how often it logs,
+# validates and saves. Anything else (task, data, labels, model, loss, optimizer, batch size, seed,
+# start weights) must equal the checkpoint's: see resume_differences.
+RESUMABLE_KEYS = (
+    "train.iterations", "train.learning_rate", "train.weight_decay", "train.max_minutes", "train.device",
+    "train.precision", "train.channels_last", "train.compile", "train.num_workers", "train.num_threads",
+    "train.photometric", "train.log_every", "train.image_every", "train.checkpoint_every", "train.keep_every",
+    "train.keep_best", "validation", "detection", "data.validation_patches",
+)
+
+
+def _leaves(config: Mapping, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resume_differences(saved: Mapping, new: Mapping, saved_pretrained: str | None = None,
+                       new_pretrained: str | None = None) -> list[str]:
+    """The config keys (dotted) whose values differ between a checkpoint's config and this run's,
+    plus ``pretrained`` when the start weights differ; keys under :data:`RESUMABLE_KEYS` may change:
+
+    ``train.iterations`` (train longer), ``train.learning_rate`` and ``train.weight_decay`` (a last
+    phase at a lower rate), ``train.max_minutes``, ``train.device``, ``train.precision``,
+    ``train.channels_last``, ``train.compile``, ``train.num_workers``, ``train.num_threads``,
+    ``train.photometric`` (where the augmentation runs), the logging, saving and keeping intervals
+    (``log_every``, ``image_every``, ``checkpoint_every``, ``keep_every``, ``keep_best``), the whole
+    ``validation`` and ``detection`` sections and ``data.validation_patches``: none of them changes
+    what the network is trained on.
+    """
+    a, b = _leaves(saved), _leaves(new)
+    keys = sorted(set(a) | set(b))
+    differing = [key for key in keys if a.get(key, "<absent>") != b.get(key, "<absent>")
+                 and not any(key == r or key.startswith(r + ".") for r in RESUMABLE_KEYS)]
+    if saved_pretrained != new_pretrained:
+        differing.append("pretrained")
+    return differing
+
+
+def _pretrained_key(record: Mapping | None) -> str | None:
+    return None if not record else record.get("path") or record.get("source")
+
+
+def _short(value) -> str:
+    text = "none" if value is None else str(value)
+    return text if len(text) <= 48 else "..." + text[-45:]
 
 
 class Trainer:
@@ -352,6 +428,7 @@ class Trainer:
             "iteration": iteration,
             "detection_defaults": dict(self.config["detection"]),
             "metrics": self.metrics_history[-1] if self.metrics_history else {},
+            "provenance": {**self.provenance, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         }
 
     def save(self, iteration: int) -> None:
@@ -362,7 +439,9 @@ class Trainer:
             raise TrainingDiverged(f"non-finite weights at iteration {iteration}: kept the last good checkpoint")
         record = self._model_record(iteration)
         atomic_save(record, self.weights_path)
-        full = dict(record, optimizer=self.optimizer.state_dict())
+        full = dict(record, optimizer=self.optimizer.state_dict(),
+                    sampler={"seed": self.config["train"]["seed"], "iteration": iteration,
+                             **self.train_sampler.position(iteration)})
         if self.scaler is not None:
             full["scaler"] = self.scaler.state_dict()
         atomic_save(full, self.checkpoint_path)
@@ -382,12 +461,8 @@ class Trainer:
         if state is None:
             return 0
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{self.checkpoint_path}: not a superpoint_ros checkpoint")
-        if state["model_config"] != self.model.config.to_dict():
-            raise ConfigError(
-                f"{self.checkpoint_path}: saved model {state['model_config']} differs from the config's "
-                f"{self.model.config.to_dict()} (use --overwrite to start over)"
-            )
+            raise ConfigError(f"{self.checkpoint_path}: not a superpoint_ros checkpoint (--overwrite starts over)")
+        self._check_resumable(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         for key in ("learning_rate", "weight_decay"):  # the config of this run wins over the saved state
@@ -403,6 +478,28 @@ class Trainer:
         if history.exists():
             self.metrics_history = yaml.safe_load(history.read_text()) or []
         return int(state["iteration"])
+
+    def _check_resumable(self, state: Mapping) -> None:
+        """A ConfigError, one line, when the checkpoint was trained on something else than this run."""
+        saved_provenance = state.get("provenance") or {}
+        saved_pretrained = _pretrained_key(saved_provenance.get("pretrained"))
+        new_pretrained = _pretrained_key(self.provenance.get("pretrained"))
+        if "provenance" not in state:  # a checkpoint from before provenance: its start weights are unknown
+            saved_pretrained = new_pretrained
+        saved_config = dict(state.get("config") or {})
+        differing = resume_differences(saved_config, self.config, saved_pretrained, new_pretrained)
+        if state["model_config"] != self.model.config.to_dict() and "model" not in {k.split(".")[0] for k in differing}:
+            differing.append("model")
+        if not differing:
+            return
+        old, new = _leaves(saved_config), _leaves(self.config)
+        old["pretrained"], new["pretrained"] = saved_pretrained, new_pretrained
+        shown = "; ".join(f"{key}: {_short(old.get(key))} -> {_short(new.get(key))}" for key in differing[:4])
+        more = f" (and {len(differing) - 4} more)" if len(differing) > 4 else ""
+        raise ConfigError(
+            f"{self.checkpoint_path} was trained with other settings ({shown}{more}); "
+            f"use --overwrite to start over, or a new experiment name to keep both runs"
+        )
 
     # ---- setup ------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -425,7 +522,13 @@ class Trainer:
         torch.manual_seed(cfg["seed"])  # same initial weights on every process
         self.model = SuperPoint(self.task.model_config())
         self.task.initialise(self.model)
-        self.pretrained_note = load_pretrained(self.model, self.pretrained) if self.pretrained else None
+        self.pretrained_note, pretrained = load_pretrained(self.model, self.pretrained) if self.pretrained else (None, None)
+        self.provenance = {
+            "pretrained": pretrained,
+            "labels": label_provenance(self.config["data"]),
+            "machine": machine_record(str(self.device)),
+            "command": " ".join(sys.argv),
+        }
         self.model.to(self.device)
         if cfg["channels_last"]:
             self.model.to(memory_format=torch.channels_last)
@@ -470,17 +573,12 @@ class Trainer:
         per_process = cfg["batch_size"] // self.dist.world_size
         if len(train_set) < per_process:
             raise ConfigError(f"train.batch_size: {per_process} per process > {len(train_set)} training images")
-        generator = torch.Generator().manual_seed(cfg["seed"] + self.start_iteration)
-        if self.dist.enabled:
-            sampler = DistributedSampler(
-                train_set, shuffle=True, seed=cfg["seed"] + self.start_iteration, drop_last=True
-            )
-        else:
-            sampler = RandomSampler(train_set, generator=generator)
+        sampler = SeededOrder(len(train_set), per_process, cfg["seed"], rank=self.dist.rank,
+                              world_size=self.dist.world_size, start_iteration=self.start_iteration)
         workers = cfg["num_workers"]
         pin = self.device.type == "cuda"
-        self.train_loader = DataLoader(
-            train_set,
+        self.train_loader = StopSafeLoader(
+            SeededSamples(train_set),
             batch_size=per_process,
             sampler=sampler,
             num_workers=workers,
@@ -496,7 +594,7 @@ class Trainer:
             limit = self.config["validation"]["max_images"]
             if limit and limit < len(val_set):
                 val_set = torch.utils.data.Subset(val_set, range(limit))
-            self.val_loader = DataLoader(
+            self.val_loader = StopSafeLoader(
                 val_set, batch_size=self.config["validation"]["batch_size"], num_workers=min(workers, 2), pin_memory=pin
             )
 
@@ -512,10 +610,27 @@ class Trainer:
             for key, value in metrics.items():
                 if math.isfinite(value):
                     self.writer.add_scalar(f"validation/{key}", value, iteration)
+            self._keep_best(iteration, metrics)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
             self._print(f"validation at iteration {iteration} ({time.perf_counter() - start:.1f} s): {shown}")
         self.dist.barrier()
         return metrics
+
+    def _keep_best(self, iteration: int, metrics: Mapping[str, float]) -> None:
+        """``best_weights.pth``: the weights at the best ``train.keep_best`` value so far (names with
+        "error" or "loss" are minimised, the others maximised); ties keep the earlier weights."""
+        name = self.config["train"]["keep_best"]
+        if not name:
+            return
+        if name not in metrics:
+            raise ConfigError(f"train.keep_best: no validation metric {name!r} (this task's: {', '.join(metrics)})")
+        lower = "error" in name.lower() or "loss" in name.lower()
+        earlier = [m[name] for m in self.metrics_history[:-1] if math.isfinite(m.get(name, math.nan))]
+        value = metrics[name]
+        best = (min if lower else max)(earlier) if earlier else None
+        if math.isfinite(value) and (best is None or (value < best if lower else value > best)):
+            atomic_save(self._model_record(iteration), self.dir / "best_weights.pth")
+            self._print(f"best {name} so far ({value:.4g}): saved {self.dir / 'best_weights.pth'}")
 
     def _print(self, message: str) -> None:
         if self.dist.is_main:
@@ -531,6 +646,9 @@ class Trainer:
             with _StopSignal() as stop:
                 self._loop(stop)
         finally:
+            for loader in (getattr(self, "train_loader", None), getattr(self, "val_loader", None)):
+                if loader is not None:
+                    loader.close()
             if getattr(self, "writer", None) is not None:
                 self.writer.close()
             self.dist.close()
@@ -541,7 +659,9 @@ class Trainer:
 
         cfg, val_cfg = self.config["train"], self.config["validation"]
         total = cfg["iterations"]
-        self.writer = SummaryWriter(str(self.dir)) if self.dist.is_main else None
+        # a run killed after its last checkpoint logged steps that this run logs again: drop them
+        purge = self.start_iteration + 1 if self.start_iteration else None
+        self.writer = SummaryWriter(str(self.dir), purge_step=purge) if self.dist.is_main else None
         self.progress = None
         if self.dist.is_main and self.show_progress:
             from tqdm import tqdm
@@ -565,8 +685,7 @@ class Trainer:
         if self.start_iteration >= total:
             self._print(f"already trained for {self.start_iteration} >= {total} iterations")
             return
-        epoch = self.start_iteration * cfg["batch_size"] // max(len(self.train_loader.dataset), 1)
-        batches = _infinite_batches(self.train_loader, self.train_sampler, epoch)
+        batches = iter(self.train_loader)
         self.net.train()
         loss_sum = torch.zeros((), device=self.device)
         scalar_sums: dict[str, torch.Tensor] = {}
@@ -576,6 +695,9 @@ class Trainer:
         run_start, budget_s = time.perf_counter(), float(cfg["max_minutes"]) * 60.0
         while iteration < total:
             batch = _to_device(next(batches), self.device, cfg["channels_last"])
+            # device-side randomness (warps, photometric on the GPU) seeded by the iteration: a resumed
+            # run draws what an uninterrupted one would have
+            torch.manual_seed(mixed_seed(cfg["seed"], self.dist.rank, iteration))
             batch = self.task.augment(batch)
             with self.autocast:
                 loss, scalars, outputs = self.task.loss(self.net, batch)
