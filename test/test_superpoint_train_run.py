@@ -50,11 +50,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_a_few_iterations_lower_both_losses(one_thread):
+@pytest.mark.parametrize("descriptor_loss", ["dense_hinge", "reference"])
+def test_a_few_iterations_lower_both_losses(one_thread, descriptor_loss):
     torch.manual_seed(0)
     config = trainer.build_config(CONFIG, [
-        "data.images=unused", "data.labels=", "data.validation_patches=",
+        "data.images=unused", "data.labels=", "data.validation_patches=", "loss.preset=",
         "data.augmentation.photometric.enable=false", "loss.lambda_d=250.0", "loss.lambda_loss=1.0",
+        f"loss.descriptor={descriptor_loss}",
     ])
     task = SuperPointTask(config, torch.device("cpu"))
     model = SuperPoint(task.model_config())
@@ -82,7 +84,8 @@ def test_a_few_iterations_lower_both_losses(one_thread):
     after = measure()
     assert after["detector_loss"] < 0.8 * before["detector_loss"]
     assert after["warped_detector_loss"] < before["warped_detector_loss"]
-    assert after["descriptor_loss"] < 0.5 * before["descriptor_loss"]
+    # the reference's loss normalises the similarities over all cell pairs: it falls more slowly
+    assert after["descriptor_loss"] < {"dense_hinge": 0.5, "reference": 0.9}[descriptor_loss] * before["descriptor_loss"]
     assert after["nonfinite_batches"] == 0
 
 
