@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python benchmarks/bench_localisation.py",
         description="Position error and the matching demo's corner error of SuperPoint (and SIFT) on the demo's "
         "photo under its known warps.",
-        epilog=__doc__.split("Examples::", 1)[1],
+        epilog="examples:" + __doc__.split("Examples::", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_extractor_arguments(parser, max_keypoints=1000)
@@ -302,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     seeds = list(range(args.warps))
+    try:
+        args.json.parent.mkdir(parents=True, exist_ok=True)  # before the run: a bad path loses no measurement
+    except OSError as error:
+        print(f"error: cannot write {args.json}: {error}", file=sys.stderr)
+        return 1
     try:
         pairs = [demo.default_pair(seed)[:3] for seed in seeds]
         extractor = extractor_from_args(args, warmup=pairs[0][0].shape[:2])
@@ -343,7 +348,6 @@ def main(argv: list[str] | None = None) -> int:
         "methods": _json_ready(results),
     }
     try:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
     except OSError as error:
         print(f"error: cannot write {args.json}: {error}", file=sys.stderr)

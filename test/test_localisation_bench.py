@@ -130,3 +130,12 @@ def test_missing_weights_are_a_one_line_error(bench, monkeypatch, tmp_path, caps
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err and err.count("\n") == 1
     assert not path.exists()
+
+
+def test_an_unwritable_report_is_refused_before_measuring(bench, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert bench.main(["--json", str(blocker / "loc.json"), "--warps", "1"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: cannot write") and captured.err.count("\n") == 1
+    assert "summary" not in captured.out  # nothing was measured
