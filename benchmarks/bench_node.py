@@ -183,7 +183,7 @@ def _run_dds(kind: str, cameras: int, args: argparse.Namespace, domain_id: int, 
         params = Path(tempfile.mkdtemp()) / "bench.yaml"
         params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
             "weights": args.weights, "device": args.device, "precision": args.precision, "backend": args.backend,
-            "cameras": names,
+            "cameras": names, "batch_cameras": args.batch_cameras, "sync": args.sync,
             "max_keypoints": args.max_keypoints, "frame_queue": 1, "diagnostics_period": 1.0}}}))
         command = [str(_node_executable()), "--ros-args", "--params-file", str(params)]
         ready = f"camera {cameras - 1}:"
@@ -249,6 +249,7 @@ def _run_dds(kind: str, cameras: int, args: argparse.Namespace, domain_id: int, 
             tick += 1
         time.sleep(args.tail)  # let the last replies arrive
         recording.clear()
+        memory = _memory_mib(process.pid)
     finally:
         process.send_signal(2)
         try:
@@ -262,10 +263,23 @@ def _run_dds(kind: str, cameras: int, args: argparse.Namespace, domain_id: int, 
     latencies = [replies[key] for key in sent if key in replies]  # frames sent while measuring
     received = len(latencies)
     p50, p99 = percentiles(latencies)
-    return {"path": "node" if kind == "node" else "transport only (echo)", "cameras": cameras,
-            "rate_hz": args.rate, "size": f"{args.size[1]}x{args.size[0]}", "sent": len(sent),
-            "received": received, "dropped": len(sent) - received,
-            "p50_ms": p50, "p99_ms": p99}
+    row = {"path": "node" if kind == "node" else "transport only (echo)", "cameras": cameras,
+           "rate_hz": args.rate, "size": f"{args.size[1]}x{args.size[0]}", "sent": len(sent),
+           "received": received, "dropped": len(sent) - received,
+           "out_hz_total": received / args.duration, "p50_ms": p50, "p99_ms": p99, **memory}
+    if kind == "node":
+        row.update(batch_cameras=args.batch_cameras, sync=args.sync)
+    return row
+
+
+def _memory_mib(pid: int) -> dict[str, float]:
+    """Resident memory of ``pid`` now and at its peak (Linux /proc; empty elsewhere)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    values = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in lines if line.startswith(("VmRSS", "VmHWM"))}
+    return {"rss_mib": values.get("VmRSS", float("nan")), "peak_rss_mib": values.get("VmHWM", float("nan"))}
 
 
 def _spin(executor, context) -> None:
@@ -418,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="network backend, as the node's parameter (default: %(default)s); "
                         "--backend torch --precision fp32 is the node before backends existed")
     parser.add_argument("--max-keypoints", type=int, default=1000)
+    parser.add_argument("--batch-cameras", default="auto", choices=["auto", "always", "never"],
+                        help="the node's batch_cameras (dds; auto: batches on a GPU only)")
+    parser.add_argument("--sync", default="none", choices=["none", "exact", "approximate"],
+                        help="the node's sync (dds; all cameras are stamped alike, so exact matches)")
     parser.add_argument("--encoding", default="float32", choices=["float32", "int8"], help="descriptor encoding")
     parser.add_argument("--transport", choices=["udp", "shm"], default="udp",
                         help="Fast DDS transport, loopback only: udp (127.0.0.1, 4 MB buffers) or shm (dds)")

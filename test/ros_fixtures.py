@@ -273,6 +273,26 @@ class RosHarness:
         self._thread.join(timeout=5.0)
 
 
+def publish_until_answered(ros: RosHarness, publisher: Any, message: Any, answers: list, timeout: float = 60.0,
+                           retry: float = 5.0) -> Any:
+    """Publish ``message`` (again every ``retry`` s: best-effort delivery may lose one) until a message
+    with its header stamp arrives in ``answers`` (a ``RosHarness.collect`` list); that answer, or None."""
+    wanted = (message.header.stamp.sec, message.header.stamp.nanosec)
+    deadline = time.monotonic() + timeout
+
+    def answered() -> Any:
+        return next((m for m in answers if (m.header.stamp.sec, m.header.stamp.nanosec) == wanted), None)
+
+    while time.monotonic() < deadline:
+        publisher.publish(message)
+        try:
+            ros.wait_for(lambda: answered() is not None, timeout=retry)
+            return answered()
+        except AssertionError:
+            continue
+    return None
+
+
 def stamp(sec: int, nanosec: int = 0) -> Any:
     from builtin_interfaces.msg import Time
 

@@ -20,6 +20,7 @@ from ros_fixtures import (
     RosHarness,
     compressed_message,
     image_message,
+    publish_until_answered,
     require_built_package,
     udp_addresses,
     write_params,
@@ -105,17 +106,10 @@ def send_and_receive(ros, camera: int, make_msg, timeout: float = 60.0):
     """Publish one frame (re-sent while the first may be lost to matching) and wait for its features."""
     sec = next(_next_stamp)
     msg = make_msg(sec)
-    received = ros.features[camera]
-    deadline = time.monotonic() + timeout
     publisher = ros.compressed_pub[camera] if type(msg).__name__ == "CompressedImage" else ros.image_pub[camera]
-    while time.monotonic() < deadline:
-        publisher.publish(msg)
-        try:
-            ros.wait_for(lambda: any(m.header.stamp.sec == sec for m in received), timeout=5.0)
-            return next(m for m in received if m.header.stamp.sec == sec)
-        except AssertionError:
-            continue
-    raise AssertionError(f"no features for stamp {sec} on camera {camera}")
+    answer = publish_until_answered(ros, publisher, msg, ros.features[camera], timeout)
+    assert answer is not None, f"no features for stamp {sec} on camera {camera}"
+    return answer
 
 
 def assert_same_keypoints(features_msg, reference, tolerance: float = 0.5) -> None:

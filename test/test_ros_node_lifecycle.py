@@ -4,6 +4,7 @@ with CameraInfo matched into Features and a QoS override honoured (real Fast DDS
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -171,3 +172,55 @@ def test_every_transition_from_a_lifecycle_client(node, photo_rgb):
     finally:
         ros.close()
     assert node.interrupt() == 0, node.output
+
+
+def test_exact_sync_over_rclpy(tmp_path, photo_rgb, photo_gray):
+    """Two cameras with sync: exact: a pair with equal stamps comes out (same stamp on both), a frame
+    whose partner never comes is dropped and counted as unmatched on /diagnostics. batch_cameras auto
+    decides from the timed warm-up and says so."""
+    require_built_package()
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from superpoint_ros.msg import Features
+
+    params = write_params(tmp_path / "detector.yaml", {
+        "weights": str(write_random_weights(tmp_path / "random_v6.pth")), "device": "cpu",
+        "cameras": ["left", "right"], "sync": "exact", "frame_queue": 10, "warmup_size": [120, 160],
+        "max_keypoints": 50, "diagnostics_period": 0.5,
+    })
+    process = NodeProcess([NODE_EXECUTABLE, "--ros-args", "-r", "__ns:=/sync_test", "--params-file", params])
+    ros = RosHarness("sync_test_client")
+    try:
+        out = [ros.collect(Features, f"/sync_test/{side}/features") for side in ("left", "right")]
+        diagnostics = ros.collect(DiagnosticArray, "/diagnostics")
+        publishers = [ros.node.create_publisher(Image, f"/sync_test/{side}/image", qos_profile_sensor_data)
+                      for side in ("left", "right")]
+        for publisher in publishers:
+            ros.wait_for_subscribers(publisher, timeout=90)
+        ros.wait_for_publishers(timeout=30)
+        time.sleep(0.5)
+        publishers[0].publish(image_message(photo_gray, "mono8", 10))  # left alone: never matched
+        for sec in (11, 12):
+            for publisher in publishers:
+                publisher.publish(image_message(photo_rgb, "rgb8", sec))
+                time.sleep(0.02)
+        ros.wait_for(lambda: all(any(m.header.stamp.sec == 12 for m in side) for side in out), timeout=60,
+                     what="the second pair")
+        stamps = [{m.header.stamp.sec for m in side} for side in out]
+        assert 10 not in stamps[0] and {11, 12} <= stamps[0] & stamps[1], stamps
+        time.sleep(1.0)
+        left = {v.key: v.value for v in diagnostics[-1].status[0].values}
+        assert int(left["unmatched"]) == 1, left
+        decision = re.search(r"2 cameras in one call: (\d+) ms per frame against (\d+) ms alone: batch_cameras auto "
+                             r"(batches|does not batch)", process.output)
+        assert decision, process.output
+        node = {v.key: v.value for v in diagnostics[-1].status[-1].values}
+        batched, alone = float(node["ms_per_frame_batch_of_2"]), float(node["ms_per_frame_alone"])
+        assert node["batch_cameras"] == str(decision.group(3) == "batches"), node
+        if abs(batched - 0.9 * alone) > 1.0:  # away from the threshold, where rounding cannot flip it
+            assert node["batch_cameras"] == str(batched < 0.9 * alone), node
+    finally:
+        ros.close()
+        process.stop()

@@ -16,6 +16,7 @@ from ros_fixtures import (
     NODE_EXECUTABLE,
     NodeProcess,
     RosHarness,
+    publish_until_answered,
     require_built_package,
     stamp,
     write_params,
@@ -70,17 +71,8 @@ def test_large_frames_within_the_budget(tmp_path, photo_rgb):
         publisher = ros.node.create_publisher(CompressedImage, f"{NAMESPACE}/image/compressed", qos_profile_sensor_data)
         ros.wait_for_subscribers(publisher, timeout=90)
 
-        def send(image: np.ndarray, sec: int, timeout: float = 60.0):
-            message = jpeg_message(image, sec)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                publisher.publish(message)
-                try:
-                    ros.wait_for(lambda: any(m.header.stamp.sec == sec for m in features), timeout=8.0)
-                    return next(m for m in features if m.header.stamp.sec == sec)
-                except AssertionError:
-                    continue
-            return None
+        def send(image: np.ndarray, sec: int):
+            return publish_until_answered(ros, publisher, jpeg_message(image, sec), features, retry=8.0)
 
         assert send(photo_rgb, 1) is not None, node.output
         before = rss_mb(node.process.pid)
