@@ -531,10 +531,6 @@ class DetectorNode(ManagedNode):
             level, message = WARN, f"resident memory {values['rss_mb']:.0f} MiB exceeds memory_budget_mb"
         return make_status(f"{self.get_name()}: node", level, message, values, hardware_id)
 
-    def shutdown(self) -> None:
-        """Deactivate and clean up as needed (stops the worker thread), then destroy the node."""
-        super().shutdown()
-
 
 def _batching(mode: str, auto: bool) -> bool:
     return mode == "always" or (mode == "auto" and auto)
