@@ -49,4 +49,15 @@ if [ ! -f build_ros/.built ] || [ -n "$(find msg CMakeLists.txt package.xml scri
       || { tail -50 colcon.log; exit 1; } )
   touch build_ros/.built
 fi
+# Test-only tf2_msgs/TFMessage (no PyPI wheel; built from its definition in test/ros_test_msgs) for the tracker's
+# TF tests; never where a real tf2_msgs is importable, so it cannot shadow a ROS install's.
+if [ ! -f build_ros/install/tf2_msgs/share/tf2_msgs/package.xml ] && ! "$VENV/bin/python" -c "import tf2_msgs" 2>/dev/null; then
+  echo "[setup] colcon build of the test-only tf2_msgs"
+  ( source "$VENV/bin/activate"
+    cd build_ros
+    AMENT_PREFIX_PATH="$VIRTUAL_ENV" CMAKE_PREFIX_PATH="$VIRTUAL_ENV" \
+      colcon --log-base log build --base-paths "$ROOT/test/ros_test_msgs/tf2_msgs" --build-base build \
+      --install-base install --cmake-args -DPython3_EXECUTABLE="$VIRTUAL_ENV/bin/python" -DBUILD_TESTING=OFF \
+      >colcon_test_msgs.log 2>&1 || { tail -50 colcon_test_msgs.log; exit 1; } )
+fi
 echo "[setup] ready: venv $VENV, ROS package in build_ros/install"
