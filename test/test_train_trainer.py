@@ -348,3 +348,17 @@ def test_sigterm_and_sigint_to_the_process_group_save_and_exit_143_130(tmp_path)
         iteration = torch.load(tmp_path / "group" / "checkpoint.pth", weights_only=False)["iteration"]
         assert iteration > saved  # the second run resumed the first one's checkpoint
         saved = iteration
+
+
+def test_a_checkpoint_from_before_a_new_config_key_resumes_when_the_key_keeps_its_default(tmp_path):
+    from superpoint_training.training.trainer import resume_differences
+
+    run(tmp_path, overrides=["train.iterations=2", "validation.every=0"])
+    path = tmp_path / "tiny" / "checkpoint.pth"
+    state = torch.load(path, weights_only=False)
+    del state["config"]["loss"]["temperature"]  # as written by a version without that key
+    torch.save(state, path)
+    assert run(tmp_path, overrides=["train.iterations=3", "validation.every=0"]).final_iteration == 3
+    with pytest.raises(ValueError, match=r"loss.temperature: 0.1 -> 0.5"):
+        run(tmp_path, overrides=["train.iterations=4", "validation.every=0", "loss.temperature=0.5"])
+    assert resume_differences({"a": {"b": 1}}, {"a": {"b": 1, "c": 2}}) == ["a.c"]  # no default known: differs

@@ -358,7 +358,7 @@ def _leaves(config: Mapping, prefix: str = "") -> dict:
 
 
 def resume_differences(saved: Mapping, new: Mapping, saved_pretrained: str | None = None,
-                       new_pretrained: str | None = None) -> list[str]:
+                       new_pretrained: str | None = None, defaults: Mapping | None = None) -> list[str]:
     """The config keys (dotted) whose values differ between a checkpoint's config and this run's,
     plus ``pretrained`` when the start weights differ; keys under :data:`RESUMABLE_KEYS` may change:
 
@@ -368,9 +368,11 @@ def resume_differences(saved: Mapping, new: Mapping, saved_pretrained: str | Non
     ``train.photometric`` (where the augmentation runs), the logging, saving and keeping intervals
     (``log_every``, ``image_every``, ``checkpoint_every``, ``keep_every``, ``keep_best``), the whole
     ``validation`` and ``detection`` sections and ``data.validation_patches``: none of them changes
-    what the network is trained on.
+    what the network is trained on. A key that a checkpoint written before it existed lacks counts as
+    its value in ``defaults`` (the behaviour of the code that wrote it).
     """
-    a, b = _leaves(saved), _leaves(new)
+    a, b, known = _leaves(saved), _leaves(new), _leaves(defaults or {})
+    a.update({key: value for key, value in known.items() if key not in a})
     keys = sorted(set(a) | set(b))
     differing = [key for key in keys if a.get(key, "<absent>") != b.get(key, "<absent>")
                  and not any(key == r or key.startswith(r + ".") for r in RESUMABLE_KEYS)]
@@ -487,8 +489,10 @@ class Trainer:
         if "provenance" not in state:  # a checkpoint from before provenance: its start weights are unknown
             saved_pretrained = new_pretrained
         saved_config = dict(state.get("config") or {})
-        differing = resume_differences(saved_config, self.config, saved_pretrained, new_pretrained)
-        if state["model_config"] != self.model.config.to_dict() and "model" not in {k.split(".")[0] for k in differing}:
+        defaults = build_config({"data": {"name": self.config["data"]["name"]}, "task": self.config["task"]})
+        differing = resume_differences(saved_config, self.config, saved_pretrained, new_pretrained, defaults)
+        saved_model = type(self.model.config)(**state["model_config"]).to_dict()  # fields added since: defaults
+        if saved_model != self.model.config.to_dict() and "model" not in {k.split(".")[0] for k in differing}:
             differing.append("model")
         if not differing:
             return
