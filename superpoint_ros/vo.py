@@ -57,6 +57,7 @@ from .tracking import (
     match_features,
     rotation_angle_deg,
 )
+from .transforms import quaternion_to_matrix
 
 BAG_SUFFIXES = (".db3", ".mcap", ".bag")
 METHODS = ("superpoint", "orb")
@@ -74,19 +75,6 @@ class Frame:
 
 
 # ---------------------------------------------------------------- ground truth
-
-
-def quaternion_to_matrix(qx: float, qy: float, qz: float, qw: float) -> np.ndarray:
-    q = np.array([qw, qx, qy, qz], np.float64)
-    q /= np.linalg.norm(q)
-    w, x, y, z = q
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
 
 
 def load_tum_trajectory(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

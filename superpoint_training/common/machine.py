@@ -102,9 +102,15 @@ def machine_record(device: str = "cpu") -> dict:
     return record
 
 
-def describe_machine(device: str = "cpu") -> str:
-    """``machine_record`` in one line, for the top of a report or a benchmark's output."""
-    record = machine_record(device)
-    versions = ", ".join(f"{name} {version}" for name, version in record["versions"].items() if version)
+def format_machine(record: dict) -> str:
+    """A stored ``machine_record`` in one line (reports written later from a stored record say what
+    was measured then, not the machine that writes them)."""
+    flags = " ".join(record.get("cpu_flags", [])) or "none of " + "/".join(NOTABLE_FLAGS)
+    versions = ", ".join(f"{name} {version}" for name, version in record.get("versions", {}).items() if version)
     gpu = f", GPU {record['gpu']}" if "gpu" in record else ""
-    return f"{describe_cpu()}{gpu}; {versions}"
+    return f"{record.get('cpu', 'unknown CPU')}, {record.get('cores')} cores, flags: {flags}{gpu}; {versions}"
+
+
+def describe_machine(device: str = "cpu") -> str:
+    """``machine_record`` of this machine in one line, for a report's header or a benchmark's output."""
+    return format_machine(machine_record(device))
