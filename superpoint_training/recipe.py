@@ -30,8 +30,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-CONFIG = REPOSITORY / "config"
+REPOSITORY = Path(__file__).resolve().parent.parent  # a checkout (an installed copy has no config/)
+
+
+def repository() -> Path:
+    """The folder whose ``config/`` the commands read: the working directory (the commands are
+    typed from the repository root), else the checkout this module lives in."""
+    for candidate in (Path.cwd(), REPOSITORY):
+        if (candidate / "config" / "magic-point_shapes.yaml").is_file():
+            return candidate
+    raise FileNotFoundError("config/magic-point_shapes.yaml not found: run from the repository root")
 
 # H100 anchor (reference-facts.md, "Speed anchors"): the whole network (detector and descriptor heads)
 # at 480x640, fp16, batch 32: 0.47 ms per frame.
@@ -188,7 +196,7 @@ def measure(threads: int = 1) -> dict[str, dict]:
     torch.set_num_threads(threads)
     results = {}
     for name, (config_name, _, size, descriptor, _) in TRAINING.items():
-        config = trainer.build_config(CONFIG / config_name, [
+        config = trainer.build_config(repository() / "config" / config_name, [
             "data.images=unused", "data.labels=", "data.validation_patches=", "train.device=cpu",
             "train.photometric=device"] if descriptor else ["train.device=cpu", "train.photometric=device"])
         task = trainer.TASKS[config["task"]](config, torch.device("cpu"))
@@ -312,7 +320,7 @@ def dry_run(workdir: Path, stages: list[str] | None = None) -> list[tuple[str, i
             if stages and stage.name not in stages:
                 continue
             argv = [os.path.expandvars(a) for a in stage.args] + stage.dry
-            argv = [str(REPOSITORY / a) if a.startswith("config/") else a for a in argv]
+            argv = [str(repository() / a) if a.startswith("config/") else a for a in argv]
             print(f"[dry-run] {stage.name}: python -m superpoint_training.{stage.module} {' '.join(argv)}", flush=True)
             start = time.perf_counter()
             status = _command(stage.module)(argv)
@@ -350,6 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in stages if s not in STAGE_ORDER]
     if unknown:
         parser.error(f"unknown stage {unknown[0]!r} (stages: {', '.join(STAGE_ORDER)})")
+    try:
+        repository()
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="recipe_dry_")))
         results = dry_run(workdir, stages)
