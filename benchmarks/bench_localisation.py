@@ -85,7 +85,7 @@ def position_errors(keypoints0: np.ndarray, keypoints1: np.ndarray, H: np.ndarra
 
 def corner_subpix(gray: np.ndarray, keypoints: np.ndarray, half_window: int = DEFAULT_WINDOWS["cornersubpix"]) -> np.ndarray:
     """OpenCV's ``cornerSubPix`` on (N, 2) keypoints of a gray uint8 image (window 2*half_window+1)."""
-    points = np.ascontiguousarray(np.asarray(keypoints, np.float32).reshape(-1, 1, 2))
+    points = np.array(keypoints, np.float32).reshape(-1, 1, 2)  # a copy: OpenCV refines it in place
     if len(points) == 0:
         return points.reshape(0, 2)
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, CORNER_SUBPIX["max_iterations"],

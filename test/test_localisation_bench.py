@@ -52,8 +52,10 @@ def test_corner_subpix_moves_a_keypoint_onto_a_corner_between_pixels(bench):
     image[:20, :20] = 255
     image[20:, 20:] = 255  # a checkerboard corner at (19.5, 19.5), between pixel centres
     image = cv2.GaussianBlur(image, (0, 0), 1.0)
-    refined = bench.corner_subpix(image, np.array([[18.0, 21.0], [19.0, 20.0]], np.float32))
+    keypoints = np.array([[18.0, 21.0], [19.0, 20.0]], np.float32)
+    refined = bench.corner_subpix(image, keypoints)
     np.testing.assert_allclose(refined, [[19.5, 19.5], [19.5, 19.5]], atol=0.05)
+    np.testing.assert_array_equal(keypoints, [[18, 21], [19, 20]])  # the caller's array is left as it was
     assert bench.corner_subpix(image, np.zeros((0, 2), np.float32)).shape == (0, 2)
 
 
