@@ -55,7 +55,10 @@ def provenance_lines(checkpoint: dict | None) -> list[str]:
         run = f", experiment {pretrained['experiment']} iteration {pretrained['iteration']}" if pretrained.get(
             "experiment") else ""
         digest = f", sha256 {pretrained['sha256'][:16]}" if pretrained.get("sha256") else ""
-        lines.append(f"pretrained: {pretrained['source']} ({pretrained.get('path') or 'no file'}{digest}{run})")
+        path = pretrained.get("path")
+        where = "no file" if not path else "" if path == pretrained["source"] else path
+        facts = ", ".join(part for part in (where, digest.lstrip(", "), run.lstrip(", ")) if part)
+        lines.append(f"pretrained: {pretrained['source']} ({facts})")
     else:
         lines.append("pretrained: none (trained from the initialisation)")
     for key, entry in (provenance.get("labels") or {}).items():
