@@ -360,3 +360,10 @@ def test_train_data_errors_are_one_line(labelled_folder, capsys, case):
     assert expected in one_error_line(capsys.readouterr().err)
     with pytest.raises(ValueError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         train_main([*argv, "--debug"])  # the traceback, for a bug report
+
+
+def test_a_model_value_the_network_refuses_is_one_line(tiny_config, capsys):
+    from superpoint_training.train import main as train_main
+
+    assert train_main([str(tiny_config), "x", "--set", "model.batchnorm_momentum=2", "--no_progress"]) == 2
+    assert "model.batchnorm_momentum must be in (0, 1]" in one_error_line(capsys.readouterr().err)

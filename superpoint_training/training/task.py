@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
+from ..config import ConfigError
 from ..model.network import STRIDE, ModelConfig
 
 
@@ -34,7 +35,10 @@ class Task:
         self.photometric_on_device = where == "device" or (where == "auto" and device.type == "cuda")
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(**self.config["model"])
+        try:
+            return ModelConfig(**self.config["model"])
+        except (TypeError, ValueError) as error:  # a value the network refuses: the user's config
+            raise ConfigError(str(error) if str(error).startswith("model.") else f"model: {error}") from None
 
     def initialise(self, model: torch.nn.Module) -> None:
         """Adjust a freshly built model before training (pretrained weights and checkpoints load after)."""

@@ -62,7 +62,8 @@ log = logging.getLogger(__name__)
 DEFAULTS: dict = {
     "task": "magicpoint",
     "data": {"name": "synthetic_shapes"},  # plus the dataset's own keys (see merge_data_config)
-    "model": {"variant": "v6", "descriptor_dim": 0},
+    # batchnorm_momentum: PyTorch's convention (TF's 0.99 is 0.01); network.ModelConfig checks it
+    "model": {"variant": "v6", "descriptor_dim": 0, "batchnorm_momentum": 0.1},
     "train": {
         "iterations": 50000,
         "batch_size": 64,  # global: split over the DDP processes
