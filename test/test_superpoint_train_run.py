@@ -126,7 +126,9 @@ def test_train_cli_end_to_end_with_validation_patches(tmp_path, monkeypatch, one
     assert train_cli.main(argv) == 0
     folder = tmp_path / "exper" / "sp_tiny"
     weights = torch.load(folder / "weights.pth", weights_only=False)
-    assert weights["model_config"] == {"variant": "v6", "descriptor_dim": 256} and weights["iteration"] == 2
+    momentum = yaml.safe_load(CONFIG.read_text())["model"].get("batchnorm_momentum", 0.1)
+    stored = {"variant": "v6", "descriptor_dim": 256, **({"batchnorm_momentum": momentum} if momentum != 0.1 else {})}
+    assert weights["model_config"] == stored and weights["iteration"] == 2  # the config's network
     metrics = yaml.safe_load((folder / "metrics.yaml").read_text())[-1]
     assert {"precision", "patches/repeatability", "patches/matching_score"} <= set(metrics)
     assert (tmp_path / "exper" / "outputs" / "patches" / "COMPLETE").is_file()

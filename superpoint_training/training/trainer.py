@@ -102,8 +102,9 @@ DEFAULTS: dict = {
         "lambda_loss": 0.0001,
         "positive_margin": 1.0,
         "negative_margin": 0.2,
-        # dense_hinge: the reference's loss over all pairs of cells; sampled_info_nce: a contrastive
-        # loss over sampled correspondences (losses.sampled_descriptor_loss), faster to converge
+        # reference: the reference's loss over all pairs of cells (ReLU on the cosines, the similarity
+        # tensor L2-normalised over both images' cells); dense_hinge: the same hinge on plain cosines;
+        # sampled_info_nce: a contrastive loss over sampled correspondences (losses.sampled_descriptor_loss)
         "descriptor": "dense_hinge",
         "num_samples": 512,  # sampled_info_nce: points per image
         "keypoint_fraction": 0.75,  # sampled_info_nce: share of the points drawn among the labels
