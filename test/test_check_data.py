@@ -39,7 +39,7 @@ def test_missing_and_partial_data_say_what_is_missing_and_where_to_get_it(tmp_pa
     assert "height 48-48, width 64-64" in out
     assert "coco_val2014: MISSING" in out and "http://images.cocodataset.org/zips/val2014.zip" in out
     assert "hpatches: INCOMPLETE" in out and "(1 of 116 sequences)" in out
-    assert "1 of 57 illumination (i_*) and 0 of 59 viewpoint (v_*)" in out
+    assert "1 of 57 illumination (i_*) and 0 of 59 viewpoint (v_*) sequences complete (images 1..6" in out
     assert "v_boat: 3 pairs instead of 5" in out and "hpatches-sequences-release.tar.gz" in out
     assert "synthetic_shapes: generated, nothing to download" in out
 

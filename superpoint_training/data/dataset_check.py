@@ -10,6 +10,7 @@ illumination ``i_*`` and 59 viewpoint ``v_*``, each ``1.ppm`` .. ``6.ppm`` and `
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,17 +91,35 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
 
 def _sample_sizes(paths: list[Path], count: int) -> tuple[list[tuple[int, int]], list[Path]]:
     """(H, W) of ``count`` images spread over ``paths`` and the ones that did not decode."""
-    import cv2
+    from .images import read_gray
 
     step = max(1, len(paths) // max(count, 1))
     sizes, unreadable = [], []
-    for path in paths[::step][:count]:
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            unreadable.append(path)
-        else:
-            sizes.append(image.shape[:2])
+    with _quiet_opencv():
+        for path in paths[::step][:count]:
+            image = read_gray(path)
+            if image is None:
+                unreadable.append(path)
+            else:
+                sizes.append(image.shape[:2])
     return sizes, unreadable
+
+
+@contextlib.contextmanager
+def _quiet_opencv():
+    """No OpenCV warnings on stderr for the files that do not decode: the report lists them."""
+    import cv2
+
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:
+        yield
+        return
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(level)
 
 
 def _size_note(sizes: list[tuple[int, int]], sampled: int) -> str:
@@ -141,7 +160,7 @@ def check_hpatches(spec: DatasetSpec, path: Path, sample: int) -> CheckResult:
         result.problems.append(f"no folder {path}")
         return result
     folders = sorted(p for p in path.iterdir() if p.is_dir() and p.name[:2] in ("i_", "v_"))
-    complete, broken = [], []
+    complete, broken, references = [], [], []
     for folder in folders:
         try:
             sequence, reason = scan_sequence(folder)
@@ -151,10 +170,11 @@ def check_hpatches(spec: DatasetSpec, path: Path, sample: int) -> CheckResult:
             broken.append(reason or f"{folder.name}: {len(sequence.homographies)} pairs instead of 5")
         else:
             complete.append(folder)
+            references.append(sequence.images[1])
     result.found = len(complete)
     kinds = {k: sum(f.name.startswith(k) for f in complete) for k in ("i_", "v_")}
     result.notes.append(f"{kinds['i_']} of {HPATCHES_ILLUMINATION} illumination (i_*) and {kinds['v_']} of "
-                        f"{HPATCHES_VIEWPOINT} viewpoint (v_*) sequences complete (1.ppm..6.ppm, H_1_2..H_1_6)")
+                        f"{HPATCHES_VIEWPOINT} viewpoint (v_*) sequences complete (images 1..6, H_1_2..H_1_6)")
     if not folders:
         result.problems.append("no i_* or v_* sequence folders")
     elif len(complete) < spec.expected:
@@ -164,8 +184,7 @@ def check_hpatches(spec: DatasetSpec, path: Path, sample: int) -> CheckResult:
     if len(broken) > 5:
         result.problems.append(f"... {len(broken) - 5} more incomplete sequences")
     if complete and sample:
-        images = [folder / "1.ppm" for folder in complete]
-        sizes, unreadable = _sample_sizes(images, sample)
+        sizes, unreadable = _sample_sizes(references, sample)
         result.notes.append(_size_note(sizes, len(sizes) + len(unreadable)))
         if unreadable:
             result.problems.append(f"{len(unreadable)} sampled images do not decode, e.g. {unreadable[0]}")
