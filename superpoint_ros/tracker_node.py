@@ -1,7 +1,7 @@
 """ROS 2 node: SuperPoint Features in, keypoint tracks and monocular visual odometry out.
 
 Each Features message is matched to the previous one on the device and goes through
-:class:`superpoint_ros.tracking.FrameTracker` (the same code as the offline runner
+:class:`superpoint_training.odometry.tracking.FrameTracker` (the same code as the offline runner
 ``python -m superpoint_ros.vo``). A managed (lifecycle) node: configure makes the tracker and the
 publishers and starts reading ``/tf_static``, activate subscribes to the features, deactivate
 stops, cleanup frees; ``autostart`` (default true) walks to active by itself.
@@ -24,7 +24,7 @@ Topics (relative ones: remap them or use a namespace per camera):
   pose (5 in a row); STALE when features stopped;
 - ``/tf_static`` in (transient local, reliable, keep-last 100): the static chain from
   ``base_frame`` to the camera frame (the features' ``header.frame_id``), composed hop by hop
-  (:class:`superpoint_ros.transforms.StaticTree`; tf2 has no wheel);
+  (:class:`superpoint_training.odometry.transforms.StaticTree`; tf2 has no wheel);
 - ``/tf`` out, only with ``publish_tf: true`` (default false): ``odom_frame -> base_frame``, never
   when ``base_frame`` already has another parent (on /tf_static or /tf) and never without the
   static chain; /diagnostics says why nothing is published. tf2_msgs is imported lazily: without
@@ -86,12 +86,20 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import UInt32
 
+from superpoint_training.odometry.camera import CameraModel
+from superpoint_training.odometry.tracking import FrameTracker, PoseAccumulator, Status, TrackerConfig, TrackingResult
+from superpoint_training.odometry.transforms import (
+    StaticTree,
+    invert,
+    make_transform,
+    matrix_to_quaternion,
+    rotation_vector,
+)
+
 from . import diagnostics
 from .features_message import features_from_message
 from .node_common import ManagedNode, ParameterSpec, check_qos_overrides, run_node
-from .tracking import CameraModel, FrameTracker, PoseAccumulator, Status, TrackerConfig, TrackingResult
 from .tracks_message import tracks_to_message
-from .transforms import StaticTree, invert, make_transform, matrix_to_quaternion, rotation_vector
 
 FEATURES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)

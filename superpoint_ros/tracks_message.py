@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from superpoint_training.odometry.tracking import TrackingResult
+
 from .features_message import SEQUENCE_DTYPES, _field_array, _is_rosbags, sequence_field
-from .tracking import TrackingResult
 
 __all__ = ["tracks_to_message", "tracks_from_message"]
 
@@ -29,7 +30,7 @@ _FIELDS = {
 def tracks_to_message(
     msg_cls: type, header: Any, result: Any, image_size: tuple[int, int], time_cls: type | None = None
 ) -> Any:
-    """Build a ``msg_cls`` Tracks message from a :class:`superpoint_ros.tracking.TrackingResult`.
+    """Build a ``msg_cls`` Tracks message from a :class:`superpoint_training.odometry.tracking.TrackingResult`.
 
     ``header`` is the frame's Features header (copied unchanged). ``time_cls`` is
     builtin_interfaces/Time, needed for rosbags' classes (rclpy's default value is used when None).

@@ -12,10 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
-from superpoint_ros.tracking import CameraModel, FrameTracker, Status, TrackerConfig, estimate_relative_pose
 from superpoint_training.common.geometry_guard import call_opencv, find_homography, usable_points
 from superpoint_training.data.geometry import warp_points
 from superpoint_training.evaluation.metrics import homography_estimation
+from superpoint_training.odometry.camera import CameraModel
+from superpoint_training.odometry.tracking import FrameTracker, Status, TrackerConfig, estimate_relative_pose
 
 K = np.array([[300.0, 0.0, 160.0], [0.0, 300.0, 120.0], [0.0, 0.0, 1.0]])
 PLAIN = CameraModel(K)

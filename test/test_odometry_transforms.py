@@ -1,4 +1,4 @@
-"""superpoint_ros.transforms: quaternion maths against OpenCV's Rodrigues, and static chains composed
+"""superpoint_training.odometry.transforms: quaternion maths against OpenCV's Rodrigues, and static chains composed
 hop by hop (no ROS needed)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from superpoint_ros.transforms import (
+from superpoint_training.odometry.transforms import (
     StaticTree,
     invert,
     make_transform,

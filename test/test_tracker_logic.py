@@ -1,4 +1,4 @@
-"""superpoint_ros.tracking on synthetic scenes: known camera motion, points projected through a
+"""superpoint_training.odometry.tracking on synthetic scenes: known camera motion, points projected through a
 distorting camera, one random unit descriptor per 3D point (no ROS, no network)."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from superpoint_ros.tracking import (
-    CameraModel,
+from superpoint_ros.tracks_message import tracks_from_message, tracks_to_message
+from superpoint_training.odometry.camera import CameraModel
+from superpoint_training.odometry.tracking import (
     FrameTracker,
     PoseAccumulator,
     Status,
@@ -21,7 +22,6 @@ from superpoint_ros.tracking import (
     estimate_relative_pose,
     rotation_angle_deg,
 )
-from superpoint_ros.tracks_message import tracks_from_message, tracks_to_message
 
 K = np.array([[520.0, 0.0, 325.0], [0.0, 521.0, 250.0], [0.0, 0.0, 1.0]])
 DISTORTION = np.array([0.23, -0.78, -0.003, -0.0001, 0.92])  # the TUM fr2 values: strong radial terms

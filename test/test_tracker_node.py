@@ -32,9 +32,9 @@ from test_ros_node_lifecycle import LifecycleClient
 from test_tracker_logic import CAMERA, MOTION_R, MOTION_T, SIZE, Scene
 
 from superpoint_ros.features_message import features_to_message
-from superpoint_ros.tracking import Status, angle_between_deg, rotation_angle_deg
 from superpoint_ros.tracks_message import tracks_from_message
-from superpoint_ros.transforms import invert, make_transform, matrix_to_quaternion, quaternion_to_matrix
+from superpoint_training.odometry.tracking import Status, angle_between_deg, rotation_angle_deg
+from superpoint_training.odometry.transforms import invert, make_transform, matrix_to_quaternion, quaternion_to_matrix
 
 pytestmark = pytest.mark.ros
 TRACKER = PACKAGE_PREFIX / "lib" / "superpoint_ros" / "tracker_node"
@@ -293,7 +293,7 @@ def test_diagnostics_report_the_tracker(ros):
 
 def _real_frames(count: int) -> tuple[list[np.ndarray], list[float], object]:
     """Gray frames with stamps and their camera: the TUM snippet when present, else shifted crops of a photo."""
-    from superpoint_ros.tracking import CameraModel
+    from superpoint_training.odometry.camera import CameraModel
 
     if TUM.is_dir():
         files = sorted((TUM / "rgb").glob("*.png"))[:count]

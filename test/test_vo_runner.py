@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from superpoint_ros.tracking import rotation_angle_deg
-from superpoint_ros.vo import associate, load_tum_trajectory, main, quaternion_to_matrix, relative_groundtruth
+from superpoint_ros.vo import main
+from superpoint_training.odometry.evaluation import associate, load_tum_trajectory, relative_groundtruth
+from superpoint_training.odometry.tracking import rotation_angle_deg
+from superpoint_training.odometry.transforms import quaternion_to_matrix
 
 TUM = Path(__file__).resolve().parents[2] / "shared" / "data" / "tum_fr2_desk"
 

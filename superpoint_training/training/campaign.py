@@ -241,19 +241,14 @@ class Campaign:
             out["hpatches_skipped"] = f"{hpatches}: not found"
         tum = Path(cfg["tum"])
         if (tum / "rgb").is_dir():
-            from superpoint_ros.vo import main as vo_main
+            from ..odometry.evaluation import run as evaluate_vo
 
             for label, source in (("final", weights), ("baseline", cfg["baseline_weights"])):
                 if not source:
                     continue
-                folder = self.dir / f"report_vo_{label}"
-                args = [str(tum / "rgb"), "--camera", str(tum / "camera.txt"), "--groundtruth",
-                        str(tum / "groundtruth.txt"), "--output", str(folder), "--weights", source, "--quiet"]
-                if self.config["device"] != "auto":
-                    args += ["--device", self.config["device"]]
-                if vo_main(args) != 0:
-                    raise RuntimeError("the visual-odometry run failed (see above)")
-                out[f"vo_{label}"] = str(folder / "summary.json")
+                result = evaluate_vo(tum / "rgb", tum / "camera.txt", self.dir / f"report_vo_{label}", weights=source,
+                                     device=self.config["device"], groundtruth=tum / "groundtruth.txt", progress=False)
+                out[f"vo_{label}"] = str(result.output / "summary.json")
         else:
             out["vo_skipped"] = f"{tum}: no rgb/ folder"
         out["summary"] = ", ".join(f"{k}: {v}" for k, v in out.items())
