@@ -19,7 +19,8 @@ matching (descriptors as extracted): ``cornersubpix``, OpenCV's ``cornerSubPix``
 7x7 window), the classical refinement to beat; ``softargmax``, the score-weighted mean position of
 the network's own heatmap in a 5x5 window around each keypoint (no training). Output: a table on
 stdout and a JSON file with every per-warp figure, the settings, the command, the date and the
-machine (CPU flags, library versions).
+machine (CPU flags, library versions); the JSON also keeps the demo's extraction time per image (one run,
+refinement included: a note, not a speed benchmark; benchmarks/bench_extractor.py times the paths).
 
 Examples::
 
@@ -169,7 +170,8 @@ def measure_warp(extractor, pair: Pair, orders: int, within: float) -> dict:
     return {
         "keypoints0": result.keypoints0, "keypoints1": result.keypoints1, "within": len(distances),
         "position_median": _median(distances), "position_mean": float(distances.mean()) if len(distances) else float("nan"),
-        "matches": result.matches, "inliers": result.inliers, "extract_ms": result.extract_ms,  # per image, refinement included
+        "matches": result.matches, "inliers": result.inliers,
+        "extract_ms": result.extract_ms,  # the demo's: one run, per image, refinement included; not a speed benchmark
         "corner_error": result.corner_error,  # the demo's own figure (the matches' own order)
         "corner_error_orders": corners, "corner_error_median_orders": _median(corners),
         "distances": distances,  # pooled by summarise, dropped from the JSON
@@ -186,7 +188,6 @@ def summarise(per_warp: list[dict]) -> dict:
         "keypoints0": int(sum(w["keypoints0"] for w in per_warp)),
         "corner_error_median": _median([w["corner_error"] for w in per_warp]),
         "corner_error_median_orders": _median([w["corner_error_median_orders"] for w in per_warp]),
-        "extract_ms_median": _median([w["extract_ms"] for w in per_warp]),
     }
 
 
@@ -231,18 +232,15 @@ def print_tables(results: dict[str, dict], seeds: list[int], orders: int, within
         print(f"| {name} | " + " | ".join(cells) + " |")
     print(f"\nsummary over {len(seeds)} warps")
     print(f"| method | position error px (median, pooled) | mean | points within {within:g} px | keypoints (image 0) "
-          f"| demo's corner error px (median of warps) |" + ("" if orders == 1 else f" {corner_head} |")
-          + " extract ms/image (median) |")
-    print("|---|---|---|---|---|---|" + ("" if orders == 1 else "---|") + "---|")
+          f"| demo's corner error px (median of warps) |" + ("" if orders == 1 else f" {corner_head} |"))
+    print("|---|---|---|---|---|---|" + ("" if orders == 1 else "---|"))
     for name, result in results.items():
         s = result["summary"]
         row = (f"| {name} | {_px(s['position_median'])} | {_px(s['position_mean'])} | {s['points_within']} "
                f"| {s['keypoints0']} | {_px(s['corner_error_median'])} |")
         if orders > 1:
             row += f" {_px(s['corner_error_median_orders'])} |"
-        print(row + f" {s['extract_ms_median']:.1f} |")
-    print("(extract ms: one run per image, host image to host keypoints, refinement included; a position figure "
-          "does not depend on load, a time does)")
+        print(row)
 
 
 def _json_ready(results: dict[str, dict]) -> dict[str, dict]:
