@@ -8,7 +8,9 @@ Modes:
     id), stamping each with the publish time; the features' arrival gives the latency (p50, p99)
     and the frames that never got features count as dropped. In the same run, an echo process that
     answers each image with a small message (the image's header, QoS as the features) measures
-    the transport's own latency, so that the node's share is visible. Needs the build sourced
+    the transport's own latency, so that the node's share is visible. Each row also has the output
+    rate (all cameras) and the process's resident memory at the end and at its peak; the node
+    runs with ``--batch-cameras`` (auto: its warm-up decides) and ``--sync``. Needs the build sourced
     (``source build_ros/install/setup.sh``, as scripts/test.sh does).
 
 ``stages``
