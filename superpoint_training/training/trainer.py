@@ -577,8 +577,9 @@ class Trainer:
             self.dist.barrier()
             train_set = factory(self.config["data"], TRAIN_SPLIT, **options)
         per_process = cfg["batch_size"] // self.dist.world_size
-        if len(train_set) < per_process:
-            raise ConfigError(f"train.batch_size: {per_process} per process > {len(train_set)} training images")
+        if len(train_set) // self.dist.world_size < per_process:
+            share = "" if self.dist.world_size == 1 else f" ({len(train_set) // self.dist.world_size} per process)"
+            raise ConfigError(f"train.batch_size: {per_process} per process > {len(train_set)} training images{share}")
         sampler = SeededOrder(len(train_set), per_process, cfg["seed"], rank=self.dist.rank,
                               world_size=self.dist.world_size, start_iteration=self.start_iteration)
         workers = cfg["num_workers"]
