@@ -15,7 +15,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .cli_options import SizeBatcher, add_extractor_arguments, describe_path, extractor_from_args, extractor_settings
+from .common.files import atomic_path
 from .data.images import IMAGE_SUFFIXES, find_images, prefetch_images
 from .feature_io import DESCRIPTOR_DTYPES, FeatureFileError, FeatureStore, file_kind
 from .model.loading import WeightsError
@@ -76,19 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     # Written under a temporary name and renamed at the end: a failed or interrupted run leaves
     # nothing behind (and an existing file given with --overwrite stays until the new one is whole).
-    partial = output.with_name(f".{output.stem}.partial-{os.getpid()}{output.suffix}")
     try:
-        store = FeatureStore.open(partial, "w", weights=extractor.weights_description, config=config,
-                                  descriptor_dtype=args.descriptor_dtype, compression=args.compression)
-        with store:
-            skipped, n_images, n_keypoints = _extract_all(extractor, images, store, args)
-        if n_images:
-            os.replace(partial, output)
+        with atomic_path(output) as partial:
+            store = FeatureStore.open(partial, "w", weights=extractor.weights_description, config=config,
+                                      descriptor_dtype=args.descriptor_dtype, compression=args.compression)
+            with store:
+                skipped, n_images, n_keypoints = _extract_all(extractor, images, store, args)
+            if not n_images:
+                partial.unlink(missing_ok=True)  # nothing extracted: nothing replaced
     except (ImportError, OSError, FeatureFileError) as error:  # e.g. no h5py, disk full
         print(f"error: {error}; {output} not written", file=sys.stderr)
         return 2
     finally:
-        partial.unlink(missing_ok=True)
         if new_folder and not output.exists() and not any(output.parent.iterdir()):
             output.parent.rmdir()
     seconds = time.perf_counter() - start

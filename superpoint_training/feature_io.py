@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from .common.files import atomic_path
 from .model.extractor import Features
 
 FORMAT_NAME = "superpoint_ros-features"
@@ -350,9 +351,8 @@ class FeatureStore:
         if self.kind == "hdf5":
             self._h5.close()
         elif self.mode != "r" and self._dirty:
-            tmp = self.path.with_name(self.path.name + ".part.npz")
-            np.savez(tmp, **self._arrays)
-            os.replace(tmp, self.path)
+            with atomic_path(self.path) as tmp:
+                np.savez(tmp, **self._arrays)
 
     def __enter__(self) -> FeatureStore:
         return self

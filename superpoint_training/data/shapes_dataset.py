@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..common.files import atomic_write_bytes
 from ..config import ConfigError, merge_strict
 from .augmentation import PRESETS as PHOTOMETRIC_PRESETS
 from .augmentation import PhotometricAugmentation, merge_photometric_config, parse_primitives
@@ -202,15 +203,6 @@ def _marker(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 def _save_entry(path: Path, images: np.ndarray, keypoints: list[np.ndarray]) -> None:
     offsets = np.zeros(len(keypoints) + 1, np.int64)
     offsets[1:] = np.cumsum([len(k) for k in keypoints])
@@ -218,9 +210,9 @@ def _save_entry(path: Path, images: np.ndarray, keypoints: list[np.ndarray]) -> 
     buffer = io.BytesIO()
     np.savez_compressed(buffer, images=images, keypoints=points.reshape(-1, 2), offsets=offsets)
     data = buffer.getvalue()
-    _write_atomic(path, data)
+    atomic_write_bytes(path, data, fsync=True)
     marker = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    _write_atomic(_marker(path), json.dumps(marker).encode())
+    atomic_write_bytes(_marker(path), json.dumps(marker).encode(), fsync=True)
 
 
 def entry_complete(path: Path) -> bool:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from ..common.files import atomic_path
 from ..data.hpatches import HPatches
 from .methods import Method, Protocol
 
@@ -69,9 +69,8 @@ class Cache:
             descriptors = np.asarray(descriptors)
             # float16 halves the cache (glue-factory's default too); ORB's packed bits stay uint8
             arrays["descriptors"] = descriptors.astype(np.float16) if descriptors.dtype.kind == "f" else descriptors
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, **arrays)
 
     def load(self, sequence: str, index: int) -> dict[str, np.ndarray]:
         with np.load(self.path(sequence, index)) as data:

@@ -26,7 +26,6 @@ import hashlib
 import importlib
 import importlib.util
 import logging
-import os
 import sys
 import warnings
 from collections import OrderedDict
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..common.files import atomic_path
 from ..common.machine import has_native_bf16
 
 log = logging.getLogger(__name__)
@@ -120,10 +120,6 @@ def weights_hash(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _atomic_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def export_network(model: nn.Module, directory: Path | None = None) -> Path:
     """The network alone as ONNX (input ``image`` (B, 1, H, W), outputs ``logits`` and, with a
     descriptor head, ``descriptors``), dynamic in B, H and W; exported once per weights and torch
@@ -138,19 +134,16 @@ def export_network(model: nn.Module, directory: Path | None = None) -> Path:
     outputs = ["logits", "descriptors"] if model.config.descriptor_dim else ["logits"]
     axes = {"image": {0: "batch", 2: "height", 3: "width"}}
     axes.update({name: {0: "batch", 2: "cells_y", 3: "cells_x"} for name in outputs})
-    tmp = _atomic_path(path)
     onnx_log = logging.getLogger("torch.onnx")
     level = onnx_log.level
     try:
         onnx_log.setLevel(logging.ERROR)
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), atomic_path(path) as tmp:
             warnings.simplefilter("ignore")
             torch.onnx.export(network, (torch.rand(1, 1, 64, 80),), str(tmp), input_names=["image"],
                               output_names=outputs, dynamic_axes=axes, opset_version=17, dynamo=False)
-        os.replace(tmp, path)
     finally:
         onnx_log.setLevel(level)
-        tmp.unlink(missing_ok=True)
     log.info("exported the network to %s", path)
     return path
 
@@ -202,10 +195,9 @@ class OnnxRuntimeNetwork(_ExportedNetwork):
         if not optimised.exists():
             options = self._options()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-            tmp = _atomic_path(optimised)
-            options.optimized_model_filepath = str(tmp)
-            ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-            os.replace(tmp, optimised)
+            with atomic_path(optimised) as tmp:
+                options.optimized_model_filepath = str(tmp)
+                ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         options = self._options()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(optimised), options, providers=["CPUExecutionProvider"])
