@@ -34,3 +34,17 @@ def test_stored_config_is_unchanged_at_the_default_and_checked():
     for bad in (0.0, 1.5, -0.1):
         with pytest.raises(ValueError, match="model.batchnorm_momentum"):
             ModelConfig(batchnorm_momentum=bad)
+
+
+def test_reference_configs_use_tf_momentum_and_the_others_keep_pytorch():
+    from superpoint_training.config import ConfigError
+    from superpoint_training.training.trainer import build_config
+
+    for name in ("magic-point_shapes.yaml", "magic-point_coco_train.yaml", "superpoint_coco.yaml"):
+        assert build_config(f"config/{name}")["model"]["batchnorm_momentum"] == 0.01, name
+    # the campaign's configs: the value the shipped weights were trained with
+    for name in ("magic-point_shapes_cpu.yaml", "magic-point_shapes_ci.yaml", "magic-point_photos.yaml",
+                 "superpoint_photos_cpu.yaml"):
+        assert build_config(f"config/{name}")["model"]["batchnorm_momentum"] == 0.1, name
+    with pytest.raises(ConfigError, match="model.batchnorm_momentum"):
+        build_config("config/superpoint_coco.yaml", ["model.batchnorm_momentum=fast"])
