@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     # Written under a temporary name and renamed at the end: a failed or interrupted run leaves
     # nothing behind (and an existing file given with --overwrite stays until the new one is whole).
     try:
-        with atomic_path(output) as partial:
+        with atomic_path(output, keep_suffix=True) as partial:  # the store picks HDF5 or npz by it
             store = FeatureStore.open(partial, "w", weights=extractor.weights_description, config=config,
                                       descriptor_dtype=args.descriptor_dtype, compression=args.compression)
             with store:

@@ -351,8 +351,8 @@ class FeatureStore:
         if self.kind == "hdf5":
             self._h5.close()
         elif self.mode != "r" and self._dirty:
-            with atomic_path(self.path) as tmp:
-                np.savez(tmp, **self._arrays)
+            with atomic_path(self.path) as tmp, open(tmp, "wb") as handle:
+                np.savez(handle, **self._arrays)
 
     def __enter__(self) -> FeatureStore:
         return self

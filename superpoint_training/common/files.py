@@ -13,21 +13,24 @@ from pathlib import Path
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "temporary_name"]
 
 
-def temporary_name(path: str | os.PathLike) -> Path:
-    """``.STEM.PID.tmp.SUFFIX`` beside ``path``: hidden, unique per process (concurrent writers do not
-    collide), and with the target's suffix kept (np.savez, cv2.imwrite, h5py and ONNX exporters choose
-    the format by it)."""
+def temporary_name(path: str | os.PathLike, keep_suffix: bool = False) -> Path:
+    """``.NAME.PID.tmp`` beside ``path``: hidden, unique per process (concurrent writers do not collide)
+    and never matched by a glob for the target's kind (``*.npz`` does not find a half-written label).
+    ``keep_suffix``: ``.STEM.PID.tmp.SUFFIX``, for writers that choose the format by the suffix."""
     path = Path(path)
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    if keep_suffix:
+        return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yields the temporary path to write ``path``'s content to; when the block ends without an
-    exception, that file replaces ``path``. If the block wrote nothing there (or removed it), nothing
-    is replaced; on an exception the temporary file is removed and ``path`` is left as it was."""
+def atomic_path(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[Path]:
+    """Yields the temporary path (:func:`temporary_name`) to write ``path``'s content to; when the block
+    ends without an exception, that file replaces ``path``. If the block wrote nothing there (or
+    removed it), nothing is replaced; on an exception the temporary file is removed and ``path`` is
+    left as it was."""
     path = Path(path)
-    tmp = temporary_name(path)
+    tmp = temporary_name(path, keep_suffix)
     try:
         yield tmp
         if tmp.exists():

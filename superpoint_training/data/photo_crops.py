@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..common.files import atomic_path
+from ..common.files import atomic_write_bytes
 from .images import IMAGE_SUFFIXES, read_gray, resize_crop
 
 # Scenes of ../shared/data/oxford_hpatches (the final report) that also appear among the photos.
@@ -114,7 +114,6 @@ def write_photo_crops(
                 target = output / name / relative.parent / f"{relative.name}_{index}.jpg"
                 if not target.exists():
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    with atomic_path(target) as partial:
-                        cv2.imwrite(str(partial), view, [cv2.IMWRITE_JPEG_QUALITY, 95])
+                    atomic_write_bytes(target, cv2.imencode(".jpg", view, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
                 counts[name] += 1
     return counts

@@ -69,8 +69,8 @@ class Cache:
             descriptors = np.asarray(descriptors)
             # float16 halves the cache (glue-factory's default too); ORB's packed bits stay uint8
             arrays["descriptors"] = descriptors.astype(np.float16) if descriptors.dtype.kind == "f" else descriptors
-        with atomic_path(path) as tmp:
-            np.savez(tmp, **arrays)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
 
     def load(self, sequence: str, index: int) -> dict[str, np.ndarray]:
         with np.load(self.path(sequence, index)) as data:

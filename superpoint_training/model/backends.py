@@ -195,7 +195,7 @@ class OnnxRuntimeNetwork(_ExportedNetwork):
         if not optimised.exists():
             options = self._options()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-            with atomic_path(optimised) as tmp:
+            with atomic_path(optimised, keep_suffix=True) as tmp:  # ORT picks the format by the suffix
                 options.optimized_model_filepath = str(tmp)
                 ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         options = self._options()

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from ..common.files import atomic_path
 from .network import ModelConfig, SuperPoint
 
 CHECKPOINT_FORMAT = "superpoint_ros"
@@ -278,10 +279,9 @@ def _from_object(obj: Mapping, source: str) -> LoadedWeights:
 
 
 def atomic_save(obj, path: Path) -> None:
-    """torch.save to ``path.tmp`` then ``os.replace``: readers never see a partial file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save under a temporary name, then moved into place: readers never see a partial file."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 # Detection options a weights file may carry as its defaults (the rest are per call: max_keypoints ...).

@@ -71,10 +71,10 @@ class Campaign:
 
     # ---- bookkeeping ------------------------------------------------------------------------
     def _save_state(self) -> None:
-        from .trainer import atomic_write_text
+        from ..common.files import atomic_write_text
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(yaml.safe_dump(self.state, sort_keys=False), self.state_path)
+        atomic_write_text(self.state_path, yaml.safe_dump(self.state, sort_keys=False))
 
     def done(self, stage: str) -> bool:
         return self.state.get(stage, {}).get("status") == "done"
@@ -256,9 +256,9 @@ class Campaign:
 
     def stage_card(self) -> dict:
         path = self.dir / "WEIGHTS_CARD.md"
-        from .trainer import atomic_write_text
+        from ..common.files import atomic_write_text
 
-        atomic_write_text(weights_card(self.config, self.state, self.precision, self.command), path)
+        atomic_write_text(path, weights_card(self.config, self.state, self.precision, self.command))
         return {"card": str(path), "summary": f"card in {path}"}
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import yaml
 
+from ..common.files import atomic_path, atomic_write_text
 from ..config import ConfigError, load_config
 from ..data.image_folder import IMAGE_EXTENSIONS, data_path, label_file, list_images
 from ..data.images import read_gray, resize_crop
@@ -101,19 +102,17 @@ def resolve_weights(experiment: str, weights: str | None) -> str:
 
 
 def write_label(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez_compressed to a temporary name in the same folder, then rename (atomic)."""
+    """np.savez_compressed under a temporary name in the same folder, then renamed (atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, **arrays)
-    os.replace(tmp, path)
 
 
 def remove_stale_temporaries(output: Path, targets: list[Path]) -> None:
     """Delete temporary files that an interrupted run left for the labels still to be written."""
     wanted = {(t.parent, t.name) for t in targets}
     for tmp in output.rglob(".*.tmp"):
-        name = tmp.name[1:].rsplit(".", 2)[0]  # ".<label>.npz.<pid>.tmp" -> "<label>.npz"
+        name = tmp.name[1:].rsplit(".", 2)[0]  # common.files.temporary_name: ".<label>.npz.<pid>.tmp" -> "<label>.npz"
         if (tmp.parent, name) in wanted:
             tmp.unlink(missing_ok=True)
 
@@ -279,9 +278,7 @@ def export(
         "config": config,
         "pred_only": pred_only,
     }
-    tmp = output / f".summary{suffix}.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(summary, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, output / f"summary{suffix}.yaml")
+    atomic_write_text(output / f"summary{suffix}.yaml", yaml.safe_dump(summary, sort_keys=False))
     message = (f"rank {rank}: " if world > 1 else "") + (
         f"wrote {written} label files to {output} ({summary['images_per_second']} images/s), "
         f"{done_before} already exported, {len(unreadable)} unreadable images skipped"

@@ -45,6 +45,7 @@ import torch.distributed as dist
 import yaml
 from torch.utils.data import Dataset
 
+from ..common.files import atomic_write_text
 from ..common.machine import machine_record
 from ..config import ConfigError, OpenMapping, attribute_error, load_config, merge_strict, read_yaml
 from ..data.image_folder import ImageFolder, label_provenance
@@ -203,12 +204,6 @@ def _validate(config: dict) -> None:
 
 def experiments_root() -> Path:
     return Path(os.environ.get("SUPERPOINT_EXPER_DIR", "experiments"))
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class _Distributed:
@@ -556,7 +551,7 @@ class Trainer:
         self.start_iteration = self._resume()
         self.saved_iteration = self.start_iteration
         if self.dist.is_main:
-            atomic_write_text(yaml.safe_dump(self.config, sort_keys=False), self.dir / "config.yaml")
+            atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
         net: torch.nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -613,7 +608,7 @@ class Trainer:
             metrics = self.task.validate(self.model, self.val_loader)
             metrics = {k: float(v) for k, v in metrics.items()}
             self.metrics_history.append({"iteration": iteration, **metrics})
-            atomic_write_text(yaml.safe_dump(self.metrics_history, sort_keys=False), self.dir / "metrics.yaml")
+            atomic_write_text(self.dir / "metrics.yaml", yaml.safe_dump(self.metrics_history, sort_keys=False))
             for key, value in metrics.items():
                 if math.isfinite(value):
                     self.writer.add_scalar(f"validation/{key}", value, iteration)
