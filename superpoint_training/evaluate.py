@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -98,7 +99,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = argv
     if args.ransac_orders < 1:
         parser.error(f"--ransac-orders must be at least 1, got {args.ransac_orders}")
     unknown = [m for m in args.methods.split(",") if m.strip() and m.strip() not in ALL_METHODS]
@@ -107,11 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
     try:
-        report = run(args)
+        result = run(
+            args.dataset, args.output, methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+            protocol=args.protocol, preset=args.preset, weights=args.weights or ["default"], cache=args.cache,
+            resize=args.resize, short_side=args.short_side, split=args.split, max_sequences=args.max_sequences,
+            device=args.device, batch_size=args.batch_size, workers=args.workers, threads=args.threads,
+            detection_threshold=args.detection_threshold, ransac_orders=args.ransac_orders,
+            recompute=args.recompute, plots=not args.no_plots, match_pictures=args.match_pictures,
+            command="python -m superpoint_training.evaluate " + " ".join(shlex.quote(a) for a in argv),
+        )  # fmt: skip
     except (HPatchesError, WeightsError) as error:
         parser.error(str(error))
     print(f"wrote {Path(args.output) / 'report.md'} in {time.perf_counter() - start:.1f} s (preset {args.preset})")
-    for protocol, per_method in report["aggregates"].items():
+    for protocol, per_method in result.aggregates.items():
         metric = "repeatability" if protocol == "detector" else "correct_e3"
         for method, values in per_method.items():
             v = values[metric]

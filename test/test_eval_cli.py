@@ -30,6 +30,12 @@ def first_run(small_set, tmp_path_factory):
     return output, argv
 
 
+def first_run_dataset(output) -> str:
+    import json
+
+    return json.loads((output / "report.json").read_text())["settings"]["dataset"]
+
+
 def test_report_files_and_tables(first_run, small_set):
     output, _ = first_run
     markdown = (output / "report.md").read_text()
@@ -79,13 +85,17 @@ def test_report_json_keeps_per_pair_figures(first_run):
 
 
 def test_second_run_reads_the_cache(first_run):
-    output, argv = first_run
+    output, _ = first_run
     # Another number of RANSAC orders changes only the metrics: the predictions come from the cache.
-    args = evaluate.build_parser().parse_args([*argv, "--no-plots", "--ransac-orders", "3"])
-    args.argv = argv
+    # (The typed entry point the command and the campaign call.)
+    from superpoint_training.evaluation.hpatches_run import run
+
     threads = torch.get_num_threads()
-    report = evaluate.run(args)
-    assert torch.get_num_threads() == threads  # --threads does not leak out of run()
+    result = run(first_run_dataset(output), output, weights=["untrained"], resize="none", device="cpu", workers=2,
+                 threads=1, plots=False, ransac_orders=3)  # fmt: skip
+    assert torch.get_num_threads() == threads  # threads does not leak out of run()
+    report = result.report
+    assert report["settings"]["protocols"]["descriptor"]["ransac_orders"] == 3
     exports = [name for name in report["timings"] if name.startswith("export")]
     assert len(exports) == 9 and all("(0 images computed)" in name for name in exports)
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import functools
 import logging
-import shlex
+import os
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -18,13 +18,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..common.machine import machine_record
 from ..data.hpatches import HPatches, HPatchesError, Pair
 from . import baselines
 from .cache import Cache
-from .methods import Method, Protocol, build_methods
+from .methods import ALL_METHODS, Method, Protocol, build_methods
 from .metrics import descriptor_metrics, repeatability
 from .plots import make_plots, pick_match_pairs
-from .presets import PRESETS
+from .presets import PRESETS, EvaluationPreset
 from .report import (
     PROTOCOL_METRICS,
     aggregate,
@@ -143,27 +144,78 @@ def pair_metrics(
     return records, pooled, matches
 
 
-def run(args: argparse.Namespace) -> dict:
-    """The whole evaluation; returns the report dict (also written to OUTPUT/report.json)."""
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        return _run(args)
-    finally:
+@dataclasses.dataclass
+class EvaluationResult:
+    """What :func:`run` measured: ``report`` is the content of OUTPUT/report.json."""
+
+    report: dict
+    output: Path
+
+    @property
+    def aggregates(self) -> dict:
+        """protocol -> method -> metric -> {illumination, viewpoint, all}."""
+        return self.report["aggregates"]
+
+
+def run(
+    dataset: str | Path,
+    output: str | Path,
+    *,
+    methods: Sequence[str] = ALL_METHODS,
+    protocol: str = "both",
+    preset: str = "project",
+    weights: Sequence[str] = ("default",),
+    cache: str | Path | None = None,
+    resize: str = "reference",
+    short_side: int | None = None,
+    split: str = "all",
+    max_sequences: int | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    detection_threshold: float | None = None,
+    ransac_orders: int = 1,
+    recompute: bool = False,
+    plots: bool = True,
+    match_pictures: int = 2,
+    command: str = "",
+) -> EvaluationResult:
+    """The whole evaluation of ``methods`` (SuperPoint once per ``weights``) on the HPatches release
+    at ``dataset`` under ``preset``'s protocol; writes OUTPUT/report.md, report.json, plots/ and
+    the prediction cache (``cache``, default OUTPUT/cache); ``workers``: threads for reading and OpenCV
+    (default: one per CPU). Bad data raises
+    :class:`~superpoint_training.data.hpatches.HPatchesError`, bad weights ``WeightsError``."""
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {','.join(ALL_METHODS)}")
+    if ransac_orders < 1:
+        raise ValueError(f"ransac_orders must be at least 1, got {ransac_orders}")
+    previous_threads = torch.get_num_threads()
+    if threads:
         torch.set_num_threads(threads)
+    try:
+        return _run(
+            Path(dataset), Path(output), list(methods), protocol, PRESETS[preset], list(weights) or ["default"],
+            Path(cache) if cache else Path(output) / "cache", resize, short_side, split, max_sequences, device,
+            batch_size, workers or os.cpu_count() or 1, detection_threshold, ransac_orders, recompute, plots,
+            match_pictures, command,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(previous_threads)
 
 
-def _run(args: argparse.Namespace) -> dict:
-    output = Path(args.output)
-    cache_root = Path(args.cache) if args.cache else output / "cache"
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
-    preset = PRESETS[getattr(args, "preset", None) or "project"]
-    chosen = ("detector", "descriptor") if args.protocol == "both" else (args.protocol,)
-    protocols = [dataclasses.replace(preset.protocols[p], short_side=args.short_side or preset.protocols[p].size[0],
-                                     ransac_orders=args.ransac_orders) for p in chosen]
-    threshold = args.detection_threshold if args.detection_threshold is not None else preset.detection_threshold
-    methods = build_methods(names, args.weights or ["default"], args.device, threshold, preset.remove_borders,
+def _run(
+    dataset_path: Path, output: Path, names: list[str], protocol_choice: str, preset: EvaluationPreset, weights: list[str],
+    cache_root: Path, resize: str, short_side: int | None, split: str, max_sequences: int | None, device: str,
+    batch_size: int | None, workers: int, detection_threshold: float | None, ransac_orders: int, recompute: bool,
+    plots: bool, match_pictures: int, command: str,
+) -> EvaluationResult:  # fmt: skip
+    chosen = ("detector", "descriptor") if protocol_choice == "both" else (protocol_choice,)
+    protocols = [dataclasses.replace(preset.protocols[p], short_side=short_side or preset.protocols[p].size[0],
+                                     ransac_orders=ransac_orders) for p in chosen]
+    threshold = detection_threshold if detection_threshold is not None else preset.detection_threshold
+    methods = build_methods(names, weights, device, threshold, preset.remove_borders,
                             preset.nms_iou if preset.box_nms else None, preset.subpixel, preset.scales)
     timings: dict[str, float] = {}
     records: list[dict] = []
@@ -174,13 +226,13 @@ def _run(args: argparse.Namespace) -> dict:
     skipped_methods: list[str] = []
     for protocol in protocols:
         dataset = HPatches(
-            args.dataset, resize=args.resize, size=protocol.size, short_side=protocol.short_side,
-            split=args.split, max_sequences=args.max_sequences,
+            dataset_path, resize=resize, size=protocol.size, short_side=protocol.short_side,
+            split=split, max_sequences=max_sequences,
         )  # fmt: skip
         datasets[protocol.name] = dataset
         if not dataset.pairs:
-            raise HPatchesError(f"{args.dataset}: no usable pairs ({len(dataset.skipped)} sequences skipped)")
-        pictured = pick_match_pairs(dataset, args.match_pictures) if protocol.name == "descriptor" else []
+            raise HPatchesError(f"{dataset_path}: no usable pairs ({len(dataset.skipped)} sequences skipped)")
+        pictured = pick_match_pairs(dataset, match_pictures) if protocol.name == "descriptor" else []
         for method in methods:
             if not method.supports(protocol):
                 reason = method.skip_reason(protocol)
@@ -190,14 +242,14 @@ def _run(args: argparse.Namespace) -> dict:
                 continue
             cache = Cache(cache_root, protocol, method, dataset)
             start = time.perf_counter()
-            batch_size = args.batch_size or (16 if method.extractor and method.extractor.device.type == "cuda" else 1)
-            computed = export(dataset, method, protocol, cache, batch_size, args.workers, args.recompute)
+            batch = batch_size or (16 if method.extractor and method.extractor.device.type == "cuda" else 1)
+            computed = export(dataset, method, protocol, cache, batch, workers, recompute)
             timings[f"export {method.label} @ {protocol.name} ({computed} images computed)"] = (
                 time.perf_counter() - start
             )
             start = time.perf_counter()
             method_records, pooled, matches = pair_metrics(
-                dataset, method, protocol, cache, args.workers, frozenset((p.sequence, p.index) for p in pictured)
+                dataset, method, protocol, cache, workers, frozenset((p.sequence, p.index) for p in pictured)
             )
             timings[f"metrics {method.label} @ {protocol.name}"] = time.perf_counter() - start
             for record in method_records:
@@ -215,23 +267,28 @@ def _run(args: argparse.Namespace) -> dict:
                 }
                 all_matches[method.label] = matches
     any_dataset = next(iter(datasets.values()))
+    resolved_device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     report = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": machine_description(args.device),
-        "command": "python -m superpoint_training.evaluate " + " ".join(shlex.quote(a) for a in args.argv),
+        "machine": machine_description(resolved_device),
+        "machine_record": machine_record(resolved_device),
+        "command": command,
         "settings": {
             "preset": preset.name,
-            "dataset": str(Path(args.dataset).resolve()),
+            "dataset": str(dataset_path.resolve()),
             "dataset_description": any_dataset.describe(),
-            "resize": args.resize,
-            "split": args.split,
+            "resize": resize,
+            "split": split,
             "device": str(next((m.extractor.device for m in methods if m.extractor), "none")),
+            # the network path each SuperPoint method ran (backend and precision as resolved)
+            "inference": {m.label: {"backend": m.extractor.backend, "precision": m.extractor.precision}
+                          for m in methods if m.extractor},
             "protocols": {p.name: asdict(p) for p in protocols},
             "methods": {m.label: m.settings for m in methods},
             "weights": {m.label: m.settings["weights"] for m in methods if m.family == "superpoint"},
             "cache": str(cache_root),
         },
-        "choices": preset.choices(describe_choices(args, protocols, args.resize), protocols, threshold),
+        "choices": preset.choices(describe_choices(protocols, resize), protocols, threshold),
         "skipped": any_dataset.skipped,
         "skipped_methods": skipped_methods,
         "aggregates": aggregates,
@@ -241,11 +298,11 @@ def _run(args: argparse.Namespace) -> dict:
         "pairs": records,
     }
     write_report(report, output)  # the numbers first: a failure in the plots cannot lose them
-    if not args.no_plots:
+    if plots:
         start = time.perf_counter()
-        plots = make_plots(report, curves, datasets, all_matches, args.match_pictures, output / "plots")
-        if plots:
-            report["plots"] = [str(p.relative_to(output)) for p in plots]
+        pictures = make_plots(report, curves, datasets, all_matches, match_pictures, output / "plots")
+        if pictures:
+            report["plots"] = [str(p.relative_to(output)) for p in pictures]
             timings["plots"] = time.perf_counter() - start
             write_report(report, output)
-    return report
+    return EvaluationResult(report, output)

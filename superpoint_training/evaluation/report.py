@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import math
@@ -182,7 +181,7 @@ def _kind_table(aggregates: dict, metric: str, digits: int) -> list[str]:
     return lines + [""]
 
 
-def describe_choices(args: argparse.Namespace, protocols: list[Protocol], dataset_resize: str) -> list[str]:
+def describe_choices(protocols: list[Protocol], dataset_resize: str) -> list[str]:
     """Every choice that shapes the numbers, written into the report."""
     choices = []
     for p in protocols:

@@ -222,20 +222,14 @@ class Campaign:
         out: dict[str, Any] = {}
         hpatches = Path(cfg["hpatches"])
         if hpatches.is_dir():
-            from ..evaluate import main as evaluate_main
+            from ..evaluation.hpatches_run import run as evaluate_hpatches
 
-            args = ["--dataset", str(hpatches), "--methods", cfg["methods"], "--weights", weights,
-                    "--output", str(self.dir / "report_hpatches"), "--no-plots"]
-            if cfg["baseline_weights"]:
-                args += ["--weights", cfg["baseline_weights"]]
-            if cfg["max_sequences"]:
-                args += ["--max-sequences", str(cfg["max_sequences"])]
-            if cfg["ransac_orders"] > 1:
-                args += ["--ransac-orders", str(cfg["ransac_orders"])]
-            if self.config["device"] != "auto":
-                args += ["--device", self.config["device"]]
-            if evaluate_main(args) != 0:
-                raise RuntimeError("the HPatches evaluation failed (see above)")
+            evaluate_hpatches(
+                hpatches, self.dir / "report_hpatches", methods=cfg["methods"].split(","),
+                weights=[weights] + ([cfg["baseline_weights"]] if cfg["baseline_weights"] else []),
+                max_sequences=cfg["max_sequences"] or None, ransac_orders=max(1, cfg["ransac_orders"]),
+                device=self.config["device"], plots=False, command=f"campaign {self.config['name']}: report",
+            )  # fmt: skip
             out["hpatches"] = str(self.dir / "report_hpatches" / "report.json")
         else:
             out["hpatches_skipped"] = f"{hpatches}: not found"
