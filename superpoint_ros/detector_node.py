@@ -49,7 +49,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from superpoint_training.cli_options import describe_path
+from superpoint_training.common.cli import describe_path
 from superpoint_training.model.extractor import BACKEND_CHOICES, PRECISIONS, Extractor, resolve_device
 from superpoint_training.model.keypoints import DESCRIPTOR_SAMPLING, SUBPIXEL, no_limit
 
@@ -64,6 +64,12 @@ from .node_common import ManagedNode, ParameterSpec, check_qos_overrides, parame
 FEATURES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
 TRANSPORTS = ("raw", "compressed", "both")
 BATCH_MODES = ("auto", "always", "never")
+TIMED_WARMUP_CALLS = 3  # timed calls per batch size when batch_cameras: auto compares them
+# batch_cameras auto batches when a frame costs less than this fraction of its time alone: a batch
+# makes every frame wait for the whole call (end to end on the 2-core CPU, 4 cameras at 30 Hz,
+# 2026-12-06: batched 4.4 frames/s, p50 1,017 ms, 1.4 GiB; one call per frame 4.3 frames/s,
+# p50 629 ms, 0.6 GiB, while the batched call measured 0.84 of the single one per frame)
+BATCH_GAIN_REQUIRED = 0.75
 CAMERA_INFO_KEPT = 30  # CameraInfo messages kept per camera for matching by stamp
 # memory model of memory_limits (measured, see there)
 DEFAULT_MEMORY_BUDGET_MB = 2048
@@ -275,20 +281,32 @@ class DetectorNode(ManagedNode):
             raise ValueError(f"warmup_size must be [height, width], got {size}")
         if min(size) == 0:
             return self.extractor.device.type == "cuda"
-        single = self._timed_warmup(size, 1)
         fits = NODE_BASE_MB + cameras * size[0] * size[1] * NETWORK_BYTES_PER_PIXEL / (1 << 20) <= budget_mb
-        if cameras == 1 or self._value("batch_cameras") == "never" or not fits:
+        compare = cameras > 1 and self._value("batch_cameras") != "never" and fits
+        single = self._timed_warmup(size, 1, TIMED_WARMUP_CALLS if compare else 0)
+        if not compare:
             return False
-        batched = self._timed_warmup(size, cameras) / cameras
-        faster = batched < 0.9 * single
+        batched = self._timed_warmup(size, cameras, TIMED_WARMUP_CALLS) / cameras
+        faster = batched < BATCH_GAIN_REQUIRED * single
+        if not faster:
+            self._forget_batch_shapes(cameras)
         self.batch_timing = {"ms_per_frame_alone": round(single * 1e3, 1),
                              f"ms_per_frame_batch_of_{cameras}": round(batched * 1e3, 1)}
         self.get_logger().info(f"{cameras} cameras in one call: {batched * 1e3:.0f} ms per frame against "
                                f"{single * 1e3:.0f} ms alone: batch_cameras auto {'batches' if faster else 'does not batch'}")
         return faster
 
-    def _timed_warmup(self, size: list[int], batch_size: int) -> float:
-        """Seconds of one warmed-up call (the first call of a size compiles and is not timed).
+    def _forget_batch_shapes(self, batch_size: int) -> None:
+        """Drop what a compiled backend keeps for batches of ``batch_size`` (OpenVINO: one compiled
+        model per input shape, about 0.7 GiB for 4 x 640x480) once batching is ruled out."""
+        compiled = getattr(self.extractor.pipeline.network, "compiled", None)
+        if isinstance(compiled, dict):
+            for shape in [shape for shape in compiled if shape and shape[0] == batch_size]:
+                del compiled[shape]
+            release_memory()
+
+    def _timed_warmup(self, size: list[int], batch_size: int, calls: int) -> float:
+        """Seconds of a warmed-up call, the fastest of a few (the first call of a size compiles, untimed).
 
         On a textured image, not a blank one: with max_keypoints found the post-processing costs
         what it costs on camera frames (measured 2026-12-06, 2-core CPU, OpenVINO bf16, 640x480:
@@ -296,11 +314,15 @@ class DetectorNode(ManagedNode):
         """
         texture = _warmup_texture(size[0], size[1])
         start = time.perf_counter()
+        times = []
         with self.pipeline.lock:
             self.extractor.extract([texture] * batch_size)
             compiled = time.perf_counter()
-            self.extractor.extract([texture] * batch_size)
-        elapsed = time.perf_counter() - compiled
+            for _ in range(calls):  # the fastest: other processes' load only adds
+                begin = time.perf_counter()
+                self.extractor.extract([texture] * batch_size)
+                times.append(time.perf_counter() - begin)
+        elapsed = min(times, default=math.nan)
         self.get_logger().info(f"warmed up for {size[0]}x{size[1]} (batch {batch_size}) in {compiled - start:.2f} s")
         return elapsed
 

@@ -183,6 +183,7 @@ def test_exact_sync_over_rclpy(tmp_path, photo_rgb, photo_gray):
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
+    from superpoint_ros.detector_node import BATCH_GAIN_REQUIRED
     from superpoint_ros.msg import Features
 
     params = write_params(tmp_path / "detector.yaml", {
@@ -219,8 +220,8 @@ def test_exact_sync_over_rclpy(tmp_path, photo_rgb, photo_gray):
         node = {v.key: v.value for v in diagnostics[-1].status[-1].values}
         batched, alone = float(node["ms_per_frame_batch_of_2"]), float(node["ms_per_frame_alone"])
         assert node["batch_cameras"] == str(decision.group(3) == "batches"), node
-        if abs(batched - 0.9 * alone) > 1.0:  # away from the threshold, where rounding cannot flip it
-            assert node["batch_cameras"] == str(batched < 0.9 * alone), node
+        if abs(batched - BATCH_GAIN_REQUIRED * alone) > 1.0:  # away from the threshold: rounding cannot flip it
+            assert node["batch_cameras"] == str(batched < BATCH_GAIN_REQUIRED * alone), node
     finally:
         ros.close()
         process.stop()
