@@ -48,7 +48,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from superpoint_training import Extractor, load_superpoint  # noqa: E402
-from superpoint_training.cli_options import add_scales_argument  # noqa: E402
+from superpoint_training.common.cli import add_scales_argument  # noqa: E402
 from superpoint_training.common.machine import describe_machine, machine_record  # noqa: E402
 from superpoint_training.model.backends import (  # noqa: E402
     BACKEND_PRECISIONS,

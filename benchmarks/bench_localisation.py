@@ -53,7 +53,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from superpoint_training import match_features_demo as demo  # noqa: E402
-from superpoint_training.cli_options import (  # noqa: E402
+from superpoint_training.common.cli import (  # noqa: E402
     add_extractor_arguments,
     describe_path,
     extractor_from_args,

@@ -219,7 +219,7 @@ def extract_bag(
     if h5 is not None:
         h5 = Path(h5)
         prepare_output(h5, force, inputs)
-        from superpoint_training.feature_io import file_kind
+        from superpoint_training.common.feature_io import file_kind
 
         file_kind(h5)
 
@@ -297,7 +297,7 @@ class _Extraction:
     def __init__(self, bag: BagOutput, store: Any, extractor: Any, options: _Options, summary: Summary, bar: Any):
         self.bag, self.store, self.extractor, self.options = bag, store, extractor, options
         self.summary, self.bar = summary, bar
-        from superpoint_training.cli_options import SizeBatcher
+        from superpoint_training.model.batching import SizeBatcher
 
         self.pending: deque[_Slot] = deque()
         self.batches = SizeBatcher(options.batch_size)  # decoded frames not yet extracted
@@ -374,8 +374,8 @@ def _run(reader: Any, output: Path, storage: str, h5: Path | None, extractor: An
     bag = BagOutput(output, storage, reader)
     store = None
     if h5 is not None:
-        from superpoint_training.cli_options import extractor_settings
-        from superpoint_training.feature_io import FeatureStore
+        from superpoint_training.common.cli import extractor_settings
+        from superpoint_training.common.feature_io import FeatureStore
 
         store = FeatureStore.open(h5, "w", weights=extractor.weights_description, config=extractor_settings(extractor))
     bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True, smoothing=0.1)
@@ -408,7 +408,7 @@ def _run(reader: Any, output: Path, storage: str, h5: Path | None, extractor: An
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from superpoint_training.cli_options import add_extractor_arguments
+    from superpoint_training.common.cli import add_extractor_arguments
 
     parser = argparse.ArgumentParser(
         prog="python -m superpoint_ros.extract_bag",
@@ -449,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from superpoint_training.cli_options import describe_path, extractor_from_args
+    from superpoint_training.common.cli import describe_path, extractor_from_args
     from superpoint_training.model.loading import WeightsError
 
     try:

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> VOResult:
         frame_gap_periods=None,
     )
 
-    from superpoint_training.cli_options import extractor_from_args, extractor_settings
+    from superpoint_training.common.cli import extractor_from_args, extractor_settings
     from superpoint_training.model.loading import WeightsError
 
     try:
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> VOResult:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from superpoint_training.cli_options import add_extractor_arguments
+    from superpoint_training.common.cli import add_extractor_arguments
 
     parser = argparse.ArgumentParser(
         prog="python -m superpoint_ros.vo",

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from .config import ConfigError, read_yaml
+from .common.config import ConfigError, read_yaml
 from .data.shapes import PRIMITIVES
 from .data.shapes_dataset import (
     SPLITS,

@@ -33,7 +33,7 @@ import logging
 import shlex
 import sys
 
-from .config import ConfigError
+from .common.config import ConfigError
 from .training.campaign import STAGES, Campaign, load_campaign_config
 
 

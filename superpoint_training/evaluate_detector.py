@@ -17,7 +17,7 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .config import ConfigError
+from .common.config import ConfigError
 from .evaluation.presets import PRESETS, REFERENCE_DETECTOR_BOX, BoxNMSDetectorMetrics, evaluate_detector_with
 from .model.extractor import resolve_device
 from .model.loading import WeightsError, load_superpoint

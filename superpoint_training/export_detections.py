@@ -26,7 +26,7 @@ import json
 import logging
 import sys
 
-from .config import ConfigError
+from .common.config import ConfigError
 from .data.image_folder import LABEL_FORMAT, DataError
 from .model.loading import WeightsError
 from .training.pseudo_labels import build_config, export

@@ -1,7 +1,7 @@
 """Extract SuperPoint features from images or folders into the project's HDF5 layout or npz.
 
 Keys are paths relative to the folder given (or the file name for an image given directly); the
-layout is documented in :mod:`superpoint_training.feature_io`. Images of equal size share one
+layout is documented in :mod:`superpoint_training.common.feature_io`. Images of equal size share one
 batch; unreadable files are skipped, counted and listed at the end.
 
 Examples::
@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .cli_options import SizeBatcher, add_extractor_arguments, describe_path, extractor_from_args, extractor_settings
+from .common.cli import add_extractor_arguments, describe_path, extractor_from_args, extractor_settings
+from .common.feature_io import DESCRIPTOR_DTYPES, FeatureFileError, FeatureStore, file_kind
 from .common.files import atomic_path
 from .data.images import IMAGE_SUFFIXES, find_images, prefetch_images
-from .feature_io import DESCRIPTOR_DTYPES, FeatureFileError, FeatureStore, file_kind
+from .model.batching import SizeBatcher
 from .model.loading import WeightsError
 
 

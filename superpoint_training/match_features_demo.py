@@ -20,13 +20,13 @@ import cv2
 import numpy as np
 import torch
 
-from .cli_options import add_backend_arguments, add_scales_argument
+from .common.cli import add_backend_arguments, add_scales_argument
 from .common.geometry_guard import find_homography
+from .common.viz import draw_matches, save_rgb, stack_rows
 from .data.geometry import corner_error, random_homography, warp_image
 from .model.extractor import Extractor
 from .model.loading import WeightsError
 from .model.matching import match_descriptors
-from .viz import draw_matches, save_rgb, stack_rows
 
 RANSAC_THRESHOLD = 3.0
 

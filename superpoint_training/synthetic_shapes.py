@@ -13,7 +13,7 @@ import time
 
 import cv2
 
-from .config import ConfigError, read_yaml
+from .common.config import ConfigError, read_yaml
 from .data.shapes import PRIMITIVES
 from .data.shapes_dataset import contact_sheet, sample_images
 

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from .config import ConfigError
+from .common.config import ConfigError
 from .data.image_folder import DataError
 from .model.loading import WeightsError
 

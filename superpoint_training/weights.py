@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import ConfigError, deep_update, parse_override
+from .common.config import ConfigError, deep_update, parse_override
 from .model.loading import (
     NAMED_WEIGHTS,
     STORED_DETECTION_OPTIONS,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from superpoint_training.config import ConfigError
+from superpoint_training.common.config import ConfigError
 from superpoint_training.data import homographies as hg
 from superpoint_training.data.geometry import warp_image, warp_points
 from superpoint_training.data.homographies import (

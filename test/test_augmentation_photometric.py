@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from superpoint_training.config import ConfigError
+from superpoint_training.common.config import ConfigError
 from superpoint_training.data import augmentation as aug
 from superpoint_training.data.augmentation import OPERATIONS, PhotometricAugmentation, photometric_config
 

@@ -191,7 +191,7 @@ def test_damaged_mcap_chunk_costs_only_its_messages(tmp_path, photo_rgb):
 
 # -- missing inputs --------------------------------------------------------------------------------
 def test_missing_folder_or_file_is_no_such_bag_before_the_model_loads(tmp_path, monkeypatch, capsys):
-    import superpoint_training.cli_options as cli_options
+    import superpoint_training.common.cli as cli_options
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the inputs were checked")

@@ -179,7 +179,7 @@ def test_copy_other_topics(storage, tmp_path, extractor, images, reference):
 
 
 def test_h5_output_and_int8(tmp_path, extractor, images):
-    from superpoint_training.feature_io import FeatureStore
+    from superpoint_training.common.feature_io import FeatureStore
 
     path = bag_path(tmp_path, "mcap")
     write_image_bag(path, "mcap", images[:4])

@@ -37,7 +37,7 @@ def test_stored_config_is_unchanged_at_the_default_and_checked():
 
 
 def test_reference_configs_use_tf_momentum_and_the_others_keep_pytorch():
-    from superpoint_training.config import ConfigError
+    from superpoint_training.common.config import ConfigError
     from superpoint_training.training.trainer import build_config
 
     for name in ("magic-point_shapes.yaml", "magic-point_coco_train.yaml", "superpoint_coco.yaml"):

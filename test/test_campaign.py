@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from superpoint_training.campaign import main
-from superpoint_training.config import ConfigError
+from superpoint_training.common.config import ConfigError
 from superpoint_training.data.photo_crops import photo_group, split_photos, write_photo_crops
 from superpoint_training.training.campaign import STAGES, Campaign, load_campaign_config
 

@@ -8,9 +8,9 @@ import torch
 from helpers import assert_same_features, random_state_dict
 
 from superpoint_training import Extractor
+from superpoint_training.common.feature_io import FeatureStore
 from superpoint_training.data.images import find_images
 from superpoint_training.extract import main
-from superpoint_training.feature_io import FeatureStore
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from superpoint_training import Features
-from superpoint_training.feature_io import FORMAT_NAME, FeatureFileError, FeatureStore
+from superpoint_training.common.feature_io import FORMAT_NAME, FeatureFileError, FeatureStore
 
 
 def _features(n: int, dim: int = 8, seed: int = 0, valid: np.ndarray | None = None) -> Features:

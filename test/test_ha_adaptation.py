@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from superpoint_training.config import ConfigError
+from superpoint_training.common.config import ConfigError
 from superpoint_training.model.extractor import Extractor
 from superpoint_training.model.network import ModelConfig, SuperPoint
 from superpoint_training.training.homographic_adaptation import (

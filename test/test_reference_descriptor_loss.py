@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from superpoint_training.config import ConfigError
+from superpoint_training.common.config import ConfigError
 from superpoint_training.training.losses import descriptor_loss
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from superpoint_training import build_synthetic_shapes
-from superpoint_training.config import ConfigError
+from superpoint_training.common.config import ConfigError
 from superpoint_training.data import shapes_dataset as ds
 from superpoint_training.data.shapes_dataset import SyntheticShapes, generate_image, generate_synthetic_shapes
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from superpoint_training.config import ConfigError
+from superpoint_training.common.config import ConfigError
 from superpoint_training.data.geometry import warp_points
 from superpoint_training.data.pairs import WARPED_PAIR, WarpedPairs
 from superpoint_training.data.validation_patches import generate_patches, load_patches

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from superpoint_training.config import ConfigError, Maybe, OpenMapping, load_config, merge_strict, parse_override
+from superpoint_training.common.config import ConfigError, Maybe, OpenMapping, load_config, merge_strict, parse_override
 from superpoint_training.training.trainer import DEFAULTS, build_config
 
 DEFAULTS_SMALL = {"train": {"learning_rate": 1e-3, "batch_size": 64, "amp": False, "name": "x"}, "free": OpenMapping()}

@@ -22,8 +22,8 @@ import torch
 
 from superpoint_training import evaluate, extract, match_features_demo, synthetic_hpatches
 from superpoint_training import weights as weights_command
+from superpoint_training.common.viz import GREEN, RED, draw_matches
 from superpoint_training.data.hpatches import build
-from superpoint_training.viz import GREEN, RED, draw_matches
 
 TEST_DIR = Path(__file__).resolve().parent
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from superpoint_training.config import merge_strict
+from superpoint_training.common.config import merge_strict
 
 
 class Rectangles(Dataset):

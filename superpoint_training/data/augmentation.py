@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError, merge_strict
+from ..common.config import ConfigError, merge_strict
 
 OPERATIONS: tuple[str, ...] = (
     "additive_gaussian_noise",

@@ -29,7 +29,7 @@ import cv2
 import torch
 import torch.nn.functional as F
 
-from ..config import merge_strict
+from ..common.config import merge_strict
 from .geometry import warp_points
 
 # The reference function's defaults.

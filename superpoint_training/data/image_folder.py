@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..config import ConfigError, merge_strict
+from ..common.config import ConfigError, merge_strict
 from .augmentation import DEFAULT_CONFIG as PHOTOMETRIC_DEFAULTS
 from .augmentation import PRESETS as PHOTOMETRIC_PRESETS
 from .augmentation import PhotometricAugmentation, merge_photometric_config

@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..common.config import ConfigError, merge_strict
 from ..common.files import atomic_write_bytes
-from ..config import ConfigError, merge_strict
 from .augmentation import PRESETS as PHOTOMETRIC_PRESETS
 from .augmentation import PhotometricAugmentation, merge_photometric_config, parse_primitives
 from .homographies import SHAPES_HOMOGRAPHIC, HomographicAugmentation

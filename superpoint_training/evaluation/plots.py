@@ -13,7 +13,7 @@ from .report import KIND_COLUMNS, METRIC_TITLES, PROTOCOL_METRICS, format_value
 
 def plot_bars(report: dict, folder: Path) -> list[Path]:
     """One grouped bar chart per metric: methods on the x axis, illumination / viewpoint / all bars."""
-    from ..viz import import_pyplot
+    from ..common.viz import import_pyplot
 
     plt = import_pyplot()
     paths = []
@@ -51,7 +51,7 @@ def plot_precision_recall(curves: dict, folder: Path) -> Path | None:
     """Precision-recall of the pooled nearest-neighbour matches, one panel per kind."""
     if not curves:
         return None
-    from ..viz import import_pyplot
+    from ..common.viz import import_pyplot
 
     plt = import_pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), dpi=110, sharey=True)
@@ -79,7 +79,7 @@ def plot_matches(dataset: HPatches, pairs: list[Pair], matches: dict, folder: Pa
     """For each chosen pair, one picture with a row per method: green correct, red wrong matches."""
     import cv2
 
-    from ..viz import draw_matches
+    from ..common.viz import draw_matches
 
     paths = []
     for pair in pairs:
@@ -119,7 +119,7 @@ def make_plots(report: dict, curves: dict, datasets: dict, all_matches: dict, ma
                folder: Path) -> list[Path]:
     """The bar charts and precision-recall curves (matplotlib) and the match pictures (OpenCV).
     Without matplotlib the charts are skipped with one line; the match pictures are still drawn."""
-    from ..viz import import_pyplot
+    from ..common.viz import import_pyplot
 
     folder.mkdir(parents=True, exist_ok=True)
     plots = []

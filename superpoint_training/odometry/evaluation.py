@@ -301,7 +301,7 @@ def chain_trajectory(
 
 def plot(output: Path, trajectories: dict[str, np.ndarray], rows: list[dict], gaps: list[int], title: str) -> Path | None:
     """trajectory.png; None (after one line saying so) when matplotlib is not installed."""
-    from superpoint_training.viz import import_pyplot
+    from superpoint_training.common.viz import import_pyplot
 
     plt = import_pyplot("trajectory.png")
     if plt is None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..config import load_config, read_yaml
+from ..common.config import load_config, read_yaml
 
 log = logging.getLogger(__name__)
 

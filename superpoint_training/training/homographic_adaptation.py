@@ -34,7 +34,7 @@ import cv2
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError, merge_strict
+from ..common.config import ConfigError, merge_strict
 from ..data.homographies import SAMPLER_DEFAULTS, sample_homography
 from ..model.keypoints import nms, remove_border_scores, top_k_keypoints
 

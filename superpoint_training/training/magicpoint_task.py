@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config import ConfigError
+from ..common.config import ConfigError
 from ..model.keypoints import logits_to_scores
 from ..model.network import ModelConfig
 from .detector_metrics import evaluate_detector

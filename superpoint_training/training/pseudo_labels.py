@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import yaml
 
+from ..common.config import ConfigError, load_config
 from ..common.files import atomic_path, atomic_write_text
-from ..config import ConfigError, load_config
 from ..data.image_folder import IMAGE_EXTENSIONS, data_path, label_file, list_images
 from ..data.images import read_gray, resize_crop
 from ..model.loading import WeightsError

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import ConfigError
+from ..common.config import ConfigError
 from ..model.inference import SuperPointPipeline
 from ..model.keypoints import DetectionConfig, logits_to_scores
 from ..model.network import ModelConfig

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
+from ..common.config import ConfigError
 from ..model.network import STRIDE, ModelConfig
 
 

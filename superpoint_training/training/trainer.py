@@ -45,9 +45,9 @@ import torch.distributed as dist
 import yaml
 from torch.utils.data import Dataset
 
+from ..common.config import ConfigError, OpenMapping, attribute_error, load_config, merge_strict, read_yaml
 from ..common.files import atomic_write_text
 from ..common.machine import machine_record
-from ..config import ConfigError, OpenMapping, attribute_error, load_config, merge_strict, read_yaml
 from ..data.image_folder import ImageFolder, label_provenance
 from ..data.shapes_dataset import SyntheticShapes
 from ..model.extractor import resolve_device

@@ -7,7 +7,7 @@ import sys
 import cv2
 import numpy as np
 
-from .data.images import to_rgb
+from ..data.images import to_rgb
 
 GREEN = (40, 200, 40)
 RED = (230, 40, 40)

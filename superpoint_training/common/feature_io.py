@@ -47,8 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from .common.files import atomic_path
-from .model.extractor import Features
+from ..model.extractor import Features
+from .files import atomic_path
 
 FORMAT_NAME = "superpoint_ros-features"
 FORMAT_VERSION = 1
