@@ -177,7 +177,8 @@ def test_every_transition_from_a_lifecycle_client(node, photo_rgb):
 def test_exact_sync_over_rclpy(tmp_path, photo_rgb, photo_gray):
     """Two cameras with sync: exact: a pair with equal stamps comes out (same stamp on both), a frame
     whose partner never comes is dropped and counted as unmatched on /diagnostics. batch_cameras auto
-    decides from the timed warm-up and says so."""
+    decides from the timed warm-up and says so; a CPU fallback is WARN; a camera whose every frame is
+    refused is ERROR, naming the encoding."""
     require_built_package()
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import qos_profile_sensor_data
@@ -187,7 +188,7 @@ def test_exact_sync_over_rclpy(tmp_path, photo_rgb, photo_gray):
     from superpoint_ros.msg import Features
 
     params = write_params(tmp_path / "detector.yaml", {
-        "weights": str(write_random_weights(tmp_path / "random_v6.pth")), "device": "cpu",
+        "weights": str(write_random_weights(tmp_path / "random_v6.pth")), "device": "auto",
         "cameras": ["left", "right"], "sync": "exact", "frame_queue": 10, "warmup_size": [120, 160],
         "max_keypoints": 50, "diagnostics_period": 0.5,
     })
@@ -222,6 +223,18 @@ def test_exact_sync_over_rclpy(tmp_path, photo_rgb, photo_gray):
         assert node["batch_cameras"] == str(decision.group(3) == "batches"), node
         if abs(batched - BATCH_GAIN_REQUIRED * alone) > 1.0:  # away from the threshold: rounding cannot flip it
             assert node["batch_cameras"] == str(batched < BATCH_GAIN_REQUIRED * alone), node
+        # device auto without a GPU: the node says it fell back to the CPU
+        import torch
+
+        fell_back = not torch.cuda.is_available()
+        assert node["cpu_fallback"] == str(fell_back) and (diagnostics[-1].status[-1].level == bytes([1])) == fell_back
+        # a camera that sends only an encoding the node refuses: ERROR (images in, no features out), named
+        for sec in range(20, 20 + 35):
+            for publisher in publishers:
+                publisher.publish(image_message(photo_gray, "mono8", sec, overrides={"encoding": "yuv420p"}))
+            time.sleep(0.2)
+        left = [s for s in diagnostics[-1].status if s.name.endswith("/left/image")][0]
+        assert left.level == bytes([2]) and "no features leave" in left.message and "yuv420p" in left.message, left
     finally:
         ros.close()
         process.stop()
