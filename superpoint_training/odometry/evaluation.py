@@ -434,13 +434,7 @@ def evaluate_odometry(
     if min(gaps) < 1:
         raise VOInputError(f"gaps must be positive, got {gaps}")
     config = config or TrackerConfig(max_frame_gap=None, frame_gap_periods=None)
-    gt_poses: list[np.ndarray | None] = [None] * len(frames)
-    if groundtruth:
-        gt_stamps, gt_all = load_tum_trajectory(groundtruth)
-        index = associate([f.stamp for f in frames], gt_stamps, max_time_difference)
-        gt_poses = [None if k is None else gt_all[k] for k in index]
-        if all(p is None for p in gt_poses):
-            raise VOInputError(f"{groundtruth}: no ground-truth stamp within {max_time_difference} s of any frame stamp")
+    gt_poses = groundtruth_poses(frames, groundtruth, max_time_difference)
     if extractor.descriptor_dim == 0:
         raise VOInputError(f"{extractor.weights_description} have no descriptor head (MagicPoint): nothing to match")
     output = Path(output)
@@ -485,6 +479,27 @@ def evaluate_odometry(
         "methods": summary_methods,
         "tracker": tracker_summary,
     }
+    return VOResult(summary, output, write_outputs(output, rows, summary, trajectories, gaps))
+
+
+def groundtruth_poses(
+    frames: list[Frame], groundtruth: str | Path | None, max_time_difference: float
+) -> list[np.ndarray | None]:
+    """Each frame's true pose (4x4 T_world_cam) from a TUM trajectory, None where no stamp is close
+    enough (all None without ``groundtruth``)."""
+    if not groundtruth:
+        return [None] * len(frames)
+    gt_stamps, gt_all = load_tum_trajectory(groundtruth)
+    index = associate([f.stamp for f in frames], gt_stamps, max_time_difference)
+    poses = [None if k is None else gt_all[k] for k in index]
+    if all(p is None for p in poses):
+        raise VOInputError(f"{groundtruth}: no ground-truth stamp within {max_time_difference} s of any frame stamp")
+    return poses
+
+
+def write_outputs(output: Path, rows: list[dict], summary: dict, trajectories: dict[str, np.ndarray],
+                  gaps: list[int]) -> list[str]:
+    """pairs.csv, summary.json, summary.md and the trajectory plot (when matplotlib is installed)."""
     with open(output / "pairs.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -492,8 +507,7 @@ def evaluate_odometry(
     (output / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     (output / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
     picture = plot(output, trajectories, rows, gaps, f"{summary['source']} - {summary['weights']} - {summary['date']}")
-    written = ["summary.md", "summary.json", "pairs.csv"] + ([picture.name] if picture else [])
-    return VOResult(summary, output, written)
+    return ["summary.md", "summary.json", "pairs.csv"] + ([picture.name] if picture else [])
 
 
 def run(

@@ -204,13 +204,57 @@ def estimate_relative_pose(
 ) -> RelativePose:
     """Relative pose from matched pixel points (K, 2) of two frames (essential matrix + RANSAC + cheirality).
 
-    ``camera1`` defaults to ``camera`` (one moving camera).
+    ``camera1`` defaults to ``camera`` (one moving camera). Degenerate input (NaN points, one point,
+    one line, a pure rotation) gives a failure status with its reason, never an exception: OpenCV 5
+    raises ``cv2.error`` on some sets where 4.x returned no solution.
     """
     points0 = np.asarray(points0, np.float64).reshape(-1, 2)
     points1 = np.asarray(points1, np.float64).reshape(-1, 2)
     count = points0.shape[0]
+    prepared = _normalised_matches(points0, points1, camera, camera1 or camera, config)
+    if isinstance(prepared, RelativePose):
+        return prepared
+    rows, normalised0, normalised1, focal = prepared
+    parallax = float(np.median(np.linalg.norm(normalised1 - normalised0, axis=1))) * focal
+    inliers = np.zeros(count, bool)
+    if parallax < config.min_parallax_px:
+        inliers[rows] = True
+        return RelativePose(
+            Status.LOW_PARALLAX,
+            f"median displacement {parallax:.2f} px < min_parallax_px {config.min_parallax_px:g}: camera taken as still",
+            R=np.eye(3), t=np.zeros(3), inliers=inliers, num_matches=count, parallax_px=parallax,
+        )  # fmt: skip
+    R, t, used, problem = _essential_pose(normalised0, normalised1, focal, config)
+    if problem:
+        return RelativePose(Status.POSE_FAILED, problem, inliers=inliers, num_matches=count, parallax_px=parallax)
+    inliers[rows] = used
+    if inliers.sum() < config.min_inliers:
+        return RelativePose(
+            Status.TOO_FEW_INLIERS, f"{int(inliers.sum())} inliers of {count} matches < min_inliers {config.min_inliers}",
+            inliers=inliers, num_matches=count, parallax_px=parallax,
+        )  # fmt: skip
+    # A pure rotation fits every essential matrix [t]x R, so the direction of t is then noise (OpenCV
+    # 4.x returns one, 5.1 raises): what the best rotation alone leaves of the inliers' displacement
+    # measures the translation.
+    translation_parallax = _rotation_residual(normalised0[used], normalised1[used]) * focal
+    if translation_parallax < config.min_parallax_px:
+        return RelativePose(
+            Status.POSE_FAILED,
+            f"the rotation alone explains the matches (median displacement {translation_parallax:.2f} px after "
+            f"undoing it < min_parallax_px {config.min_parallax_px:g}): translation not observable",
+            inliers=np.zeros(count, bool), num_matches=count, parallax_px=parallax,
+        )  # fmt: skip
+    return RelativePose(Status.OK, "", R, t / max(np.linalg.norm(t), 1e-12), inliers, count, parallax)
+
+
+def _normalised_matches(
+    points0: np.ndarray, points1: np.ndarray, camera: CameraModel | None, camera1: CameraModel | None,
+    config: TrackerConfig,
+) -> RelativePose | tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The usable rows of the matches, their normalised coordinates in both cameras and the mean focal
+    length; or the failure (no intrinsics, too few finite matches, degenerate points, undistortion)."""
+    count = points0.shape[0]
     none = np.zeros(count, bool)
-    camera1 = camera1 or camera
     for cam in (camera, camera1):
         problem = "no camera intrinsics" if cam is None else cam.problem()
         if problem:
@@ -219,8 +263,6 @@ def estimate_relative_pose(
         return RelativePose(
             Status.TOO_FEW_MATCHES, f"{count} matches < min_matches {config.min_matches}", inliers=none, num_matches=count
         )
-    # degenerate input (NaN points, one point, one line, a pure rotation) fails with a reason, never
-    # raises: OpenCV 5 raises cv2.error on some sets where 4.x returned no solution
     rows, problem = usable_points(points0, points1, 5)
     if len(rows) < config.min_matches:
         return RelativePose(
@@ -236,33 +278,21 @@ def estimate_relative_pose(
     if problem0 or problem1 or not (np.isfinite(normalised0).all() and np.isfinite(normalised1).all()):
         problem = problem0 or problem1 or "undistortion gave NaN or infinite coordinates"
         return RelativePose(Status.POSE_FAILED, problem, inliers=none, num_matches=count)
-    focal = 0.5 * (camera.focal + camera1.focal)
-    parallax = float(np.median(np.linalg.norm(normalised1 - normalised0, axis=1))) * focal
-    if parallax < config.min_parallax_px:
-        still = none.copy()
-        still[rows] = True
-        return RelativePose(
-            Status.LOW_PARALLAX,
-            f"median displacement {parallax:.2f} px < min_parallax_px {config.min_parallax_px:g}: camera taken as still",
-            R=np.eye(3),
-            t=np.zeros(3),
-            inliers=still,
-            num_matches=count,
-            parallax_px=parallax,
-        )
+    return rows, normalised0, normalised1, 0.5 * (camera.focal + camera1.focal)
+
+
+def _essential_pose(
+    normalised0: np.ndarray, normalised1: np.ndarray, focal: float, config: TrackerConfig
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, str]:
+    """(R, t (3,), inlier mask over the rows, "") from RANSAC on the essential matrix and the cheirality
+    check, or (None, None, None, reason)."""
     found, problem = call_opencv(
-        cv2.findEssentialMat,
-        normalised0,
-        normalised1,
-        np.eye(3),
-        method=cv2.RANSAC,
-        prob=config.ransac_confidence,
+        cv2.findEssentialMat, normalised0, normalised1, np.eye(3), method=cv2.RANSAC, prob=config.ransac_confidence,
         threshold=config.ransac_threshold_px / focal,
-    )
+    )  # fmt: skip
     E, mask = found if found is not None else (None, None)
     if E is None or E.shape[0] < 3 or mask is None or not np.isfinite(E).all():
-        problem = problem or "no essential matrix found"
-        return RelativePose(Status.POSE_FAILED, problem, inliers=none, num_matches=count, parallax_px=parallax)
+        return None, None, None, problem or "no essential matrix found"
     # Several solutions may be stacked (3k x 3): the first is RANSAC's best. The cheirality check's
     # distance bound is in baselines; OpenCV's default (50) drops every point of a short-baseline pair
     # (2 cm between video frames, scene 1.5 m away), so points only need to lie in front of both cameras.
@@ -270,35 +300,9 @@ def estimate_relative_pose(
         cv2.recoverPose, E[:3], normalised0, normalised1, np.eye(3), distanceThresh=CHEIRALITY_DISTANCE, mask=mask.copy()
     )
     if found is None or not (np.isfinite(found[1]).all() and np.isfinite(found[2]).all()):
-        problem = problem or "recoverPose gave a non-finite pose"
-        return RelativePose(Status.POSE_FAILED, problem, inliers=none, num_matches=count, parallax_px=parallax)
+        return None, None, None, problem or "recoverPose gave a non-finite pose"
     _, R, t, mask, _ = found
-    inliers = none.copy()
-    inliers[rows] = mask.reshape(-1) > 0
-    if inliers.sum() < config.min_inliers:
-        return RelativePose(
-            Status.TOO_FEW_INLIERS,
-            f"{int(inliers.sum())} inliers of {count} matches < min_inliers {config.min_inliers}",
-            inliers=inliers,
-            num_matches=count,
-            parallax_px=parallax,
-        )
-    # A pure rotation fits every essential matrix [t]x R, so the direction of t is then noise (OpenCV
-    # 4.x returns one, 5.1 raises): what the best rotation alone leaves of the inliers' displacement
-    # measures the translation.
-    used = mask.reshape(-1) > 0
-    translation_parallax = _rotation_residual(normalised0[used], normalised1[used]) * focal
-    if translation_parallax < config.min_parallax_px:
-        return RelativePose(
-            Status.POSE_FAILED,
-            f"the rotation alone explains the matches (median displacement {translation_parallax:.2f} px after "
-            f"undoing it < min_parallax_px {config.min_parallax_px:g}): translation not observable",
-            inliers=none,
-            num_matches=count,
-            parallax_px=parallax,
-        )
-    t = t.reshape(3)
-    return RelativePose(Status.OK, "", R, t / max(np.linalg.norm(t), 1e-12), inliers, count, parallax)
+    return R, t.reshape(3), mask.reshape(-1) > 0, ""
 
 
 def _rotation_residual(normalised0: np.ndarray, normalised1: np.ndarray) -> float:
@@ -452,48 +456,14 @@ class FrameTracker:
         ``stamp`` in seconds enables the gap check; ``scores`` and ``image_size`` (H, W) are needed
         for bucketing (the image size defaults to the keypoints' extent).
         """
-        config = self.config
-        descriptors_t = _as_tensor(descriptors, self.device)
-        keypoints_t = _as_tensor(keypoints, self.device).reshape(-1, 2)
-        if descriptors_t.ndim != 2 or descriptors_t.shape[0] != keypoints_t.shape[0]:
-            raise ValueError(
-                f"descriptors {tuple(descriptors_t.shape)} do not match {keypoints_t.shape[0]} keypoints"
-            )
-        if descriptors_t.shape[1] == 0:
-            raise ValueError("the features carry no descriptors (descriptor_dim 0, e.g. MagicPoint weights): nothing to match")
-        if config.bucketing and keypoints_t.shape[0] > 0:
-            if image_size is None:
-                extent = keypoints_t.max(0).values
-                image_size = (int(extent[1]) + 1, int(extent[0]) + 1)
-            scores_t = None if scores is None else _as_tensor(scores, self.device).reshape(-1)
-            keep = bucket_indices(
-                keypoints_t, scores_t, image_size, (config.bucket_rows, config.bucket_cols), config.bucket_max_per_cell
-            )
-            keypoints_t, descriptors_t = keypoints_t[keep], descriptors_t[keep]
+        keypoints_t, descriptors_t = self._frame_tensors(keypoints, descriptors, scores, image_size)
         current_keypoints = keypoints_t.cpu().numpy()
         count = current_keypoints.shape[0]
         previous = self._previous
         reason = self._check_gap(None if previous is None else previous.stamp, stamp)
-        status = Status.GAP if reason else Status.OK
-        if previous is None or status == Status.GAP:
-            ended = previous.track_ids.copy() if previous is not None else np.zeros(0, np.uint64)
-            ids = self._new_ids(count)
-            self._previous = _Frame(current_keypoints, descriptors_t, ids, np.ones(count, np.uint32), stamp)
-            return TrackingResult(
-                status=status if previous is not None else Status.FIRST_FRAME,
-                reason=reason or "first frame: tracks start here",
-                track_ids=np.zeros(0, np.uint64),
-                positions=np.zeros((0, 2), np.float32),
-                previous_positions=np.zeros((0, 2), np.float32),
-                lengths=np.zeros(0, np.uint32),
-                match_distances=np.zeros(0, np.float32),
-                inliers=np.zeros(0, bool),
-                ended_track_ids=ended,
-                keypoint_track_ids=ids,
-                num_keypoints=count,
-                stamp=stamp,
-                previous_stamp=None if previous is None else previous.stamp,
-            )
+        if previous is None or reason:
+            return self._restart(current_keypoints, descriptors_t, stamp, reason)
+        config = self.config
         matches_t, distances_t = match_features(previous.descriptors, descriptors_t, config)
         matches = matches_t.cpu().numpy()
         distances = distances_t.float().cpu().numpy()
@@ -524,6 +494,56 @@ class FrameTracker:
             pose=pose,
             stamp=stamp,
             previous_stamp=previous.stamp,
+        )
+
+
+    def _frame_tensors(
+        self, keypoints: Any, descriptors: Any, scores: Any, image_size: tuple[int, int] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keypoints (N, 2) and descriptors (N, D) on the device, checked, bucketed when configured."""
+        config = self.config
+        descriptors_t = _as_tensor(descriptors, self.device)
+        keypoints_t = _as_tensor(keypoints, self.device).reshape(-1, 2)
+        if descriptors_t.ndim != 2 or descriptors_t.shape[0] != keypoints_t.shape[0]:
+            raise ValueError(
+                f"descriptors {tuple(descriptors_t.shape)} do not match {keypoints_t.shape[0]} keypoints"
+            )
+        if descriptors_t.shape[1] == 0:
+            raise ValueError("the features carry no descriptors (descriptor_dim 0, e.g. MagicPoint weights): nothing to match")
+        if config.bucketing and keypoints_t.shape[0] > 0:
+            if image_size is None:
+                extent = keypoints_t.max(0).values
+                image_size = (int(extent[1]) + 1, int(extent[0]) + 1)
+            scores_t = None if scores is None else _as_tensor(scores, self.device).reshape(-1)
+            keep = bucket_indices(
+                keypoints_t, scores_t, image_size, (config.bucket_rows, config.bucket_cols), config.bucket_max_per_cell
+            )
+            keypoints_t, descriptors_t = keypoints_t[keep], descriptors_t[keep]
+        return keypoints_t, descriptors_t
+
+    def _restart(
+        self, keypoints: np.ndarray, descriptors: torch.Tensor, stamp: float | None, gap_reason: str
+    ) -> TrackingResult:
+        """The first frame, or the first after a gap: every keypoint starts a track, the old ones end."""
+        previous = self._previous
+        count = keypoints.shape[0]
+        ended = previous.track_ids.copy() if previous is not None else np.zeros(0, np.uint64)
+        ids = self._new_ids(count)
+        self._previous = _Frame(keypoints, descriptors, ids, np.ones(count, np.uint32), stamp)
+        return TrackingResult(
+            status=Status.GAP if previous is not None else Status.FIRST_FRAME,
+            reason=gap_reason or "first frame: tracks start here",
+            track_ids=np.zeros(0, np.uint64),
+            positions=np.zeros((0, 2), np.float32),
+            previous_positions=np.zeros((0, 2), np.float32),
+            lengths=np.zeros(0, np.uint32),
+            match_distances=np.zeros(0, np.float32),
+            inliers=np.zeros(0, bool),
+            ended_track_ids=ended,
+            keypoint_track_ids=ids,
+            num_keypoints=count,
+            stamp=stamp,
+            previous_stamp=None if previous is None else previous.stamp,
         )
 
 
