@@ -100,9 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 3
-    stopped_by = getattr(trainer, "stopped_by", None)
-    if stopped_by is not None:
-        return 128 + int(stopped_by)  # 130 after Ctrl+C, 143 after SIGTERM: scripts can tell it stopped
+    if trainer.stopped_by is not None:
+        return 128 + int(trainer.stopped_by)  # 130 after Ctrl+C, 143 after SIGTERM: scripts can tell it stopped
     return 0
 
 

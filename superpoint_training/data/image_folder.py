@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..common.config import ConfigError, merge_strict
+from ..common.experiments import exports_root
 from .augmentation import DEFAULT_CONFIG as PHOTOMETRIC_DEFAULTS
 from .augmentation import PRESETS as PHOTOMETRIC_PRESETS
 from .augmentation import PhotometricAugmentation, merge_photometric_config
@@ -114,7 +115,7 @@ def labels_path(text: str | os.PathLike) -> Path:
     path = Path(os.path.expandvars(os.path.expanduser(str(text))))
     if path.is_absolute() or path.is_dir():
         return path
-    return Path(os.environ.get("SUPERPOINT_EXPER_DIR", "experiments")) / "outputs" / path
+    return exports_root() / path
 
 
 def list_images(folder: Path, extensions=IMAGE_EXTENSIONS) -> list[Path]:

@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from ..common.config import load_config, read_yaml
+from ..common.experiments import experiments_root
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Campaign:
 
     def __init__(self, config: dict, exper_dir: str | os.PathLike | None = None, command: str = ""):
         self.config = config
-        self.root = Path(exper_dir or os.environ.get("SUPERPOINT_EXPER_DIR", "experiments"))
+        self.root = Path(exper_dir) if exper_dir else experiments_root()
         self.dir = self.root / config["name"]
         self.state_path = self.dir / "campaign_state.yaml"
         self.state: dict = read_yaml(self.state_path) if self.state_path.is_file() else {}
@@ -113,13 +114,13 @@ class Campaign:
             sets.append(f"train.device={self.config['device']}")
         trainer = train(train_config, experiment, overrides=sets, pretrained=pretrained or None,
                         exper_dir=self.root / experiment, show_progress=sys.stderr.isatty())
-        if getattr(trainer, "stopped_by", None) is not None:  # Ctrl+C / kill: saved, not finished
+        if trainer.stopped_by is not None:  # Ctrl+C / kill: saved, not finished
             raise KeyboardInterrupt
         metrics = trainer.metrics_history[-1] if trainer.metrics_history else {}
         return {
             "weights": str(trainer.weights_path),
             "iterations": trainer.final_iteration,
-            "budget_reached": bool(getattr(trainer, "budget_reached", False)),
+            "budget_reached": trainer.budget_reached,
             "final_loss": trainer.final_loss,
             "validation": {k: float(v) for k, v in metrics.items()},
             "summary": f"iteration {trainer.final_iteration}, weights {trainer.weights_path}",
