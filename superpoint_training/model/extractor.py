@@ -125,7 +125,8 @@ class Extractor:
     Detection options left at None take the defaults stored in the weights (a project checkpoint's,
     e.g. ``superpoint_ros``: threshold 0.002 and ``subpixel="gaussian"``) or the weights format's (the
     publishing implementation's: integer pixels). ``subpixel`` refines each keypoint within its pixel
-    from the score map (:func:`~superpoint_training.model.keypoints.refine_keypoints`). ``scales``
+    from the score map (:func:`~superpoint_training.model.keypoints.refine_keypoints`; ``"learned"``:
+    the trained refinement that the weights carry, :mod:`superpoint_training.model.refinement`). ``scales``
     runs the network on an image pyramid (e.g. ``(1.0, 0.5)``) and keeps the best keypoints of all
     levels. ``resize`` resizes so that the longer side has that many pixels (keypoints
     are returned in the caller's image). ``fixed_keypoints`` returns exactly ``max_keypoints``
@@ -186,7 +187,8 @@ class Extractor:
             "scales": scales,
         }
         options.update({k: v for k, v in given.items() if v is not None})
-        config = DetectionConfig(max_keypoints=max_keypoints, fixed_keypoints=fixed_keypoints, **options)
+        config = self._with_refinement(
+            DetectionConfig(max_keypoints=max_keypoints, fixed_keypoints=fixed_keypoints, **options))
         self.pipeline = SuperPointPipeline(
             network, config, resize=self._check_resize(resize), dtype=self.dtype, channels_last=self.backend == "torch"
         )
@@ -210,6 +212,18 @@ class Extractor:
         # NHWC lets oneDNN (CPU) and cuDNN (tensor cores) pick their fastest convolutions.
         self.model = self.loaded.model.to(self.device, self.dtype).eval().to(memory_format=torch.channels_last)
         return make_network(self.backend, self.model, precision)
+
+    def _with_refinement(self, config: DetectionConfig) -> DetectionConfig:
+        """``config`` holding the weights' trained refinement on this device (float32, like all
+        post-processing); ``subpixel="learned"`` without one is a clear error."""
+        if self.loaded.refinement is not None:
+            if getattr(self, "_refinement", None) is None:
+                self._refinement = copy.deepcopy(self.loaded.refinement).to(self.device, torch.float32).eval()
+            config.refinement = self._refinement
+        elif config.subpixel == "learned":
+            raise ValueError(f"subpixel='learned' needs weights that carry a trained refinement; "
+                             f"{self.loaded.source} carries none (train one: python -m superpoint_training.training.refinement)")
+        return config
 
     @staticmethod
     def _check_resize(resize: int | None) -> int | None:
@@ -242,7 +256,7 @@ class Extractor:
         unknown = set(options) - {f.name for f in dataclasses.fields(DetectionConfig)}
         if unknown:
             raise ValueError(f"unknown extractor options: {sorted(unknown)}")
-        new = DetectionConfig(**{**dataclasses.asdict(self.config), **options})
+        new = self._with_refinement(DetectionConfig(**{**dataclasses.asdict(self.config), **options}))
         self.pipeline.resize = self._check_resize(resize)
         self.pipeline.config = new
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .network import STRIDE
 
 DESCRIPTOR_SAMPLING = ("cell", "legacy")
-SUBPIXEL = ("none", "quadratic", "gaussian")
+SUBPIXEL = ("none", "quadratic", "gaussian", "learned")
 
 
 def no_limit(value: int | None) -> int | None:
@@ -40,7 +40,9 @@ class DetectionConfig:
     ``subpixel``: ``"none"`` keeps the integer pixel of each score maximum (the publishers' code);
     ``"quadratic"`` and ``"gaussian"`` move it within +-0.5 px to the vertex of a parabola through
     the score map around it, or through its logarithm (:func:`refine_keypoints`); descriptors are
-    then sampled at the refined positions.
+    then sampled at the refined positions; ``"learned"`` runs the weights' trained refinement
+    (:class:`~superpoint_training.model.refinement.SubpixelRefinement`, held in the attribute
+    ``refinement``, not a field: the Extractor sets it from weights that carry one).
     ``nms_box``: 0 (default) suppresses with the max-pool of ``nms_radius``; > 0 uses instead the
     reference's box NMS (:func:`box_nms`) with boxes of that side and IoU threshold ``nms_iou``, on
     the points at or above ``detection_threshold`` (the reference's evaluation: 4 for detectors, 8
@@ -64,6 +66,8 @@ class DetectionConfig:
     scales: tuple[float, ...] = (1.0,)
     nms_box: int = 0
     nms_iou: float = 0.1
+    # not a field (no annotation): asdict() and the JSON records of the options leave it out
+    refinement = None  # the SubpixelRefinement of subpixel="learned", set by the Extractor
 
     def __post_init__(self) -> None:
         self.validate()
@@ -323,7 +327,12 @@ def detect(
     scores = remove_border_scores(suppressed, config.remove_borders)
     k = config.max_keypoints
     keypoints, values, valid = top_k_keypoints(scores, config.detection_threshold, k)
-    keypoints = refine_keypoints(dense_scores, keypoints, config.subpixel)
+    if config.subpixel == "learned":
+        if config.refinement is None:
+            raise ValueError("subpixel='learned' needs weights that carry a trained refinement")
+        keypoints = config.refinement(dense_scores, keypoints)
+    else:
+        keypoints = refine_keypoints(dense_scores, keypoints, config.subpixel)
     if config.fixed_keypoints and keypoints.shape[1] < k:  # tiny image: pad to the fixed K
         pad = k - keypoints.shape[1]
         keypoints = F.pad(keypoints, (0, 0, 0, pad))

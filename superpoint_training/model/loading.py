@@ -9,7 +9,8 @@ Recognised formats:
   ``num_batches_tracked`` counters, which are filled in), MIT.
 - ``checkpoint``: the project's own checkpoints: a dict with ``format == "superpoint_ros"``, the
   model config and the state dict (plus the training config and optimizer state when written by
-  the trainer).
+  the trainer), and optionally a trained sub-pixel refinement (``refinement``: see
+  :func:`attach_refinement`).
 
 Anything else raises :class:`WeightsError` naming the file and the missing keys, unexpected keys
 and wrong shapes against the closest known layout.
@@ -34,6 +35,7 @@ import torch
 
 from ..common.files import atomic_path
 from .network import ModelConfig, SuperPoint
+from .refinement import SubpixelRefinement, refinement_from_dict, refinement_to_dict
 
 CHECKPOINT_FORMAT = "superpoint_ros"
 CACHE_DIR = Path(os.environ.get("SUPERPOINT_CACHE_DIR", Path.home() / ".cache" / "superpoint_ros"))
@@ -74,6 +76,7 @@ class LoadedWeights:
     source: str  # what was loaded, for logs and reports
     detection_defaults: dict = field(default_factory=dict)
     checkpoint: dict | None = None  # the project's checkpoint metadata (config, iteration, ...)
+    refinement: SubpixelRefinement | None = None  # subpixel="learned" (checkpoints that carry one)
 
     @property
     def description(self) -> str:
@@ -262,8 +265,12 @@ def _from_object(obj: Mapping, source: str) -> LoadedWeights:
         model = _build(_strip_prefix(obj["model"]), config, source)
         defaults = dict(FORMAT_DEFAULTS[config.variant])
         defaults.update(obj.get("detection_defaults", {}))
-        meta = {k: v for k, v in obj.items() if k not in ("model", "optimizer", "scaler")}
-        return LoadedWeights(model, "checkpoint", source, defaults, meta)
+        meta = {k: v for k, v in obj.items() if k not in ("model", "optimizer", "scaler", "refinement")}
+        try:
+            refinement = refinement_from_dict(obj["refinement"]) if obj.get("refinement") else None
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise WeightsError(f"{source}: unreadable sub-pixel refinement ({error})") from None
+        return LoadedWeights(model, "checkpoint", source, defaults, meta, refinement)
     state = _strip_prefix(obj)
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{source}: not a state dict (values that are not tensors) nor a project checkpoint")
@@ -310,6 +317,18 @@ def set_detection_defaults(weights: str | os.PathLike, output: str | os.PathLike
         defaults["scales"] = list(config.scales)
     obj = {k: v for k, v in obj.items() if k not in ("optimizer", "scaler")}
     obj["detection_defaults"] = defaults
+    return _write_checkpoint(obj, output)
+
+
+def attach_refinement(weights: str | os.PathLike, refinement: SubpixelRefinement, output: str | os.PathLike,
+                      make_default: bool = True, metadata: dict | None = None) -> LoadedWeights:
+    """Write the project checkpoint ``weights`` to ``output`` with a trained sub-pixel refinement
+    (and ``subpixel="learned"`` as its default when ``make_default``); the network is unchanged."""
+    obj = _read_checkpoint(weights, "a refinement is stored in a project checkpoint")
+    obj = {k: v for k, v in obj.items() if k not in ("optimizer", "scaler")}
+    obj["refinement"] = {**refinement_to_dict(refinement), **({"metadata": metadata} if metadata else {})}
+    if make_default:
+        obj["detection_defaults"] = {**obj.get("detection_defaults", {}), "subpixel": "learned"}
     return _write_checkpoint(obj, output)
 
 

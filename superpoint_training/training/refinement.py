@@ -1,0 +1,235 @@
+"""Train the learned sub-pixel refinement (``subpixel="learned"``) with the network frozen.
+
+Supervision is the known homography of image pairs: a crop ``A`` of a photo and its warp ``B`` by a
+random homography ``H``. The frozen network detects integer keypoints in both (single scale); a
+keypoint of A whose warp by H has a keypoint of B within ``--match-radius`` px as mutual nearest
+neighbour makes a pair (a, b). The refinement moves both, and the loss is the distance between
+H(a + offset_a) and b + offset_b (pixels of B): what the position error of
+``benchmarks/bench_localisation.py`` measures, and what homography estimation feels. The network
+never changes, so the score-map windows (the refinement's inputs) are computed once and the
+perceptron trains on them in seconds.
+
+Photos are split by file (every ``--val-every``-th file held out, reported before and after); the
+matching demo's astronaut is left out of training, since the measurement uses it. The output is the
+weights file with the refinement added and ``subpixel="learned"`` as its default
+(:func:`superpoint_training.model.loading.attach_refinement`); the network's tensors are copied
+unchanged. Example (a few CPU minutes)::
+
+    OMP_NUM_THREADS=2 nice -n 10 python -m superpoint_training.training.refinement \\
+        --photos /work/shared/data/photos --output experiments/refinement/superpoint_ros_learned.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..data.geometry import random_homography, warp_image
+from ..model.extractor import Extractor
+from ..model.keypoints import detect, logits_to_scores
+from ..model.loading import attach_refinement
+from ..model.refinement import SubpixelRefinement
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp")
+EXCLUDED = ("astronaut",)  # the measurement's photo (match_features_demo.default_pair)
+
+
+@dataclass
+class PairSet:
+    """Matched keypoints of image pairs with the refinement's inputs, ready to train on."""
+
+    features_a: torch.Tensor  # (N, F)
+    features_b: torch.Tensor  # (N, F)
+    points_a: torch.Tensor  # (N, 2) integer keypoints of A
+    points_b: torch.Tensor  # (N, 2) integer keypoints of B
+    homographies: torch.Tensor  # (N, 3, 3) A to B, one per pair (repeated)
+
+    def __len__(self) -> int:
+        return int(self.points_a.shape[0])
+
+
+def list_photos(root: Path) -> list[Path]:
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return [p for p in files if not any(name in p.stem.lower() for name in EXCLUDED)]
+
+
+def warp_torch(points: torch.Tensor, homographies: torch.Tensor) -> torch.Tensor:
+    """(N, 2) points by (N, 3, 3) homographies, differentiable."""
+    ones = torch.ones_like(points[:, :1])
+    projected = torch.einsum("nij,nj->ni", homographies, torch.cat((points, ones), dim=1))
+    return projected[:, :2] / projected[:, 2:]
+
+
+def mutual_matches(warped_a: np.ndarray, points_b: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (i, j) of mutual nearest neighbours between warped A points and B points within ``radius``."""
+    if len(warped_a) == 0 or len(points_b) == 0:
+        return np.zeros(0, int), np.zeros(0, int)
+    distances = np.linalg.norm(warped_a[:, None] - points_b[None], axis=-1)
+    nearest_b = distances.argmin(1)
+    nearest_a = distances.argmin(0)
+    i = np.arange(len(warped_a))
+    keep = (nearest_a[nearest_b] == i) & (distances[i, nearest_b] <= radius)
+    return i[keep], nearest_b[keep]
+
+
+def random_crop(gray: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray | None:
+    """A crop of ``size`` from the photo resized so that its longer side is 1 to 2 times the crop's."""
+    h, w = size
+    longer = rng.uniform(1.0, 2.0) * max(h, w)
+    factor = longer / max(gray.shape)
+    resized = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    if resized.shape[0] < h or resized.shape[1] < w:
+        return None
+    y = int(rng.integers(0, resized.shape[0] - h + 1))
+    x = int(rng.integers(0, resized.shape[1] - w + 1))
+    return resized[y:y + h, x:x + w]
+
+
+@torch.inference_mode()
+def collect_pairs(extractor: Extractor, photos: Sequence[Path], refinement: SubpixelRefinement, crops: int,
+                  size: tuple[int, int], match_radius: float, seed: int) -> PairSet:
+    """Pairs of every photo (``crops`` crops each) through the frozen network; see the module doc."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("features_a", "features_b", "points_a", "points_b",
+                                                             "homographies")}
+    config = extractor.config
+    for path in photos:
+        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if gray is None:
+            continue
+        for _ in range(crops):
+            crop = random_crop(gray, size, rng)
+            if crop is None:
+                continue
+            H = random_homography(size, rng)
+            batch = torch.from_numpy(np.stack((crop, warp_image(crop, H))).astype(np.float32) / 255.0)[:, None]
+            logits, _ = extractor.pipeline.run_network(batch, with_descriptors=False)
+            output = detect(logits, None, config)
+            scores = logits_to_scores(logits)
+            valid = output["valid"]
+            points_a = output["keypoints"][0, valid[0]]
+            points_b = output["keypoints"][1, valid[1]]
+            warped = cv2.perspectiveTransform(points_a.numpy().astype(np.float64)[None], H)[0]
+            i, j = mutual_matches(warped, points_b.numpy(), match_radius)
+            if len(i) == 0:
+                continue
+            a, b = points_a[torch.from_numpy(i)], points_b[torch.from_numpy(j)]
+            parts["features_a"].append(refinement.features(scores[:1], a[None])[0])
+            parts["features_b"].append(refinement.features(scores[1:], b[None])[0])
+            parts["points_a"].append(a)
+            parts["points_b"].append(b)
+            parts["homographies"].append(torch.from_numpy(H).float()[None].expand(len(i), 3, 3))
+    if not parts["points_a"]:
+        raise ValueError("no matched keypoints in any pair: check the photos and the weights")
+    return PairSet(**{k: torch.cat(v) for k, v in parts.items()})
+
+
+def pair_errors(refinement: SubpixelRefinement | None, pairs: PairSet) -> torch.Tensor:
+    """Distances (px of B) between H(a + offset) and b + offset; ``None``: integer pixels."""
+    a, b = pairs.points_a, pairs.points_b
+    if refinement is not None:
+        a = a + refinement.offsets(pairs.features_a)
+        b = b + refinement.offsets(pairs.features_b)
+    return (warp_torch(a, pairs.homographies) - b).norm(dim=1)
+
+
+def gaussian_errors(pairs: PairSet) -> torch.Tensor:
+    """The same distances with the Gaussian fit (the refinement's starting point: its last input)."""
+    a = pairs.points_a + pairs.features_a[:, -2:]
+    b = pairs.points_b + pairs.features_b[:, -2:]
+    return (warp_torch(a, pairs.homographies) - b).norm(dim=1)
+
+
+def train(refinement: SubpixelRefinement, pairs: PairSet, steps: int, batch_size: int, lr: float,
+          seed: int) -> SubpixelRefinement:
+    """Adam on the mean distance (an L1 loss: the measurement is a median)."""
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(refinement.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    refinement.train()
+    for _ in range(steps):
+        index = torch.randint(len(pairs), (min(batch_size, len(pairs)),), generator=generator)
+        subset = PairSet(**{k: getattr(pairs, k)[index] for k in PairSet.__dataclass_fields__})
+        loss = (pair_errors(refinement, subset) ** 2 + 1e-4).sqrt().mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+    return refinement.eval()
+
+
+def summary(refinement: SubpixelRefinement, pairs: PairSet) -> dict[str, float]:
+    with torch.no_grad():
+        return {"pairs": len(pairs),
+                "median_none_px": float(pair_errors(None, pairs).median()),
+                "median_gaussian_px": float(gaussian_errors(pairs).median()),
+                "median_learned_px": float(pair_errors(refinement, pairs).median())}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=Path, required=True, help="folder of photos (searched recursively)")
+    parser.add_argument("--weights", default="default", help="project checkpoint whose network is frozen")
+    parser.add_argument("--output", type=Path, required=True, help="weights file to write (network + refinement)")
+    parser.add_argument("--crops", type=int, default=4, help="crops (pairs) per photo")
+    parser.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))
+    parser.add_argument("--match-radius", type=float, default=2.0, help="px: pairs farther apart are not matches")
+    parser.add_argument("--radius", type=int, default=3, help="half side of the score window")
+    parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--max-shift", type=float, default=1.0, help="px: the largest correction per axis")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--val-every", type=int, default=10, help="every N-th photo is held out")
+    parser.add_argument("--max-keypoints", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
+    torch.manual_seed(args.seed)
+    photos = list_photos(args.photos)
+    if len(photos) < 2:
+        print(f"error: fewer than 2 photos under {args.photos}", file=sys.stderr)
+        return 2
+    held_out = photos[:: max(2, args.val_every)]
+    training = [p for p in photos if p not in held_out]
+    try:
+        extractor = Extractor(args.weights, device="cpu", backend="torch", precision="fp32", warmup=False,
+                              subpixel="none", scales=(1.0,), max_keypoints=args.max_keypoints)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    refinement = SubpixelRefinement(args.radius, args.hidden, args.max_shift)
+    started = time.perf_counter()
+    size = tuple(args.size)
+    train_pairs = collect_pairs(extractor, training, refinement, args.crops, size, args.match_radius, args.seed)
+    val_pairs = collect_pairs(extractor, held_out, refinement, args.crops, size, args.match_radius, args.seed + 1)
+    collected = time.perf_counter() - started
+    before = summary(refinement, val_pairs)
+    train(refinement, train_pairs, args.steps, args.batch_size, args.lr, args.seed)
+    report = {"photos_train": len(training), "photos_held_out": len(held_out),
+              "collect_s": round(collected, 1), "train_s": round(time.perf_counter() - started - collected, 1),
+              "train": summary(refinement, train_pairs), "held_out_before": before,
+              "held_out": summary(refinement, val_pairs), "settings": {k: str(v) for k, v in vars(args).items()}}
+    attach_refinement(args.weights, refinement, args.output, metadata=report)
+    print(json.dumps(report, indent=2))
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
