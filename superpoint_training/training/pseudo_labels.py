@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,13 @@ import torch
 import yaml
 
 from ..common.config import ConfigError, load_config
+from ..common.experiments import experiments_root, exports_root
 from ..common.files import atomic_path, atomic_write_text
+from ..common.machine import machine_record
 from ..data.image_folder import IMAGE_EXTENSIONS, data_path, label_file, list_images
 from ..data.images import read_gray, resize_crop
 from ..model.loading import WeightsError
+from .distributed import TorchrunEnvironment
 from .homographic_adaptation import DEFAULT_CONFIG as HA_DEFAULTS
 from .homographic_adaptation import HomographicAdaptation, merge_config
 
@@ -82,7 +86,7 @@ def resolve_weights(experiment: str, weights: str | None) -> str:
 
     if weights:
         return weights
-    root = Path(os.environ.get("SUPERPOINT_EXPER_DIR", "experiments"))
+    root = experiments_root()
     folder = root / experiment
     for name in ("weights.pth", "checkpoint.pth"):
         if (folder / name).is_file():
@@ -141,12 +145,6 @@ def label_arrays(
     return arrays
 
 
-def _machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
-
-
 def build_config(path: str | None, overrides: list[str]) -> dict:
     config = load_config(path, DEFAULTS, overrides)
     config["model"]["homography_adaptation"] = merge_config(
@@ -155,6 +153,82 @@ def build_config(path: str | None, overrides: list[str]) -> dict:
     if config["model"]["batch_size"] < 1:
         raise ConfigError("model.batch_size: must be >= 1")
     return config
+
+
+@dataclass
+class ExportPlan:
+    """This process's share of an export: the images still to label and where their labels go."""
+
+    root: Path  # the image folder
+    output: Path  # the label folder
+    shard: int  # images of this process's share, labelled or not
+    pending: list[Path]  # those without a label file yet
+    positions: list[int]  # their indices in the folder's sorted list (they seed the warps)
+
+    def label(self, index: int) -> Path:
+        return label_file(self.output, self.root, self.pending[index])
+
+
+def plan_export(data: dict, output: Path, environment: TorchrunEnvironment) -> ExportPlan:
+    """List the folder's images, take this rank's share and skip those already labelled (removing
+    the temporary files an interrupted run left for them)."""
+    root = data_path(data["images"])
+    paths = list_images(root, data["extensions"])
+    if data["truncate"]:
+        paths = paths[: data["truncate"]]
+    output.mkdir(parents=True, exist_ok=True)
+    shard = list(range(environment.rank, len(paths), environment.world_size))  # indices into paths
+    todo = [i for i in shard if not label_file(output, root, paths[i]).is_file()]
+    pending = [paths[i] for i in todo]
+    remove_stale_temporaries(output, [label_file(output, root, p) for p in pending])
+    return ExportPlan(root, output, len(shard), pending, todo)
+
+
+class BackgroundWrites:
+    """Label files written by a few threads while the device labels the next batch. At most ``limit``
+    writes wait; a write error is raised in the caller's thread (at a later submit or at the end)."""
+
+    def __init__(self, limit: int, threads: int = 4):
+        self.limit = limit
+        self.pool = ThreadPoolExecutor(max_workers=threads)
+        self.pending: deque[Future] = deque()
+
+    def submit(self, function, *args) -> None:
+        self.pending.append(self.pool.submit(function, *args))
+        while self.pending and (self.pending[0].done() or len(self.pending) > self.limit):
+            self.pending.popleft().result()
+
+    def __enter__(self) -> BackgroundWrites:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.pool.shutdown(wait=True)
+        if exc_type is None:
+            while self.pending:
+                self.pending.popleft().result()
+
+
+def export_device(option: str, environment: TorchrunEnvironment) -> str:
+    """Under torchrun on CUDA, ``auto`` and ``cuda`` mean the local rank's GPU."""
+    if environment.enabled and torch.cuda.is_available() and option in ("auto", "cuda"):
+        return f"cuda:{environment.local_rank}"
+    return option
+
+
+def label_meta(config: dict, weights: str) -> str:
+    """The settings every label file records (JSON)."""
+    model_cfg = config["model"]
+    return json.dumps({
+        "weights": weights,
+        "homography_adaptation": model_cfg["homography_adaptation"],
+        "detection_threshold": model_cfg["detection_threshold"],
+        "nms_radius": model_cfg["nms_radius"],
+        "remove_borders": model_cfg["remove_borders"],
+        "top_k": model_cfg["top_k"],
+        "resize": config["data"]["resize"],
+        "precision": model_cfg["precision"],
+        "seed": config["seed"],
+    })
 
 
 def export(
@@ -168,103 +242,106 @@ def export(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Run the export; returns the summary (counts, rate, settings). See the module docstring."""
-    from ..model.extractor import Extractor, equal_size_groups
+    from ..model.extractor import Extractor
 
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    device = config["device"]
-    if world > 1 and torch.cuda.is_available() and device in ("auto", "cuda"):
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    data, model_cfg = config["data"], config["model"]
-    root = data_path(data["images"])
-    paths = list_images(root, data["extensions"])
-    if data["truncate"]:
-        paths = paths[: data["truncate"]]
-    output = Path(output_root) if output_root is not None else (
-        Path(os.environ.get("SUPERPOINT_EXPER_DIR", "experiments")) / "outputs" / export_name
-    )
-    output.mkdir(parents=True, exist_ok=True)
-    shard = list(range(rank, len(paths), world))  # indices into paths
-    todo = [i for i in shard if not label_file(output, root, paths[i]).is_file()]
-    pending = [paths[i] for i in todo]
-    remove_stale_temporaries(output, [label_file(output, root, p) for p in pending])
-    done_before = len(shard) - len(pending)
-
-    source = resolve_weights(experiment, weights)
-    extractor = Extractor(source, device=device, precision=model_cfg["precision"], warmup=False)
-    ha_cfg = model_cfg["homography_adaptation"]
-    adaptation = HomographicAdaptation(extractor, ha_cfg, chunk_size=model_cfg["chunk_size"])
-    meta = json.dumps({
-        "weights": extractor.weights_description,
-        "homography_adaptation": ha_cfg,
-        "detection_threshold": model_cfg["detection_threshold"],
-        "nms_radius": model_cfg["nms_radius"],
-        "remove_borders": model_cfg["remove_borders"],
-        "top_k": model_cfg["top_k"],
-        "resize": data["resize"],
-        "precision": model_cfg["precision"],
-        "seed": config["seed"],
-    })
-    if rank == 0:
-        print(f"homographic adaptation: {len(shard)} images in {root}" + (f" (rank 0 of {world})" if world > 1 else "")
-              + f", {done_before} already exported; weights {extractor.weights_description}, {ha_cfg['num']} "
-              f"homographies, device {extractor.device}; output {output}", file=sys.stderr)
-
-    loader = torch.utils.data.DataLoader(
-        ImageFiles(pending, data["resize"] or None),
-        batch_size=model_cfg["batch_size"],
-        num_workers=data["num_workers"],
-        collate_fn=_collate,
-    )
-    pool = ThreadPoolExecutor(max_workers=4)
-    futures = []
-    unreadable: list[Path] = []
-    written = 0
+    environment = TorchrunEnvironment.from_environ()
+    output = Path(output_root) if output_root is not None else exports_root() / export_name
+    plan = plan_export(config["data"], output, environment)
+    model_cfg = config["model"]
+    extractor = Extractor(resolve_weights(experiment, weights), device=export_device(config["device"], environment),
+                          precision=model_cfg["precision"], warmup=False)
+    adaptation = HomographicAdaptation(extractor, model_cfg["homography_adaptation"],
+                                       chunk_size=model_cfg["chunk_size"])
+    done_before = plan.shard - len(plan.pending)
+    if environment.rank == 0:
+        world = environment.world_size
+        print(f"homographic adaptation: {plan.shard} images in {plan.root}" + (f" (rank 0 of {world})" if world > 1 else "")
+              + f", {done_before} already exported; weights {extractor.weights_description}, "
+              f"{model_cfg['homography_adaptation']['num']} homographies, device {extractor.device}; output {output}",
+              file=sys.stderr)
     progress = None
-    if show_progress and rank == 0:
+    if show_progress and environment.rank == 0:
         from tqdm import tqdm
 
-        progress = tqdm(total=len(pending), desc=f"export {export_name}", unit="img", dynamic_ncols=True,
+        progress = tqdm(total=len(plan.pending), desc=f"export {export_name}", unit="img", dynamic_ncols=True,
                         mininterval=0.5 if sys.stderr.isatty() else 30.0)
     start = time.perf_counter()
     try:
+        labeller = Labeller(adaptation, extractor.device, config, label_meta(config, extractor.weights_description),
+                            pred_only)
+        written, unreadable = label_images(plan, labeller, progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    return write_summary(plan, environment, extractor, config, pred_only, written, unreadable,
+                         time.perf_counter() - start)
+
+
+def label_images(plan: ExportPlan, labeller: Labeller, progress=None) -> tuple[int, list[Path]]:
+    """Label ``plan.pending`` batch by batch; returns the number written and the unreadable images."""
+    from ..model.extractor import equal_size_groups
+
+    data, batch_size = labeller.config["data"], labeller.config["model"]["batch_size"]
+    loader = torch.utils.data.DataLoader(ImageFiles(plan.pending, data["resize"] or None), batch_size=batch_size,
+                                         num_workers=data["num_workers"], collate_fn=_collate)
+    unreadable: list[Path] = []
+    written = 0
+    with BackgroundWrites(limit=4 * batch_size) as writes:
         for items in loader:
             good = [item for item in items if item[1] is not None]
-            unreadable.extend(pending[item[0]] for item in items if item[1] is None)
+            unreadable.extend(plan.pending[item[0]] for item in items if item[1] is None)
             for indices in equal_size_groups([item[1] for item in good]):
                 group = [good[i] for i in indices]
-                # seeded by the image's place in the folder: the same labels for the same batches
-                generator = torch.Generator().manual_seed(config["seed"] * 1_000_003 + todo[group[0][0]])
-                batch = torch.from_numpy(np.stack([g[1] for g in group])).to(extractor.device)
-                batch = batch.float().div_(255)[:, None]
-                result = adaptation(batch, generator=generator)
-                points = adaptation.select(result["prob"], model_cfg["detection_threshold"],
-                                           model_cfg["nms_radius"], model_cfg["remove_borders"], model_cfg["top_k"])
-                counts = points["valid"].sum(1).tolist()
-                for row, (index, gray, original_size) in enumerate(group):
-                    n = counts[row]
-                    arrays = label_arrays(
-                        points["keypoints"][row, :n], points["scores"][row, :n],
-                        None if pred_only else result["prob"][row], None if pred_only else result["counts"][row],
-                        gray.shape, original_size, meta,
-                    )
-                    futures.append(pool.submit(write_label, label_file(output, root, pending[index]), arrays))
+                for index, arrays in labeller(group, plan.positions):
+                    writes.submit(write_label, plan.label(index), arrays)
                 written += len(group)
             if progress is not None:
                 progress.update(len(items))
-            while futures and (futures[0].done() or len(futures) > 4 * model_cfg["batch_size"]):
-                futures.pop(0).result()  # raises a write error here; bounds the queue
-    finally:
-        pool.shutdown(wait=True)
-        if progress is not None:
-            progress.close()
-    for future in futures:
-        future.result()
-    elapsed = time.perf_counter() - start
+    return written, unreadable
+
+
+@dataclass
+class Labeller:
+    """Homographic adaptation, then NMS, threshold and top-k, with the settings of one export."""
+
+    adaptation: HomographicAdaptation
+    device: torch.device
+    config: dict
+    meta: str  # label_meta
+    pred_only: bool  # keypoints only, without the aggregated probability map
+
+    def __call__(self, group: list, positions: list[int]) -> list[tuple[int, dict[str, np.ndarray]]]:
+        """Label images of one size (``(index, image, original size)`` items, ``positions[index]``
+        their place in the folder); returns each one's index and its label arrays."""
+        model_cfg = self.config["model"]
+        # seeded by the image's place in the folder: the same labels for the same batches
+        generator = torch.Generator().manual_seed(self.config["seed"] * 1_000_003 + positions[group[0][0]])
+        batch = torch.from_numpy(np.stack([g[1] for g in group])).to(self.device)
+        result = self.adaptation(batch.float().div_(255)[:, None], generator=generator)
+        points = self.adaptation.select(result["prob"], model_cfg["detection_threshold"], model_cfg["nms_radius"],
+                                        model_cfg["remove_borders"], model_cfg["top_k"])
+        counts = points["valid"].sum(1).tolist()
+        labels = []
+        for row, (index, gray, original_size) in enumerate(group):
+            n = counts[row]
+            labels.append((index, label_arrays(
+                points["keypoints"][row, :n], points["scores"][row, :n],
+                None if self.pred_only else result["prob"][row], None if self.pred_only else result["counts"][row],
+                gray.shape, original_size, self.meta,
+            )))
+        return labels
+
+
+def write_summary(plan: ExportPlan, environment: TorchrunEnvironment, extractor, config: dict, pred_only: bool,
+                  written: int, unreadable: list[Path], elapsed: float) -> dict[str, Any]:
+    """``summary[_rankN].yaml`` and ``unreadable[_rankN].txt`` in the label folder, and the closing line."""
+    rank, world, output = environment.rank, environment.world_size, plan.output
     suffix = f"_rank{rank}" if world > 1 else ""
     if unreadable:
         (output / f"unreadable{suffix}.txt").write_text("".join(f"{p}\n" for p in unreadable), encoding="utf-8")
+    done_before = plan.shard - len(plan.pending)
     summary = {
-        "images": len(shard),
+        "images": plan.shard,
         "written": written,
         "already_exported": done_before,
         "unreadable": len(unreadable),
@@ -272,7 +349,7 @@ def export(
         "images_per_second": round(written / elapsed, 3) if elapsed > 0 and written else None,
         "weights": extractor.weights_description,
         "device": str(extractor.device),
-        "machine": _machine(extractor.device),
+        "machine": machine_record(str(extractor.device)),
         "rank": rank,
         "world_size": world,
         "config": config,
