@@ -145,6 +145,41 @@ def pair_metrics(
 
 
 @dataclasses.dataclass
+class _Collected:
+    """What the methods' runs add up to: timings, per-pair records, aggregates, curves, drawn matches."""
+
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    records: list[dict] = dataclasses.field(default_factory=list)
+    aggregates: dict[str, dict] = dataclasses.field(default_factory=dict)
+    curves: dict[str, dict] = dataclasses.field(default_factory=dict)
+    matches: dict[str, dict] = dataclasses.field(default_factory=dict)
+    skipped_methods: list[str] = dataclasses.field(default_factory=list)
+
+    def add(self, dataset: HPatches, method: Method, protocol: Protocol, cache: Cache, batch_size: int, workers: int,
+            recompute: bool, pictured: list) -> None:
+        """Export ``method``'s predictions under ``protocol`` (cached), then its metrics per pair."""
+        start = time.perf_counter()
+        computed = export(dataset, method, protocol, cache, batch_size, workers, recompute)
+        self.timings[f"export {method.label} @ {protocol.name} ({computed} images computed)"] = time.perf_counter() - start
+        start = time.perf_counter()
+        records, pooled, matches = pair_metrics(
+            dataset, method, protocol, cache, workers, frozenset((p.sequence, p.index) for p in pictured)
+        )
+        self.timings[f"metrics {method.label} @ {protocol.name}"] = time.perf_counter() - start
+        for record in records:
+            record["protocol"] = protocol.name
+        self.records += records
+        self.aggregates.setdefault(protocol.name, {})[method.label] = aggregate(records, PROTOCOL_METRICS[protocol.name])
+        if protocol.name == "descriptor":
+            self.curves[method.label] = {
+                "illumination": pooled_curve(pooled["illumination"]),
+                "viewpoint": pooled_curve(pooled["viewpoint"]),
+                "all": pooled_curve(pooled["illumination"] + pooled["viewpoint"]),
+            }
+            self.matches[method.label] = matches
+
+
+@dataclasses.dataclass
 class EvaluationResult:
     """What :func:`run` measured: ``report`` is the content of OUTPUT/report.json."""
 
@@ -217,13 +252,8 @@ def _run(
     threshold = detection_threshold if detection_threshold is not None else preset.detection_threshold
     methods = build_methods(names, weights, device, threshold, preset.remove_borders,
                             preset.nms_iou if preset.box_nms else None, preset.subpixel, preset.scales)
-    timings: dict[str, float] = {}
-    records: list[dict] = []
-    aggregates: dict[str, dict] = {}
-    curves: dict[str, dict] = {}
-    all_matches: dict[str, dict] = {}
+    collected = _Collected()
     datasets = {}
-    skipped_methods: list[str] = []
     for protocol in protocols:
         dataset = HPatches(
             dataset_path, resize=resize, size=protocol.size, short_side=protocol.short_side,
@@ -235,37 +265,13 @@ def _run(
         pictured = pick_match_pairs(dataset, match_pictures) if protocol.name == "descriptor" else []
         for method in methods:
             if not method.supports(protocol):
-                reason = method.skip_reason(protocol)
-                skipped_methods.append(reason)
+                collected.skipped_methods.append(method.skip_reason(protocol))
                 if method.family == "superpoint":
-                    log.warning(reason)
+                    log.warning(collected.skipped_methods[-1])
                 continue
             cache = Cache(cache_root, protocol, method, dataset)
-            start = time.perf_counter()
             batch = batch_size or (16 if method.extractor and method.extractor.device.type == "cuda" else 1)
-            computed = export(dataset, method, protocol, cache, batch, workers, recompute)
-            timings[f"export {method.label} @ {protocol.name} ({computed} images computed)"] = (
-                time.perf_counter() - start
-            )
-            start = time.perf_counter()
-            method_records, pooled, matches = pair_metrics(
-                dataset, method, protocol, cache, workers, frozenset((p.sequence, p.index) for p in pictured)
-            )
-            timings[f"metrics {method.label} @ {protocol.name}"] = time.perf_counter() - start
-            for record in method_records:
-                record["protocol"] = protocol.name
-            records += method_records
-            aggregates.setdefault(protocol.name, {})[method.label] = aggregate(
-                method_records, PROTOCOL_METRICS[protocol.name]
-            )
-            if protocol.name == "descriptor":
-                both = pooled["illumination"] + pooled["viewpoint"]
-                curves[method.label] = {
-                    "illumination": pooled_curve(pooled["illumination"]),
-                    "viewpoint": pooled_curve(pooled["viewpoint"]),
-                    "all": pooled_curve(both),
-                }
-                all_matches[method.label] = matches
+            collected.add(dataset, method, protocol, cache, batch, workers, recompute, pictured)
     any_dataset = next(iter(datasets.values()))
     resolved_device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     report = {
@@ -290,19 +296,19 @@ def _run(
         },
         "choices": preset.choices(describe_choices(protocols, resize), protocols, threshold),
         "skipped": any_dataset.skipped,
-        "skipped_methods": skipped_methods,
-        "aggregates": aggregates,
-        "precision_recall": curves,
-        "timings": timings,
+        "skipped_methods": collected.skipped_methods,
+        "aggregates": collected.aggregates,
+        "precision_recall": collected.curves,
+        "timings": collected.timings,
         "plots": [],
-        "pairs": records,
+        "pairs": collected.records,
     }
     write_report(report, output)  # the numbers first: a failure in the plots cannot lose them
     if plots:
         start = time.perf_counter()
-        pictures = make_plots(report, curves, datasets, all_matches, match_pictures, output / "plots")
+        pictures = make_plots(report, collected.curves, datasets, collected.matches, match_pictures, output / "plots")
         if pictures:
             report["plots"] = [str(p.relative_to(output)) for p in pictures]
-            timings["plots"] = time.perf_counter() - start
+            collected.timings["plots"] = time.perf_counter() - start
             write_report(report, output)
     return EvaluationResult(report, output)
