@@ -294,7 +294,7 @@ def _run(
             "weights": {m.label: m.settings["weights"] for m in methods if m.family == "superpoint"},
             "cache": str(cache_root),
         },
-        "choices": preset.choices(describe_choices(protocols, resize), protocols, threshold),
+        "choices": describe_choices(protocols, resize, preset, detection_threshold),
         "skipped": any_dataset.skipped,
         "skipped_methods": collected.skipped_methods,
         "aggregates": collected.aggregates,

@@ -65,20 +65,6 @@ class EvaluationPreset:
                 f"reference's top_k at export); FAST, Harris and Shi-Tomasi keep the max-pool NMS of radius "
                 f"{protocol.nms_radius}; top {protocol.top_k} points in the shared view")
 
-    def choices(self, choices: list[str], protocols: list[Protocol], detection_threshold: float | None) -> list[str]:
-        """The report's list of choices with this preset's NMS and SuperPoint lines, the preset first."""
-        nms_lines = {f"{p.name} protocol: max-pool NMS": self.nms_line(p) for p in protocols}
-        out = [f"preset {self.name}: {self.summary}"]
-        for line in choices:
-            prefix = next((key for key in nms_lines if line.startswith(key)), None)
-            if prefix is not None:
-                out.append(nms_lines[prefix])
-            elif line.startswith("SuperPoint: detection threshold"):
-                out.append(self.superpoint_line(detection_threshold))
-            else:
-                out.append(line)
-        return out
-
 
 PRESETS: dict[str, EvaluationPreset] = {
     "project": EvaluationPreset(

@@ -14,6 +14,7 @@ from ..common.machine import describe_machine, machine_record
 from ..model.extractor import Extractor
 from .methods import Protocol, opencv_version
 from .metrics import CORRECTNESS_THRESHOLDS, precision_recall
+from .presets import EvaluationPreset
 
 KIND_COLUMNS = ("illumination", "viewpoint", "all")
 _EXTRACTOR_DEFAULTS = inspect.signature(Extractor).parameters
@@ -181,9 +182,10 @@ def _kind_table(aggregates: dict, metric: str, digits: int) -> list[str]:
     return lines + [""]
 
 
-def describe_choices(protocols: list[Protocol], dataset_resize: str) -> list[str]:
-    """Every choice that shapes the numbers, written into the report."""
-    choices = []
+def describe_choices(protocols: list[Protocol], dataset_resize: str, preset: EvaluationPreset,
+                     detection_threshold: float | None) -> list[str]:
+    """Every choice that shapes the numbers, written into the report, the preset's first."""
+    choices = [f"preset {preset.name}: {preset.summary}"]
     for p in protocols:
         size = {
             "reference": f"images resized keeping the aspect ratio to cover {p.size[0]}x{p.size[1]} (bilinear), then "
@@ -193,11 +195,7 @@ def describe_choices(protocols: list[Protocol], dataset_resize: str) -> list[str
             "none": "images at their own size, no resizing",
         }[dataset_resize]
         choices.append(f"{p.name} protocol: {size}")
-        choices.append(
-            f"{p.name} protocol: max-pool NMS with radius {p.nms_radius} for SuperPoint, FAST, Harris and Shi-Tomasi; "
-            f"the reference used a box NMS of that size; top {p.top_k} points in the shared view; at most "
-            f"{p.export_max} points per image kept in the cache"
-        )
+        choices.append(preset.nms_line(p))
     choices += [
         "shared view: points of image 1 that H maps inside image k, points of image k that H^-1 maps inside image 1",
         "repeatability: (count1 + count2) / (N1 + N2), a point counts when its nearest warped neighbour lies "
@@ -214,8 +212,7 @@ def describe_choices(protocols: list[Protocol], dataset_resize: str) -> list[str
         "points of the two images in the shared view",
         "NN mAP: average precision of the cross-checked nearest-neighbour matches ranked by descriptor distance, "
         "a match correct within 3 px; mean over pairs. The precision-recall plot pools all matches of a kind",
-        "SuperPoint: detection threshold and border from the weights' defaults (see the method lines above), "
-        "descriptors stored as float16 in the cache",
+        preset.superpoint_line(detection_threshold),
         f"SuperPoint inference: the network run by the {SUPERPOINT_INFERENCE} (the Extractor's defaults: the "
         "evaluation has no other)",
         f"classical: Harris cornerHarris(4, 3, 0.04); Shi-Tomasi goodFeaturesToTrack(600, 1e-4, 5) scored by "
