@@ -25,7 +25,7 @@ Equivalent command without ros2 launch (what this file describes; ``-p`` only fo
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import PathJoinSubstitution
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
@@ -64,10 +64,11 @@ DETECTOR_PARAMETERS = {
 TRACKER_PARAMETERS = ("device", "use_sim_time", "autostart")
 
 
-def _given(context, names) -> dict[str, str]:
-    """{parameter: value} of the parameter arguments given (non-empty); launch_ros reads values as YAML."""
+def _given(context, names) -> dict:
+    """{parameter: its argument} for the parameter arguments given (non-empty); launch_ros evaluates a
+    LaunchConfiguration parameter value as YAML (true -> bool, [a, b] -> list)."""
     configurations = context.launch_configurations
-    return {parameter: configurations[argument] for argument, parameter in names if configurations.get(argument)}
+    return {parameter: LaunchConfiguration(argument) for argument, parameter in names if configurations.get(argument)}
 
 
 def _nodes(context) -> list:

@@ -154,6 +154,10 @@ def test_rclpy_message_class(features, store):
     from rclpy.serialization import deserialize_message, serialize_message
     from std_msgs.msg import Header
 
+    from superpoint_ros.features_message import FORMAT_VERSION
+
+    assert ros_features.FORMAT_VERSION == FORMAT_VERSION  # the .msg constant and the module agree
+
     header = Header(frame_id="camera")
     header.stamp.sec, header.stamp.nanosec = 12, 345
     for encoding in ("float32", "int8"):

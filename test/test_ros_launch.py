@@ -270,7 +270,7 @@ def test_launch_file_is_plain_python():
     assert sorted(imports) == [
         "from launch import LaunchDescription",
         "from launch.actions import DeclareLaunchArgument, OpaqueFunction",
-        "from launch.substitutions import PathJoinSubstitution",
+        "from launch.substitutions import LaunchConfiguration, PathJoinSubstitution",
         "from launch_ros.actions import Node",
         "from launch_ros.substitutions import FindPackageShare",
     ]
