@@ -281,7 +281,10 @@ class DetectionPipeline:
                     valid = getattr(feats, "valid", None)
                     if valid is not None:
                         keypoints = keypoints[valid.cpu().numpy() if hasattr(valid, "cpu") else valid]
-                    normalized = camera.normalize(keypoints)
+                    try:
+                        normalized = camera.normalize(keypoints)
+                    except (cv2.error, ValueError):  # a CameraInfo OpenCV cannot use: features without them
+                        normalized = None
             result.message = features_to_message(
                 self.msg_cls,
                 result.frame.msg.header,

@@ -91,8 +91,8 @@ class CameraGeometry:
 
         Rectified images: (u - cx) / fx with P's intrinsics (in the rectified frame). Raw images: D
         removed with K (plumb_bob and rational_polynomial through cv2.undistortPoints, equidistant
-        through cv2.fisheye), in the camera frame. None when uncalibrated (fx = 0) or the model is
-        unknown.
+        through cv2.fisheye), in the camera frame. None when uncalibrated (fx = 0), the model is
+        unknown or D has a length the model does not have.
         """
         if not self.calibrated:
             return None
@@ -106,7 +106,7 @@ class CameraGeometry:
         import cv2
 
         points = pixels.reshape(-1, 1, 2)
-        if self.distortion_model in PINHOLE_MODELS:
+        if self.distortion_model in PINHOLE_MODELS and self.d.size in (4, 5, 8, 12, 14):  # what OpenCV takes
             return cv2.undistortPoints(points, self.k, self.d).reshape(-1, 2).astype(np.float32)
         if self.distortion_model in FISHEYE_MODELS and self.d.size >= 4:
             return cv2.fisheye.undistortPoints(points, self.k, self.d[:4]).reshape(-1, 2).astype(np.float32)

@@ -296,3 +296,5 @@ def test_normalized_keypoints_invert_the_camera_model(model):
     np.testing.assert_allclose(geometry.sensor_pixels(published), sensor, atol=1e-9)
     np.testing.assert_allclose(geometry.normalize(published), truth, atol=2e-4)
     assert CameraGeometry.from_camera_info(camera_info(k=np.zeros(9))).normalize(published) is None  # uncalibrated
+    assert CameraGeometry.from_camera_info(camera_info(d=np.ones(3))).normalize(published) is None  # D of no model
+    assert CameraGeometry.from_camera_info(camera_info(distortion_model="kannala")).normalize(published) is None
