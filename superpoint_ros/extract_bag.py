@@ -25,7 +25,7 @@ Examples::
 
     python -m superpoint_ros.extract_bag recording/ --output recording_features/
     python -m superpoint_ros.extract_bag run.bag --topics /camera/image_raw --output run_features \\
-        --storage sqlite3 --device cuda --precision fp16 --max_keypoints 1000
+        --storage sqlite3 --device cuda --precision fp16 --max-keypoints 1000
     python -m superpoint_ros.extract_bag drive.mcap --topics /cam0/image_raw/compressed \\
         --start 30 --end 90 --copy-other-topics --h5 drive.h5 --output drive_features --force
 """
@@ -408,14 +408,13 @@ def _run(reader: Any, output: Path, storage: str, h5: Path | None, extractor: An
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from superpoint_training.common.cli import add_extractor_arguments
+    from superpoint_training.common.cli import add_extractor_arguments, command_parser, docstring_examples, flag
 
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_ros.extract_bag",
-        description="Extract SuperPoint features from the image topics of a ROS 1 or ROS 2 bag into a ROS 2 bag "
+    parser = command_parser(
+        "superpoint_ros.extract_bag",
+        "Extract SuperPoint features from the image topics of a ROS 1 or ROS 2 bag into a ROS 2 bag "
         "of superpoint_ros/msg/Features messages (and optionally HDF5). Needs no ROS installation.",
-        epilog="examples:" + __doc__.split("Examples::", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        docstring_examples(__doc__),
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="ROS 2 bag folder, .mcap or .db3 file, or one or more ROS 1 .bag files")
@@ -436,9 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="replace existing outputs")
     group = parser.add_argument_group("extractor (same options as the detector node)")
     add_extractor_arguments(group, max_keypoints=1000)
-    group.add_argument("--descriptor-encoding", "--descriptor_encoding", choices=DESCRIPTOR_ENCODINGS,
+    group.add_argument(*flag("descriptor-encoding"), choices=DESCRIPTOR_ENCODINGS,
                        default="float32", help="Features.descriptor_encoding (int8 is 4x smaller)")
-    group.add_argument("--batch-size", "--batch_size", type=int, default=None,
+    group.add_argument(*flag("batch-size"), type=int, default=None,
                        help="frames of equal size per device call (default: 1 on a CPU, up to 16 on a GPU as "
                        "its free memory allows)")
     group.add_argument("--workers", type=int, default=None,

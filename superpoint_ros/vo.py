@@ -151,13 +151,12 @@ def run(args: argparse.Namespace) -> VOResult:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from superpoint_training.common.cli import add_extractor_arguments
+    from superpoint_training.common.cli import add_extractor_arguments, command_parser, docstring_examples
 
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_ros.vo",
-        description=__doc__.split("\n\n")[0],
-        epilog="Examples:\n" + __doc__.split("Examples::\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = command_parser(
+        "superpoint_ros.vo",
+        __doc__.split("\n\n")[0],
+        docstring_examples(__doc__),
     )
     parser.add_argument("source", help="folder of images (sorted; stamps from file names) or a bag (.db3/.mcap folder or file, ROS 1 .bag)")
     camera = parser.add_mutually_exclusive_group()

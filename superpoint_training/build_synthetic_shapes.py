@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from .common.cli import command_parser
 from .common.config import ConfigError, read_yaml
 from .data.shapes import PRIMITIVES
 from .data.shapes_dataset import (
@@ -37,17 +37,17 @@ def _load_cli_config(path: str | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.build_synthetic_shapes",
-        description="Generate (or reuse) the cached Synthetic Shapes dataset and optionally write a contact sheet.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="""examples:
-  # the reference dataset (10000/200/500 images per primitive, 120x160) on all cores
-  python -m superpoint_training.build_synthetic_shapes
-  # the data section of a training config, and a contact sheet to check it at a glance
-  python -m superpoint_training.build_synthetic_shapes --config config/magic-point_shapes.yaml --contact-sheet /tmp/shapes.png
-  # a small set for a quick look
-  python -m superpoint_training.build_synthetic_shapes --split-sizes 8 2 2 --contact-sheet /tmp/shapes.png""",
+    parser = command_parser(
+        "superpoint_training.build_synthetic_shapes",
+        "Generate (or reuse) the cached Synthetic Shapes dataset and optionally write a contact sheet.",
+        [
+            "# the reference dataset (10000/200/500 images per primitive, 120x160) on all cores",
+            "python -m superpoint_training.build_synthetic_shapes",
+            "# the data section of a training config, and a contact sheet to check it at a glance",
+            "python -m superpoint_training.build_synthetic_shapes --config config/magic-point_shapes.yaml --contact-sheet /tmp/shapes.png",
+            "# a small set for a quick look",
+            "python -m superpoint_training.build_synthetic_shapes --split-sizes 8 2 2 --contact-sheet /tmp/shapes.png",
+        ],
     )
     parser.add_argument("--config", help="YAML file: a training config (its 'data' section) or a data config")
     parser.add_argument("--root", help="cache root (default: $SUPERPOINT_DATA_DIR/synthetic_shapes or "

@@ -33,19 +33,21 @@ import logging
 import shlex
 import sys
 
+from .common.cli import command_parser
 from .common.config import ConfigError
 from .training.campaign import STAGES, Campaign, load_campaign_config
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.campaign",
-        description="Run the weights campaign: Synthetic Shapes -> MagicPoint -> homographic adaptation of the "
+    parser = command_parser(
+        "superpoint_training.campaign",
+        "Run the weights campaign: Synthetic Shapes -> MagicPoint -> homographic adaptation of the "
         "photos -> MagicPoint on the photos -> SuperPoint -> report -> weights card. Resumable.",
-        epilog="examples:\n  python -m superpoint_training.campaign config/campaign_cpu.yaml\n"
-        "  python -m superpoint_training.campaign config/campaign_cpu.yaml --redo superpoint "
-        "--set superpoint.max_minutes=60\n  python -m superpoint_training.campaign config/campaign_cpu.yaml --until adaptation",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        [
+            "python -m superpoint_training.campaign config/campaign_cpu.yaml",
+            "python -m superpoint_training.campaign config/campaign_cpu.yaml --redo superpoint --set superpoint.max_minutes=60",
+            "python -m superpoint_training.campaign config/campaign_cpu.yaml --until adaptation",
+        ],
     )
     parser.add_argument("config", help="campaign YAML (config/campaign_cpu.yaml, config/campaign_gpu.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",

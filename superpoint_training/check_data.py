@@ -8,12 +8,12 @@ published. It downloads nothing. Exit status 0 when every dataset checked is com
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from .common.cli import command_parser
 from .data.dataset_check import DATASETS, SYNTHETIC_SHAPES_NOTE, check_dataset, data_root
 
-EPILOG = """examples:
+EXAMPLES = """
   python -m superpoint_training.check_data                       # everything, under $SUPERPOINT_DATA_DIR
   python -m superpoint_training.check_data --data-dir ~/data coco_train2014 coco_val2014
   python -m superpoint_training.check_data hpatches --path ~/hpatches-sequences-release
@@ -26,12 +26,11 @@ Expected layout under the data folder ($SUPERPOINT_DATA_DIR):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.check_data",
-        description="Check that a data folder holds the datasets the configs use; print what is missing "
+    parser = command_parser(
+        "superpoint_training.check_data",
+        "Check that a data folder holds the datasets the configs use; print what is missing "
         "and where to download it (nothing is downloaded).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EXAMPLES,
     )
     parser.add_argument("datasets", nargs="*", metavar="DATASET",
                         help=f"which to check: {', '.join(DATASETS)} (default: all)")

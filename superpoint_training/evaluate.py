@@ -39,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+from .common.cli import command_parser, docstring_examples
 from .data.hpatches import RESIZE_MODES, SPLITS, HPatchesError
 from .evaluation.hpatches_run import run
 from .evaluation.methods import ALL_METHODS
@@ -48,11 +49,10 @@ from .model.loading import WeightsError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.evaluate",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n" + __doc__.split("Examples::")[1],
+    parser = command_parser(
+        "superpoint_training.evaluate",
+        __doc__.split("\n\n")[0],
+        docstring_examples(__doc__),
     )
     parser.add_argument("--dataset", required=True, help="HPatches release folder (i_*/v_* sequences)")
     parser.add_argument("--methods", default=",".join(ALL_METHODS), help=f"comma list from {','.join(ALL_METHODS)}")

@@ -10,13 +10,13 @@ starts), the box NMS of size 4 with IoU 0.1, no border removal; the config's dis
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .common.cli import command_parser, flag
 from .common.config import ConfigError
 from .evaluation.presets import PRESETS, REFERENCE_DETECTOR_BOX, BoxNMSDetectorMetrics, evaluate_detector_with
 from .model.extractor import resolve_device
@@ -26,21 +26,19 @@ from .training.trainer import DATASETS, build_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.evaluate_detector",
-        description="Precision, recall, mAP and localisation error of detectors on Synthetic Shapes.",
-        epilog="examples:\n"
-        "  python -m superpoint_training.evaluate_detector config/magic-point_shapes_cpu.yaml "
-        "--weights magicpoint_shapes untrained\n"
-        "  python -m superpoint_training.evaluate_detector config/magic-point_shapes.yaml "
-        "--weights experiments/magic-point_synth/weights.pth --split validation",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = command_parser(
+        "superpoint_training.evaluate_detector",
+        "Precision, recall, mAP and localisation error of detectors on Synthetic Shapes.",
+        [
+            "python -m superpoint_training.evaluate_detector config/magic-point_shapes_cpu.yaml --weights magicpoint_shapes untrained",
+            "python -m superpoint_training.evaluate_detector config/magic-point_shapes.yaml --weights experiments/magic-point_synth/weights.pth --split validation",
+        ],
     )
     parser.add_argument("config", help="training config whose data section names the images")
     parser.add_argument("--weights", nargs="+", default=["magicpoint_shapes"], help="weights files or names")
     parser.add_argument("--split", default="test", choices=["validation", "test"])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch_size", type=int, default=50)
+    parser.add_argument(*flag("batch-size"), type=int, default=50)
     parser.add_argument("--output", default=None, help="also write the settings and figures to this YAML file")
     parser.add_argument("--preset", choices=tuple(PRESETS), default="project",
                         help="project: the config's validation settings (default); reference: threshold 0.001, "

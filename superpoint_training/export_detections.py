@@ -1,6 +1,6 @@
 """Export Homographic Adaptation labels for a folder of images (the reference's ``export_detections.py``).
 
-    python -m superpoint_training.export_detections CONFIG EXPERIMENT --export_name NAME
+    python -m superpoint_training.export_detections CONFIG EXPERIMENT --export-name NAME
 
 For every image under ``data.images`` (MS-COCO's ``train2014/`` or any folder), preprocessed as in
 training (:mod:`superpoint_training.data.image_folder`), the detector's probability maps are
@@ -21,11 +21,11 @@ keypoints. One label file per image is written under ``$SUPERPOINT_EXPER_DIR/out
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 
+from .common.cli import command_parser, flag
 from .common.config import ConfigError
 from .data.image_folder import LABEL_FORMAT, DataError
 from .model.loading import WeightsError
@@ -34,15 +34,15 @@ from .training.pseudo_labels import build_config, export
 log = logging.getLogger(__name__)
 
 
-EPILOG = f"""examples:
+EXAMPLES = f"""
   python -m superpoint_training.export_detections config/magic-point_coco_export.yaml magic-point_synth \\
-      --export_name magic-point_coco-export1
+      --export-name magic-point_coco-export1
   python -m superpoint_training.export_detections config/magic-point_coco_export.yaml magicpoint_shapes \\
-      --export_name shapes_labels   # the shipped MagicPoint, by name
+      --export-name shapes_labels   # the shipped MagicPoint, by name
   python -m superpoint_training.export_detections config/magic-point_coco_export.yaml none \\
-      --weights magicpoint_shapes --images data/skimage_photos --export_name skimage_ha --batch_size 2
+      --weights magicpoint_shapes --images data/skimage_photos --export-name skimage_ha --batch-size 2
   torchrun --nproc_per_node 4 -m superpoint_training.export_detections config/magic-point_coco_export.yaml \\
-      magic-point_synth --export_name magic-point_coco-export1
+      magic-point_synth --export-name magic-point_coco-export1
 
 Run the same command again to resume. Labels land in $SUPERPOINT_EXPER_DIR/outputs/EXPORT_NAME/.
 
@@ -50,23 +50,19 @@ Run the same command again to resume. Labels land in $SUPERPOINT_EXPER_DIR/outpu
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.export_detections",
-        description="Homographic Adaptation: export keypoint labels for every image of a folder.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("superpoint_training.export_detections",
+                            "Homographic Adaptation: export keypoint labels for every image of a folder.", EXAMPLES)
     parser.add_argument("config", help="YAML config (config/magic-point_coco_export.yaml)")
     parser.add_argument("experiment_name", help="experiment whose weights.pth to use (under $SUPERPOINT_EXPER_DIR)")
-    parser.add_argument("--export_name", default=None, help="output folder name (default: the experiment name)")
-    parser.add_argument("--pred_only", action="store_true", help="write only the keypoints (no probability map)")
-    parser.add_argument("--batch_size", type=int, default=None, help="images per batch (model.batch_size)")
+    parser.add_argument(*flag("export-name"), default=None, help="output folder name (default: the experiment name)")
+    parser.add_argument(*flag("pred-only"), action="store_true", help="write only the keypoints (no probability map)")
+    parser.add_argument(*flag("batch-size"), type=int, default=None, help="images per batch (model.batch_size)")
     parser.add_argument("--weights", default=None, help="weights file or name instead of the experiment's")
     parser.add_argument("--images", default=None, help="image folder (data.images)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a config value, e.g. --set model.homography_adaptation.num=10")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.add_argument(*flag("no-progress"), action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides = list(args.overrides)

@@ -19,41 +19,40 @@ Examples::
 
     python -m superpoint_training.export_onnx --weights superpoint_v6_from_tf --output superpoint.onnx
     python -m superpoint_training.export_onnx --weights my.pth --output sp_240x320.onnx \\
-        --height 240 --width 320 --max_keypoints 512 --batch dynamic
+        --height 240 --width 320 --max-keypoints 512 --batch dynamic
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import numpy as np
 
+from .common.cli import command_parser, docstring_examples, flag
 from .model.loading import WeightsError
 from .model.onnx_graph import compare_with_extractor, export_onnx, make_extractor, run_onnx, sample_photo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.export_onnx",
-        description="Export SuperPoint and its fixed-K post-processing (keypoints, scores, descriptors, valid) "
+    parser = command_parser(
+        "superpoint_training.export_onnx",
+        "Export SuperPoint and its fixed-K post-processing (keypoints, scores, descriptors, valid) "
         "to ONNX, then check it with ONNX Runtime against the Extractor.",
-        epilog="examples:" + __doc__.split("Examples::", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        docstring_examples(__doc__),
     )
     parser.add_argument("--weights", default="default", help="weights file or name (default: %(default)s)")
     parser.add_argument("--output", "-o", required=True, help="the .onnx file to write")
     parser.add_argument("--height", type=int, default=480, help="input image height (default: %(default)s)")
     parser.add_argument("--width", type=int, default=640, help="input image width (default: %(default)s)")
-    parser.add_argument("--max_keypoints", "--max-keypoints", type=int, default=1024,
+    parser.add_argument(*flag("max-keypoints"), type=int, default=1024,
                         help="K, the fixed number of keypoints per image (default: %(default)s)")
     parser.add_argument("--batch", default="1", help="batch size, or 'dynamic' (default: %(default)s)")
-    parser.add_argument("--detection_threshold", "--detection-threshold", type=float, default=None,
+    parser.add_argument(*flag("detection-threshold"), type=float, default=None,
                         help="score threshold (default: the weights format's, 0.005)")
-    parser.add_argument("--nms_radius", "--nms-radius", type=int, default=None,
+    parser.add_argument(*flag("nms-radius"), type=int, default=None,
                         help="max-pool NMS radius (default: the weights format's, 4)")
-    parser.add_argument("--remove_borders", "--remove-borders", type=int, default=None,
+    parser.add_argument(*flag("remove-borders"), type=int, default=None,
                         help="border in pixels (default: the weights format's, 4)")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default: %(default)s)")
     parser.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",

@@ -7,7 +7,7 @@ batch; unreadable files are skipped, counted and listed at the end.
 Examples::
 
     python -m superpoint_training.extract photos/ --output features.h5
-    python -m superpoint_training.extract a.png b.jpg --output ab.npz --max_keypoints 1000
+    python -m superpoint_training.extract a.png b.jpg --output ab.npz --max-keypoints 1000
     python -m superpoint_training.extract dataset/ --recursive --resize 640 --device cuda \\
         --precision fp16 --batch-size 16 --output dataset.h5 --overwrite
 """
@@ -22,7 +22,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .common.cli import add_extractor_arguments, describe_path, extractor_from_args, extractor_settings
+from .common.cli import (
+    add_extractor_arguments,
+    command_parser,
+    describe_path,
+    docstring_examples,
+    extractor_from_args,
+    extractor_settings,
+    flag,
+)
 from .common.feature_io import DESCRIPTOR_DTYPES, FeatureFileError, FeatureStore, file_kind
 from .common.files import atomic_path
 from .data.images import IMAGE_SUFFIXES, find_images, prefetch_images
@@ -31,19 +39,18 @@ from .model.loading import WeightsError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.extract",
-        description="Extract SuperPoint keypoints and descriptors from images or folders into HDF5 or npz "
+    parser = command_parser(
+        "superpoint_training.extract",
+        "Extract SuperPoint keypoints and descriptors from images or folders into HDF5 or npz "
         "(layout: see superpoint_training/feature_io.py).",
-        epilog="examples:" + __doc__.split("Examples::", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        docstring_examples(__doc__),
     )
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of images")
     parser.add_argument("--output", "-o", required=True, help="output file: .h5/.hdf5 (HDF5) or .npz")
     add_extractor_arguments(parser)
-    parser.add_argument("--batch-size", "--batch_size", type=int, default=8,
+    parser.add_argument(*flag("batch-size"), type=int, default=8,
                         help="images of equal size per batch (default: %(default)s)")
-    parser.add_argument("--descriptor-dtype", "--descriptor_dtype", choices=DESCRIPTOR_DTYPES, default="float32",
+    parser.add_argument(*flag("descriptor-dtype"), choices=DESCRIPTOR_DTYPES, default="float32",
                         help="stored descriptor type (default: %(default)s)")
     parser.add_argument("--compression", choices=["gzip", "lzf"], default=None, help="HDF5 dataset compression")
     parser.add_argument("--recursive", "-r", action="store_true", help="also search sub-folders")

@@ -10,7 +10,6 @@ warped image corners, the HPatches correctness measure).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -20,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from .common.cli import add_backend_arguments, add_scales_argument
+from .common.cli import add_backend_arguments, add_scales_argument, command_parser, flag
 from .common.geometry_guard import find_homography
 from .common.viz import draw_matches, save_rgb, stack_rows
 from .data.geometry import corner_error, random_homography, warp_image
@@ -126,21 +125,22 @@ def _title(r: MethodResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.match_features_demo",
-        description="Match two images with SuperPoint and with SIFT, estimate the homography, draw the matches.",
-        epilog="examples:\n  python -m superpoint_training.match_features_demo\n"
-        "  python -m superpoint_training.match_features_demo a.jpg b.jpg --weights superpoint_v6_from_tf",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = command_parser(
+        "superpoint_training.match_features_demo",
+        "Match two images with SuperPoint and with SIFT, estimate the homography, draw the matches.",
+        [
+            "python -m superpoint_training.match_features_demo",
+            "python -m superpoint_training.match_features_demo a.jpg b.jpg --weights superpoint_v6_from_tf",
+        ],
     )
     parser.add_argument("images", nargs="*", help="two images (default: a scikit-image photo and a known warp of it)")
     parser.add_argument("--homography", type=Path, help="3x3 text file mapping image 0 to image 1, to score the estimate")
     parser.add_argument("--weights", default="default", help="weights file or name (default: the best that ships)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_backend_arguments(parser)
-    parser.add_argument("--max_keypoints", type=int, default=1000)
-    parser.add_argument("--detection_threshold", type=float, default=None)
-    parser.add_argument("--nms_radius", type=int, default=None)
+    parser.add_argument(*flag("max-keypoints"), type=int, default=1000)
+    parser.add_argument(*flag("detection-threshold"), type=float, default=None)
+    parser.add_argument(*flag("nms-radius"), type=int, default=None)
     add_scales_argument(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random homography of the default pair")
     parser.add_argument("--output", type=Path, default=Path("outputs/match_demo.png"))

@@ -20,7 +20,6 @@ assumed hidden behind the GPU by the DataLoader workers.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -29,6 +28,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .common.cli import command_parser
 
 REPOSITORY = Path(__file__).resolve().parent.parent  # a checkout (an installed copy has no config/)
 
@@ -332,12 +333,13 @@ def dry_run(workdir: Path, stages: list[str] | None = None) -> list[tuple[str, i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.recipe",
-        description="The full pipeline on one GPU: each stage's command, estimated wall time and label disk use.",
-        epilog="examples:\n  python -m superpoint_training.recipe              # the recipe\n"
-        "  python -m superpoint_training.recipe --dry-run    # every stage, 2 iterations, tiny data, CPU",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = command_parser(
+        "superpoint_training.recipe",
+        "The full pipeline on one GPU: each stage's command, estimated wall time and label disk use.",
+        [
+            "python -m superpoint_training.recipe              # the recipe",
+            "python -m superpoint_training.recipe --dry-run    # every stage, 2 iterations, tiny data, CPU",
+        ],
     )
     parser.add_argument("--dry-run", action="store_true", help="run every stage for 2 iterations on the CPU on tiny data")
     parser.add_argument("--workdir", type=Path, default=None, help="dry-run folder (default: a temporary one)")

@@ -20,6 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .common.cli import command_parser
 from .data.hpatches import build
 from .data.images import PhotosError, folder_photos, skimage_photos
 
@@ -36,11 +37,10 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.synthetic_hpatches",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n" + "\n".join(line for line in __doc__.splitlines() if "python -m" in line),
+    parser = command_parser(
+        "superpoint_training.synthetic_hpatches",
+        __doc__.split("\n\n")[0],
+        "\n".join(line for line in __doc__.splitlines() if "python -m" in line),
     )
     parser.add_argument("output", type=Path, help="folder to write the i_*/v_* sequences into")
     parser.add_argument("--photos", type=Path, help="folder of photos (default: scikit-image's sample photos)")

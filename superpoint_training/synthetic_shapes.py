@@ -6,27 +6,28 @@ drawn now (the same seeds as the cached dataset, which is not built).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import time
 
 import cv2
 
+from .common.cli import command_parser
 from .common.config import ConfigError, read_yaml
 from .data.shapes import PRIMITIVES
 from .data.shapes_dataset import contact_sheet, sample_images
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.synthetic_shapes",
-        description="Draw a contact sheet of Synthetic Shapes: the first images of each primitive, with their "
+    parser = command_parser(
+        "superpoint_training.synthetic_shapes",
+        "Draw a contact sheet of Synthetic Shapes: the first images of each primitive, with their "
         "corners, drawn now (a second or two; the dataset is not built).",
-        epilog="examples:\n  python -m superpoint_training.synthetic_shapes shapes.png\n"
-        "  python -m superpoint_training.synthetic_shapes cubes.png --primitives draw_cube draw_star --per-primitive 8\n"
-        "  python -m superpoint_training.synthetic_shapes shapes.png --config config/magic-point_shapes.yaml",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        [
+            "python -m superpoint_training.synthetic_shapes shapes.png",
+            "python -m superpoint_training.synthetic_shapes cubes.png --primitives draw_cube draw_star --per-primitive 8",
+            "python -m superpoint_training.synthetic_shapes shapes.png --config config/magic-point_shapes.yaml",
+        ],
     )
     parser.add_argument("output", help="PNG file to write")
     parser.add_argument("--per-primitive", type=int, default=4, help="images per primitive (default: %(default)s)")

@@ -7,29 +7,29 @@ The reference's command form. Everything is written under ``$SUPERPOINT_EXPER_DI
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import logging
 import os
 import sys
 
+from .common.cli import command_parser, flag
 from .common.config import ConfigError
 from .data.image_folder import DataError
 from .model.loading import WeightsError
 
 DEBUG_VARIABLE = "SUPERPOINT_DEBUG"
 
-EPILOG = """examples:
+EXAMPLES = """
   python -m superpoint_training.train config/magic-point_shapes.yaml magic-point_synth
   python -m superpoint_training.train config/magic-point_shapes_cpu.yaml mp_cpu --set train.num_threads=2
-  python -m superpoint_training.train config/magic-point_shapes.yaml mp_ft --pretrained_model magicpoint_shapes
+  python -m superpoint_training.train config/magic-point_shapes.yaml mp_ft --pretrained-model magicpoint_shapes
   torchrun --nproc_per_node 4 -m superpoint_training.train config/magic-point_shapes.yaml mp_4gpu
   tensorboard --logdir experiments/
 
 Ctrl+C saves a checkpoint and exits with status 130 (143 for SIGTERM, also when sent to the whole process group);
-the same command resumes, only with the same data, labels, model, loss and --pretrained_model (else an error says
+the same command resumes, only with the same data, labels, model, loss and --pretrained-model (else an error says
 what differs: --overwrite starts over, a new EXPERIMENT_NAME keeps both). The model-only weights
-(experiments/NAME/weights.pth) load in Extractor(weights=...) and in --pretrained_model. Errors are one line
+(experiments/NAME/weights.pth) load in Extractor(weights=...) and in --pretrained-model. Errors are one line
 (status 2); --debug or SUPERPOINT_DEBUG=1 shows the traceback.
 """
 
@@ -46,18 +46,15 @@ def one_line(error: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.train",
-        description="Train MagicPoint (detector) or SuperPoint from a YAML config.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("superpoint_training.train", "Train MagicPoint (detector) or SuperPoint from a YAML config.",
+                            EXAMPLES)
     parser.add_argument("config", help="YAML config (config/*.yaml)")
     parser.add_argument("experiment_name", help="output folder name under $SUPERPOINT_EXPER_DIR (default experiments/)")
     parser.add_argument(
-        "--pretrained_model",
+        *flag("pretrained-model"),
         default=None,
-        help="start from these weights (a file or a name: magicpoint_shapes, superpoint_v6_from_tf, ...)",
+        help="start from these weights (a file or a name: magicpoint_shapes, superpoint_v6_from_tf, ...); "
+        "the reference's spelling --pretrained_model works too",
     )
     parser.add_argument(
         "--set",
@@ -68,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         help="override a config value, e.g. --set train.iterations=1000 (repeatable)",
     )
     parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming a checkpoint")
-    parser.add_argument("--no_progress", action="store_true", help="log lines instead of a progress bar")
+    parser.add_argument(*flag("no-progress"), action="store_true", help="log lines instead of a progress bar")
     parser.add_argument("--debug", action="store_true",
                         help=f"show the traceback of an error (also when ${DEBUG_VARIABLE} is set to 1)")
     args = parser.parse_args(argv)

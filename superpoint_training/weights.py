@@ -11,10 +11,10 @@ Examples (tests never download)::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from .common.cli import command_parser
 from .common.config import ConfigError, deep_update, parse_override
 from .model.loading import (
     NAMED_WEIGHTS,
@@ -78,15 +78,16 @@ def provenance_lines(checkpoint: dict | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.weights",
-        description="Download or check SuperPoint weights.",
-        epilog="examples:\n  python -m superpoint_training.weights download\n"
-        "  python -m superpoint_training.weights check ~/.cache/superpoint_ros/superpoint_v6_from_tf.pth\n"
-        "  python -m superpoint_training.weights list\n"
-        "  python -m superpoint_training.weights defaults experiments/sp/weights.pth sp.pth --set subpixel=gaussian\n"
-        "  python -m superpoint_training.weights interpolate superpoint_ros superpoint_ros_rotation mix.pth --fraction 0.5",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = command_parser(
+        "superpoint_training.weights",
+        "Download or check SuperPoint weights.",
+        [
+            "python -m superpoint_training.weights download",
+            "python -m superpoint_training.weights check ~/.cache/superpoint_ros/superpoint_v6_from_tf.pth",
+            "python -m superpoint_training.weights list",
+            "python -m superpoint_training.weights defaults experiments/sp/weights.pth sp.pth --set subpixel=gaussian",
+            "python -m superpoint_training.weights interpolate superpoint_ros superpoint_ros_rotation mix.pth --fraction 0.5",
+        ],
     )
     sub = parser.add_subparsers(dest="command", required=True)
     dl = sub.add_parser("download", help="download rpautrat's MIT v6 weights into ~/.cache/superpoint_ros/")

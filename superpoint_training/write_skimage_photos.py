@@ -5,18 +5,20 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from .common.cli import command_parser
 from .data.images import PhotosError, write_skimage_photos
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m superpoint_training.write_skimage_photos",
-        description="Write the eleven photos that ship with scikit-image as PNG files: a tiny real image folder.",
-        epilog="example:\n  python -m superpoint_training.write_skimage_photos data/skimage_photos",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = command_parser(
+        "superpoint_training.write_skimage_photos",
+        "Write the eleven photos that ship with scikit-image as PNG files: a tiny real image folder.",
+        [
+            "python -m superpoint_training.write_skimage_photos data/skimage_photos",
+        ],
+        heading="example:",
     )
     parser.add_argument("output", help="folder to write into")
     args = parser.parse_args(argv)
