@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from .common.cli import command_parser, docstring_examples, flag
+from .common.cli import add_detection_arguments, command_parser, docstring_examples, flag
 from .model.loading import WeightsError
 from .model.onnx_graph import compare_with_extractor, export_onnx, make_extractor, run_onnx, sample_photo
 
@@ -48,12 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(*flag("max-keypoints"), type=int, default=1024,
                         help="K, the fixed number of keypoints per image (default: %(default)s)")
     parser.add_argument("--batch", default="1", help="batch size, or 'dynamic' (default: %(default)s)")
-    parser.add_argument(*flag("detection-threshold"), type=float, default=None,
-                        help="score threshold (default: the weights format's, 0.005)")
-    parser.add_argument(*flag("nms-radius"), type=int, default=None,
-                        help="max-pool NMS radius (default: the weights format's, 4)")
-    parser.add_argument(*flag("remove-borders"), type=int, default=None,
-                        help="border in pixels (default: the weights format's, 4)")
+    add_detection_arguments(parser)
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default: %(default)s)")
     parser.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
                         help="torch.export-based exporter (default) or the legacy TorchScript tracer")

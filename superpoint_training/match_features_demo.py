@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from .common.cli import add_backend_arguments, add_scales_argument, command_parser, flag
+from .common.cli import add_backend_arguments, add_detection_arguments, add_scales_argument, command_parser, flag
 from .common.geometry_guard import find_homography
 from .common.viz import draw_matches, save_rgb, stack_rows
 from .data.geometry import corner_error, random_homography, warp_image
@@ -139,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_backend_arguments(parser)
     parser.add_argument(*flag("max-keypoints"), type=int, default=1000)
-    parser.add_argument(*flag("detection-threshold"), type=float, default=None)
-    parser.add_argument(*flag("nms-radius"), type=int, default=None)
+    add_detection_arguments(parser)
     add_scales_argument(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random homography of the default pair")
     parser.add_argument("--output", type=Path, default=Path("outputs/match_demo.png"))
@@ -157,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             image0, image1, H_true, source = default_pair(args.seed)
         extractor = Extractor(
             args.weights, args.device, max_keypoints=args.max_keypoints,
-            detection_threshold=args.detection_threshold, nms_radius=args.nms_radius, scales=args.scales,
+            detection_threshold=args.detection_threshold, nms_radius=args.nms_radius,
+            remove_borders=args.remove_borders, scales=args.scales,
             warmup=image0.shape[:2],
             backend=args.backend, precision=args.precision,
         )

@@ -80,6 +80,16 @@ def add_scales_argument(parser: argparse.ArgumentParser | argparse._ArgumentGrou
                         "1,0.71,0.5 (default: the weights')")
 
 
+def add_detection_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add --detection-threshold, --nms-radius and --remove-borders (default None: the weights format's)."""
+    parser.add_argument(*flag("detection-threshold"), type=float, default=None,
+                        help="score threshold (default: the weights format's, 0.005)")
+    parser.add_argument(*flag("nms-radius"), type=int, default=None,
+                        help="max-pool NMS radius in pixels (default: the weights format's, 4)")
+    parser.add_argument(*flag("remove-borders"), type=int, default=None,
+                        help="drop keypoints this close to the edge (default: the weights format's, 4)")
+
+
 def add_extractor_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
                             max_keypoints: int | None = None) -> None:
     """Add --weights, --device, --backend, --precision, --max-keypoints, --detection-threshold,
@@ -91,12 +101,7 @@ def add_extractor_arguments(parser: argparse.ArgumentParser | argparse._Argument
     parser.add_argument(*flag("max-keypoints"), type=int, default=max_keypoints,
                         help="keep the best N keypoints per image, -1 or 0 keeps all above the threshold "
                         "(default: %(default)s)")
-    parser.add_argument(*flag("detection-threshold"), type=float, default=None,
-                        help="score threshold (default: the weights format's, 0.005)")
-    parser.add_argument(*flag("nms-radius"), type=int, default=None,
-                        help="max-pool NMS radius in pixels (default: the weights format's, 4)")
-    parser.add_argument(*flag("remove-borders"), type=int, default=None,
-                        help="drop keypoints this close to the edge (default: the weights format's, 4)")
+    add_detection_arguments(parser)
     parser.add_argument(*flag("descriptor-sampling"), choices=DESCRIPTOR_SAMPLING, default=None,
                         help="descriptor sampling convention (default: the weights format's)")
     parser.add_argument("--subpixel", choices=SUBPIXEL, default=None,
