@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from superpoint_training.odometry.camera import CameraModel
+
 __all__ = ["DESCRIPTOR_ENCODINGS", "FORMAT_VERSION", "CameraGeometry", "FeatureArrays", "features_to_message",
            "features_from_message"]
 
@@ -36,8 +38,6 @@ DESCRIPTOR_ENCODINGS = ("float32", "int8")
 INT8_SCALE = 127.0
 FORMAT_VERSION = 2  # msg/Features.msg's FORMAT_VERSION
 # distortion models normalize() undistorts ("" and all-zero D: none)
-PINHOLE_MODELS = ("plumb_bob", "rational_polynomial")
-FISHEYE_MODELS = ("equidistant",)
 
 
 @dataclass
@@ -75,42 +75,34 @@ class CameraGeometry:
             roi_do_rectify=bool(roi.do_rectify), rectified=bool(rectified),
         )
 
-    @property
-    def calibrated(self) -> bool:
-        matrix = self.p if self.rectified else self.k
-        return bool(matrix[0, 0] > 0 and matrix[1, 1] > 0)
-
     def sensor_pixels(self, keypoints: np.ndarray) -> np.ndarray:
         """Keypoints (N, 2) of the published image -> pixel centres of the full-resolution sensor."""
         binning = np.array([max(self.binning_x, 1), max(self.binning_y, 1)], np.float64)
         offset = np.array(self.roi[:2], np.float64)
         return (np.asarray(keypoints, np.float64).reshape(-1, 2) + 0.5) * binning - 0.5 + offset
 
+    def camera_model(self, rectified: bool = False) -> CameraModel:
+        """This camera as the odometry's :class:`~superpoint_training.odometry.camera.CameraModel` (the
+        one model that turns pixels into rays, for the tracker and for :meth:`normalize`);
+        ``rectified`` adds to the message's own flag."""
+        x, y, height, width = self.roi
+        return CameraModel(
+            self.k, self.d, self.distortion_model or "plumb_bob",
+            (self.height, self.width) if self.height and self.width else None,
+            P=self.p if np.any(self.p) else None, R=self.r if np.any(self.r) else None,
+            binning=(self.binning_x, self.binning_y), roi=(x, y, width, height),
+            rectified=bool(self.rectified or rectified),
+        )  # fmt: skip
+
     def normalize(self, keypoints: np.ndarray) -> np.ndarray | None:
-        """Undistorted normalised image coordinates (x/z, y/z) of keypoints (N, 2), float32.
-
-        Rectified images: (u - cx) / fx with P's intrinsics (in the rectified frame). Raw images: D
-        removed with K (plumb_bob and rational_polynomial through cv2.undistortPoints, equidistant
-        through cv2.fisheye), in the camera frame. None when uncalibrated (fx = 0), the model is
-        unknown or D has a length the model does not have.
-        """
-        if not self.calibrated:
+        """Undistorted normalised coordinates (x/z, y/z) in the camera frame of keypoints (N, 2) of the
+        published image, float32 (:meth:`CameraModel.undistort`: raw images through K and D, rectified
+        ones through P and back by R; binning and ROI undone). None when the model cannot be used
+        (uncalibrated, an unknown distortion model, D of a length the model does not have)."""
+        model = self.camera_model()
+        if model.problem():
             return None
-        pixels = self.sensor_pixels(keypoints)
-        if len(pixels) == 0:
-            return np.zeros((0, 2), np.float32)
-        if self.rectified or not np.any(self.d) or self.distortion_model == "":
-            matrix = self.p[:, :3] if self.rectified else self.k
-            focal, centre = np.array([matrix[0, 0], matrix[1, 1]]), np.array([matrix[0, 2], matrix[1, 2]])
-            return ((pixels - centre) / focal).astype(np.float32)
-        import cv2
-
-        points = pixels.reshape(-1, 1, 2)
-        if self.distortion_model in PINHOLE_MODELS and self.d.size in (4, 5, 8, 12, 14):  # what OpenCV takes
-            return cv2.undistortPoints(points, self.k, self.d).reshape(-1, 2).astype(np.float32)
-        if self.distortion_model in FISHEYE_MODELS and self.d.size >= 4:
-            return cv2.fisheye.undistortPoints(points, self.k, self.d[:4]).reshape(-1, 2).astype(np.float32)
-        return None
+        return model.undistort(np.asarray(keypoints, np.float64).reshape(-1, 2)).astype(np.float32)
 
     def message_fields(self, numpy_fields: bool = False) -> dict[str, Any]:
         """The Features fields of this model (see msg/Features.msg)."""

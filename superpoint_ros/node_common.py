@@ -113,6 +113,24 @@ class ManagedNode(LifecycleNode):
         self.last_error = ""
         self._configured = False
         self._active = False
+        self._guard_change_state()
+
+    def _guard_change_state(self) -> None:
+        """rclpy raises inside the change_state service for a transition id the current state does not
+        have (activate while unconfigured), which ends spin and the node: refuse it instead."""
+        service = self._service_change_state
+        change = service.callback
+
+        def refuse_invalid(request: Any, response: Any) -> Any:
+            try:
+                return change(request, response)
+            except Exception as error:  # noqa: BLE001 - an invalid request must not end the node
+                self.get_logger().warning(f"refused lifecycle transition {request.transition.id} "
+                                          f"({request.transition.label or 'no label'}): {error}")
+                response.success = False
+                return response
+
+        service.callback = refuse_invalid
 
     # -- hooks for subclasses: raise to fail the transition --------------------------------------
     def configure_node(self) -> None:

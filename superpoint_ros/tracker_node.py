@@ -191,19 +191,6 @@ def load_tf_message() -> type | None:
     return TFMessage
 
 
-def camera_from_features(geometry: Any, rectified: bool) -> CameraModel:
-    """The tracker's CameraModel of the camera model a Features message carries
-    (:class:`superpoint_ros.features_message.CameraGeometry`); ``rectified`` adds to its own flag."""
-    x, y, height, width = geometry.roi
-    return CameraModel(
-        geometry.k, geometry.d, geometry.distortion_model or "plumb_bob",
-        (geometry.height, geometry.width) if geometry.height and geometry.width else None,
-        P=geometry.p if np.any(geometry.p) else None, R=geometry.r if np.any(geometry.r) else None,
-        binning=(geometry.binning_x, geometry.binning_y), roi=(x, y, width, height),
-        rectified=bool(geometry.rectified or rectified),
-    )  # fmt: skip
-
-
 class OdometryFrames:
     """Turns the camera's accumulated pose into the pose of the odometry's child frame.
 
@@ -369,7 +356,7 @@ class TrackerNode(ManagedNode):
         The keypoints are undistorted once, here, from their pixels; ``keypoints_normalized`` of
         the message (when the detector filled it) is not used on top of that."""
         if features.camera is not None:
-            camera = camera_from_features(features.camera, self.values["rectified"])
+            camera = features.camera.camera_model(self.values["rectified"])
             self.camera_source = "features"
         else:
             camera = self.camera_info

@@ -70,6 +70,12 @@ class LifecycleClient:
 
         return self._call(self.change, ChangeState.Request(transition=Transition(label=label))).success
 
+    def transition_id(self, transition_id: int) -> bool:
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        return self._call(self.change, ChangeState.Request(transition=Transition(id=transition_id))).success
+
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
@@ -112,6 +118,11 @@ def test_every_transition_from_a_lifecycle_client(node, photo_rgb):
         infos = ros.node.create_publisher(CameraInfo, f"{NAMESPACE}/camera_info", 10)
         client = LifecycleClient(ros, NODE)
         assert client.state() == "unconfigured"
+        # a transition the state does not have, asked by id, is refused and the node lives on
+        from lifecycle_msgs.msg import Transition
+
+        assert not client.transition_id(Transition.TRANSITION_ACTIVATE)
+        assert client.state() == "unconfigured" and node.process.poll() is None, node.output
         next_sec = iter(range(100, 10000))
 
         def send(with_info: bool = True, timeout: float = 5.0):
