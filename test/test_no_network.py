@@ -77,45 +77,33 @@ def test_the_audit_sees_a_dns_query():
     assert outside_traffic("\n".join([dns, https, dds, local])) == [dns, https]
 
 
-def test_demo_sends_nothing(tmp_path):
-    log = tmp_path / "demo.strace"
-    command = [sys.executable, "-m", "superpoint_training.match_features_demo", "--output", tmp_path / "demo.png",
-               "--device", "cpu", "--backend", "auto"]  # fmt: skip
-    result = subprocess.run(traced(command, log), env=audit_environment(), cwd=tmp_path, capture_output=True,
+def run_traced_command(module: str, arguments: list, folder: Path, what: str) -> None:
+    """``python -m module arguments`` (the auto backend on the CPU) under strace; it must succeed and
+    send nothing off the machine."""
+    log = folder / f"{module}.strace"
+    command = [sys.executable, "-m", module, *arguments, "--device", "cpu", "--backend", "auto"]
+    result = subprocess.run(traced(command, log), env=audit_environment(), cwd=folder, capture_output=True,
                             text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert_nothing_leaves(log, "the demo")
+    assert_nothing_leaves(log, what)
 
 
-BAG = """
-import sys
-import numpy as np
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
-store = get_typestore(Stores.ROS2_JAZZY)
-Image, Header, Time = (store.types[n] for n in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
-                                                 "builtin_interfaces/msg/Time"))
-rng = np.random.default_rng(0)
-with Writer(sys.argv[1], version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
-    topic = writer.add_connection("/camera/image_raw", Image.__msgtype__, typestore=store)
-    for i in range(2):
-        data = (rng.random((96, 128)) * 255).astype(np.uint8)
-        message = Image(header=Header(stamp=Time(sec=i, nanosec=0), frame_id="camera"), height=96, width=128,
-                        encoding="mono8", is_bigendian=0, step=128, data=data.ravel())
-        writer.write(topic, (i + 1) * 10**9, store.serialize_cdr(message, Image.__msgtype__))
-"""
+def test_demo_sends_nothing(tmp_path):
+    run_traced_command("superpoint_training.match_features_demo", ["--output", tmp_path / "demo.png"], tmp_path,
+                       "the demo")
 
 
 def test_bag_tool_sends_nothing(tmp_path):
     pytest.importorskip("rosbags")
-    subprocess.run([sys.executable, "-c", BAG, tmp_path / "bag"], check=True, timeout=120)
-    log = tmp_path / "bag.strace"
-    command = [sys.executable, "-m", "superpoint_ros.extract_bag", tmp_path / "bag", "--output", tmp_path / "out",
-               "--device", "cpu", "--backend", "auto"]  # fmt: skip
-    result = subprocess.run(traced(command, log), env=audit_environment(), cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert_nothing_leaves(log, "the bag tool")
+    import numpy as np
+    from bag_files import BagImage, write_image_bag
+
+    rng = np.random.default_rng(0)
+    frames = [BagImage("/camera/image_raw", (i + 1) * 10**9, (rng.random((96, 128)) * 255).astype(np.uint8), "mono8")
+              for i in range(2)]  # fmt: skip
+    write_image_bag(tmp_path / "bag", "mcap", frames)
+    run_traced_command("superpoint_ros.extract_bag", [tmp_path / "bag", "--output", tmp_path / "out"], tmp_path,
+                       "the bag tool")
 
 
 PUBLISHER = """
