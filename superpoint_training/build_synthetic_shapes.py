@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Mapping
@@ -36,7 +37,7 @@ def _load_cli_config(path: str | None) -> dict:
     return dict(data.get("data", data)) if isinstance(data.get("data", data), Mapping) else {}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "superpoint_training.build_synthetic_shapes",
         "Generate (or reuse) the cached Synthetic Shapes dataset and optionally write a contact sheet.",
@@ -61,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-primitive", type=int, default=4, help="images per primitive on the contact sheet")
     parser.add_argument("--verify", action="store_true", help="check every file's checksum (regenerate bad ones)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     try:

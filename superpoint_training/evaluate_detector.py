@@ -10,6 +10,7 @@ starts), the box NMS of size 4 with IoU 0.1, no border removal; the config's dis
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import yaml
@@ -22,10 +23,10 @@ from .evaluation.presets import PRESETS, REFERENCE_DETECTOR_BOX, BoxNMSDetectorM
 from .model.extractor import resolve_device
 from .model.loading import WeightsError, load_superpoint
 from .training.detector_metrics import DetectorMetricsAccumulator
-from .training.trainer import DATASETS, build_config
+from .training.train_config import DATASETS, build_config
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "superpoint_training.evaluate_detector",
         "Precision, recall, mAP and localisation error of detectors on Synthetic Shapes.",
@@ -43,27 +44,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=tuple(PRESETS), default="project",
                         help="project: the config's validation settings (default); reference: threshold 0.001, "
                         f"box NMS of size {REFERENCE_DETECTOR_BOX} with IoU 0.1, no border removal")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def preset_settings(validation: dict, preset: str) -> tuple[dict, str]:
+    """The metric settings of ``preset`` (the config's ``validation`` section for ``project``) and
+    the NMS in words."""
+    settings = {
+        k: validation[k]
+        for k in ("distance_threshold", "detection_threshold", "nms_radius", "remove_borders", "min_score")
+    }
+    if preset != "reference":
+        return settings, f"NMS radius {settings['nms_radius']}"
+    reference = PRESETS["reference"]
+    settings.update(detection_threshold=reference.detection_threshold, min_score=reference.detection_threshold,
+                    remove_borders=reference.remove_borders, nms_radius=REFERENCE_DETECTOR_BOX,
+                    nms="box", nms_iou=reference.nms_iou)
+    return settings, f"box NMS of size {REFERENCE_DETECTOR_BOX} (IoU {reference.nms_iou:g})"
+
+
+def evaluate_weights(loaded, dataset, settings: dict, preset: str, batch_size: int, device,
+                     name: str = "") -> dict[str, float]:
+    """The detector metrics of ``loaded`` (a :class:`~.model.loading.LoadedWeights`) on ``dataset``;
+    ``name``: the progress bar's."""
+    loader = DataLoader(dataset, batch_size=batch_size)
+    common = {k: settings[k] for k in ("distance_threshold", "detection_threshold", "nms_radius",
+                                       "remove_borders", "min_score")}
+    if preset == "reference":
+        accumulator = BoxNMSDetectorMetrics(**common, box_size=REFERENCE_DETECTOR_BOX, nms_iou=settings["nms_iou"])
+    else:
+        accumulator = DetectorMetricsAccumulator(**common)
+    return evaluate_detector_with(accumulator, loaded.model.to(device),
+                                  tqdm(loader, desc=name or loaded.description, leave=False), device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         config = build_config(args.config)
         dataset = DATASETS[config["data"]["name"]](config["data"], args.split)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    options = config["validation"]
-    settings = {
-        k: options[k]
-        for k in ("distance_threshold", "detection_threshold", "nms_radius", "remove_borders", "min_score")
-    }
-    if args.preset == "reference":
-        reference = PRESETS["reference"]
-        settings.update(detection_threshold=reference.detection_threshold, min_score=reference.detection_threshold,
-                        remove_borders=reference.remove_borders, nms_radius=REFERENCE_DETECTOR_BOX,
-                        nms="box", nms_iou=reference.nms_iou)
-        nms_text = f"box NMS of size {REFERENCE_DETECTOR_BOX} (IoU {reference.nms_iou:g})"
-    else:
-        nms_text = f"NMS radius {settings['nms_radius']}"
+    settings, nms_text = preset_settings(config["validation"], args.preset)
     device = resolve_device(args.device)
     print(
         f"{len(dataset)} {args.split} images of {config['data']['name']}; preset {args.preset}: {nms_text}, "
@@ -84,15 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         except WeightsError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        loader = DataLoader(dataset, batch_size=args.batch_size)
-        common = {k: settings[k] for k in ("distance_threshold", "detection_threshold", "nms_radius",
-                                           "remove_borders", "min_score")}
-        if args.preset == "reference":
-            accumulator = BoxNMSDetectorMetrics(**common, box_size=REFERENCE_DETECTOR_BOX, nms_iou=settings["nms_iou"])
-        else:
-            accumulator = DetectorMetricsAccumulator(**common)
-        metrics = evaluate_detector_with(accumulator, loaded.model.to(device),
-                                         tqdm(loader, desc=str(weights), leave=False), device)
+        metrics = evaluate_weights(loaded, dataset, settings, args.preset, args.batch_size, device, str(weights))
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         print(f"{loaded.description}: {shown}")
         report["results"][str(weights)] = {"description": loaded.description, **metrics}

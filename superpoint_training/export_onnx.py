@@ -24,6 +24,7 @@ Examples::
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -34,7 +35,7 @@ from .model.loading import WeightsError
 from .model.onnx_graph import compare_with_extractor, export_onnx, make_extractor, run_onnx, sample_photo
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "superpoint_training.export_onnx",
         "Export SuperPoint and its fixed-K post-processing (keypoints, scores, descriptors, valid) "
@@ -53,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
                         help="torch.export-based exporter (default) or the legacy TorchScript tracer")
     parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime check")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     batch: int | str = args.batch
     try:

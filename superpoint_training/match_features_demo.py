@@ -10,6 +10,7 @@ warped image corners, the HPatches correctness measure).
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -124,7 +125,7 @@ def _title(r: MethodResult) -> str:
     return f"{r.method}: {r.keypoints0}/{r.keypoints1} keypoints, {r.matches} matches, {r.inliers} inliers{error}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "superpoint_training.match_features_demo",
         "Match two images with SuperPoint and with SIFT, estimate the homography, draw the matches.",
@@ -143,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     add_scales_argument(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random homography of the default pair")
     parser.add_argument("--output", type=Path, default=Path("outputs/match_demo.png"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if len(args.images) not in (0, 2):
         parser.error("give two images, or none for the built-in pair")

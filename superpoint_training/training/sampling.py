@@ -128,7 +128,7 @@ class StopSafeLoader(DataLoader):
 
     def close(self) -> None:
         """Stop the persistent workers now (they ignore the signals that would otherwise end them)."""
-        iterator = getattr(self, "_iterator", None)
+        iterator = self._iterator  # DataLoader's own: the persistent workers' iterator, or None
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
         self._iterator = None
