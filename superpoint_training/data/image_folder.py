@@ -45,8 +45,8 @@ LABEL_FORMAT = """One .npz per image (numpy.load(path)):
   points         (N, 2) int32    row, col: the reference's 'points' field, for its readers
   image_size     (2,)   int32    H, W of the preprocessed image the labels refer to
   original_size  (2,)   int32    H, W of the image file
-  prob           (H, W) float16  the aggregated probability map (absent with --pred_only)
-  counts         (H, W) uint8    how many warps saw each pixel (absent with --pred_only)
+  prob           (H, W) float16  the aggregated probability map (absent with --pred-only)
+  counts         (H, W) uint8    how many warps saw each pixel (absent with --pred-only)
   meta           str            JSON: weights, homographies, aggregation, thresholds, resize
 """
 

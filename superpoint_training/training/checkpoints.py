@@ -1,4 +1,4 @@
-"""What a run reads and writes besides its logs: start weights (``--pretrained_model``), the model
+"""What a run reads and writes besides its logs: start weights (``--pretrained-model``), the model
 record of ``weights.pth``, ``checkpoint.pth`` (plus optimizer, sampler position and scaler), kept
 copies, and the check that a checkpoint may be resumed with this run's settings.
 
@@ -36,12 +36,12 @@ def load_pretrained(model: SuperPoint, weights: str) -> tuple[str, dict]:
     common = [k for k in target if k in source]
     if not common:
         raise ConfigError(
-            f"--pretrained_model {weights}: no tensor matches the {model.config.variant} layout "
+            f"--pretrained-model {weights}: no tensor matches the {model.config.variant} layout "
             f"(the file is {loaded.model.config.variant})"
         )
     wrong = [k for k in common if source[k].shape != target[k].shape]
     if wrong:
-        raise ConfigError(f"--pretrained_model {weights}: wrong shapes for {', '.join(wrong[:5])}")
+        raise ConfigError(f"--pretrained-model {weights}: wrong shapes for {', '.join(wrong[:5])}")
     target.update({k: source[k] for k in common})
     model.load_state_dict(target)
     missing = len(target) - len(common)
@@ -50,7 +50,7 @@ def load_pretrained(model: SuperPoint, weights: str) -> tuple[str, dict]:
 
 
 def pretrained_provenance(weights: str, loaded) -> dict:
-    """What ``--pretrained_model`` named: the text given, the file (absolute), its SHA-256, and the
+    """What ``--pretrained-model`` named: the text given, the file (absolute), its SHA-256, and the
     experiment and iteration when it is a project checkpoint."""
     import hashlib
 

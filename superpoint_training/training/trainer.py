@@ -8,7 +8,7 @@ What it does, whatever the task (:mod:`.task`):
 
 - writes under ``$SUPERPOINT_EXPER_DIR`` (default ``experiments/``) ``/<experiment>/``: the merged
   ``config.yaml``, ``checkpoint.pth`` (model, optimizer, iteration: the resume point),
-  ``weights.pth`` (model only, a few MB: what Extractor and ``--pretrained_model`` load),
+  ``weights.pth`` (model only, a few MB: what Extractor and ``--pretrained-model`` load),
   ``metrics.yaml`` (validation history) and TensorBoard event files. Every file is written to a
   temporary name then moved into place (``os.replace``), so a crash never leaves half a checkpoint;
 - resumes from ``checkpoint.pth`` when it exists (``overwrite=True`` starts over), only when the
@@ -19,7 +19,7 @@ What it does, whatever the task (:mod:`.task`):
 - Ctrl+C (SIGINT) or SIGTERM, to the main process or the whole process group: finishes the current
   iteration, saves, exits cleanly (DataLoader workers ignore both signals); a second Ctrl+C
   interrupts at once;
-- every weights file records where it came from (``provenance``: the ``--pretrained_model``
+- every weights file records where it came from (``provenance``: the ``--pretrained-model``
   source, the label folder and the export that wrote it, library versions, the machine);
   ``train.keep_every`` keeps ``checkpoint_<iteration>.pth`` files, ``train.keep_best`` keeps
   ``best_weights.pth``, the weights with the best value of one validation metric;
