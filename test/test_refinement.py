@@ -51,9 +51,11 @@ def randomised(seed: int = 0, **options) -> SubpixelRefinement:
     return refinement.eval().requires_grad_(False)
 
 
-def slow_reference(refinement: SubpixelRefinement, scores: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
-    """One keypoint at a time, in float64 numpy: the window (edges repeated), the cell, the
-    parabola through the log-scores (edges mirrored), the perceptron, the bounded correction."""
+def slow_reference(refinement: SubpixelRefinement, scores: np.ndarray, keypoints: np.ndarray,
+                   image: np.ndarray | None = None) -> np.ndarray:
+    """One keypoint at a time, in float64 numpy: the window (edges repeated), the cell, the image
+    window (normalised), the parabola through the log-scores (edges mirrored), the perceptron, the
+    bounded correction."""
     h, w = scores.shape
     r = refinement.radius
     layers = [(m.weight.detach().double().numpy(), m.bias.detach().double().numpy())
@@ -73,12 +75,19 @@ def slow_reference(refinement: SubpixelRefinement, scores: np.ndarray, keypoints
         cells = np.zeros(16)
         cells[x % 8] = 1
         cells[8 + y % 8] = 1
+        patch = []
+        if refinement.image_radius:
+            q = refinement.image_radius
+            patch = np.array([float(image[min(max(y + dy, 0), h - 1), min(max(x + dx, 0), w - 1)])
+                              for dy in range(-q, q + 1) for dx in range(-q, q + 1)])
+            patch = patch - patch.mean()
+            patch = patch / (np.sqrt((patch**2).mean()) + 0.02)
         fit = []
         for dx, dy in ((1, 0), (0, 1)):
             c, before, after = (np.log(max(score(y + s * dy, x + s * dx, True), 1e-12)) for s in (0, -1, 1))
             curvature = before - 2 * c + after
             fit.append(np.clip(0.5 * (before - after) / curvature, -0.5, 0.5) if curvature < 0 else 0.0)
-        hidden = np.concatenate((window, cells, fit))
+        hidden = np.concatenate((window, cells, patch, fit))
         for i, (weight, bias) in enumerate(layers):
             hidden = weight @ hidden + bias
             if i < len(layers) - 1:
@@ -101,26 +110,28 @@ def test_untrained_refinement_finds_blob_centres(size):
     assert nearest.max() < 0.01, nearest
 
 
-@pytest.mark.parametrize(("size", "radius"), [((33, 47), 3), ((64, 80), 2), ((16, 24), 3)])
-def test_refinement_matches_slow_reference(size, radius):
-    """Batched gather and perceptron = a loop over keypoints, keypoints at the edges included."""
-    refinement = randomised(seed=radius, radius=radius, hidden=16, max_shift=1.5)
+@pytest.mark.parametrize(("size", "radius", "image_radius"), [((33, 47), 3, 0), ((64, 80), 2, 4), ((16, 24), 3, 5)])
+def test_refinement_matches_slow_reference(size, radius, image_radius):
+    """Batched gathers and perceptron = a loop over keypoints, keypoints at the edges included."""
+    refinement = randomised(seed=radius, radius=radius, hidden=16, max_shift=1.5, image_radius=image_radius)
     maps = [blob_map(random_centres(size, 2, seed=s, margin=2), size) + 1e-3 for s in (1, 2)]
     scores = torch.from_numpy(np.stack(maps)).float()
+    images = np.random.default_rng(radius).random((2, 1, *size)).astype(np.float32)
     edges = [(0, 0), (size[1] - 1, size[0] - 1), (size[1] - 1, 0), (1, size[0] - 2), (size[1] // 2, size[0] // 2)]
     keypoints = torch.tensor([edges, edges[::-1]], dtype=torch.float32)
-    fast = refinement(scores, keypoints).numpy()
+    fast = refinement(scores, keypoints, torch.from_numpy(images)).numpy()
     for b in range(2):
-        slow = slow_reference(refinement, maps[b].astype(np.float32), keypoints[b].numpy())
+        slow = slow_reference(refinement, maps[b].astype(np.float32), keypoints[b].numpy(), images[b, 0])
         np.testing.assert_allclose(fast[b], slow, atol=1e-4)
     assert np.abs(fast - keypoints.numpy()).max() > 0.05  # the correction is not zero
 
 
-@pytest.fixture(scope="module")
-def learned_weights(tmp_path_factory):
-    """The default weights with a randomised refinement attached (and ``subpixel="learned"`` default)."""
+@pytest.fixture(scope="module", params=[0, 4], ids=["scores", "scores+image"])
+def learned_weights(request, tmp_path_factory):
+    """The default weights with a randomised refinement attached (and ``subpixel="learned"`` default),
+    reading the score map only or the image too."""
     path = tmp_path_factory.mktemp("refinement") / "learned.pth"
-    attach_refinement("default", randomised(), path, metadata={"test": True})
+    attach_refinement("default", randomised(image_radius=request.param), path, metadata={"test": True})
     return path
 
 
@@ -143,7 +154,7 @@ def test_every_backend_runs_the_refinement(learned_weights, backend, size):
     scores = extractor.dense_scores(torch.from_numpy(image)[None, None])[0].numpy()
     refined = extractor(image).keypoints.numpy()
     assert len(refined) == len(integer) > 0
-    slow = slow_reference(extractor.config.refinement.cpu(), scores, integer)
+    slow = slow_reference(extractor.config.refinement.cpu(), scores, integer, image)
     np.testing.assert_allclose(refined, slow, atol=1e-3)
     pyramid = Extractor(learned_weights, device="cpu", backend=backend, precision="fp32", warmup=False,
                         detection_threshold=0.001, scales=(1.0, 0.5))(image)
@@ -153,7 +164,7 @@ def test_every_backend_runs_the_refinement(learned_weights, backend, size):
 def test_weights_round_trip_and_published_outputs_unchanged(learned_weights, tmp_path):
     loaded = load_superpoint(learned_weights)
     assert loaded.detection_defaults["subpixel"] == "learned"
-    reference = randomised()
+    reference = randomised(image_radius=loaded.refinement.image_radius)
     for key, value in reference.state_dict().items():
         assert torch.equal(loaded.refinement.state_dict()[key], value)
     plain = load_superpoint("default")

@@ -123,8 +123,8 @@ def collect_pairs(extractor: Extractor, photos: Sequence[Path], refinement: Subp
             if len(i) == 0:
                 continue
             a, b = points_a[torch.from_numpy(i)], points_b[torch.from_numpy(j)]
-            parts["features_a"].append(refinement.features(scores[:1], a[None])[0])
-            parts["features_b"].append(refinement.features(scores[1:], b[None])[0])
+            parts["features_a"].append(refinement.features(scores[:1], a[None], batch[:1])[0])
+            parts["features_b"].append(refinement.features(scores[1:], b[None], batch[1:])[0])
             parts["points_a"].append(a)
             parts["points_b"].append(b)
             parts["homographies"].append(torch.from_numpy(H).float()[None].expand(len(i), 3, 3))
@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--match-radius", type=float, default=2.0, help="px: pairs farther apart are not matches")
     parser.add_argument("--radius", type=int, default=3, help="half side of the score window")
     parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--image-radius", type=int, default=0,
+                        help="half side of an image window as a further input (0: the score map only)")
     parser.add_argument("--max-shift", type=float, default=1.0, help="px: the largest correction per axis")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=4096)
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    refinement = SubpixelRefinement(args.radius, args.hidden, args.max_shift)
+    refinement = SubpixelRefinement(args.radius, args.hidden, args.max_shift, args.image_radius)
     started = time.perf_counter()
     size = tuple(args.size)
     train_pairs = collect_pairs(extractor, training, refinement, args.crops, size, args.match_radius, args.seed)
