@@ -56,7 +56,7 @@ MEASURED_ON = "2026-12-06, 2-core Intel Xeon with AMX, torch 2.13 CPU, 1 thread,
 LAUNCH_US = 10.0
 # Bytes per label file of magic-point_coco_export.yaml at 240x320 (prob float16 and counts uint8,
 # compressed, plus the keypoints): 138,363 on average over 7 photos of ../shared/data/photos
-# (magicpoint_shapes, 10 homographies), 2026-12-06; --pred_only keeps only the keypoints.
+# (magicpoint_shapes, 10 homographies), 2026-12-06; --pred-only keeps only the keypoints.
 LABEL_BYTES = 138_363
 COCO_TRAIN, COCO_VAL = 82_783, 40_504
 
@@ -73,12 +73,12 @@ class Stage:
         return " ".join(["python -m superpoint_training." + self.module, *self.args])
 
 
-TRAIN_DRY = ["--no_progress", "--set", "train.iterations=2", "--set", "train.batch_size=2", "--set", "train.device=cpu",
+TRAIN_DRY = ["--no-progress", "--set", "train.iterations=2", "--set", "train.batch_size=2", "--set", "train.device=cpu",
              "--set", "train.num_workers=0", "--set", "train.num_threads=1", "--set", "train.log_every=1",
              "--set", "train.checkpoint_every=2", "--set", "validation.every=2", "--set", "validation.batch_size=2",
              "--set", "train.precision=fp32"]
 IMAGES_DRY = ["--set", "data.resize=[32,40]", "--set", "data.validation_size=2"]
-EXPORT_DRY = ["--device", "cpu", "--batch_size", "2", "--no_progress", "--set", "model.homography_adaptation.num=2",
+EXPORT_DRY = ["--device", "cpu", "--batch-size", "2", "--no-progress", "--set", "model.homography_adaptation.num=2",
               "--set", "data.resize=[32,40]", "--set", "data.num_workers=0"]
 
 STAGES = [
@@ -88,21 +88,21 @@ STAGES = [
            "--set", "data.generation.image_size=[96,128]", "--set", "data.preprocessing.resize=[32,40]"],
           "MagicPoint on Synthetic Shapes (50k iterations, batch 64, 120x160)"),
     Stage("export1", "export_detections",
-          ["config/magic-point_coco_export.yaml", "magic-point_synth", "--export_name", "magic-point_coco-export1"],
+          ["config/magic-point_coco_export.yaml", "magic-point_synth", "--export-name", "magic-point_coco-export1"],
           EXPORT_DRY, "Homographic Adaptation labels for COCO train2014 (100 homographies, 240x320)"),
     Stage("magicpoint_coco", "train",
           ["config/magic-point_coco_train.yaml", "magic-point_coco",
-           "--pretrained_model", "$SUPERPOINT_EXPER_DIR/magic-point_synth/weights.pth"],
+           "--pretrained-model", "$SUPERPOINT_EXPER_DIR/magic-point_synth/weights.pth"],
           [*TRAIN_DRY, *IMAGES_DRY], "MagicPoint on COCO with the first labels (18k iterations, batch 32, 240x320)"),
     Stage("export2", "export_detections",
-          ["config/magic-point_coco_export.yaml", "magic-point_coco", "--export_name", "magic-point_coco-export2"],
+          ["config/magic-point_coco_export.yaml", "magic-point_coco", "--export-name", "magic-point_coco-export2"],
           EXPORT_DRY, "the second round of labels, from the COCO MagicPoint"),
     Stage("patches", "write_validation_patches",
           ["$SUPERPOINT_DATA_DIR/COCO/val2014", "$SUPERPOINT_EXPER_DIR/outputs/coco_patches"],
           ["--count", "2", "--resize", "32", "40"], "SuperPoint's validation pairs from val2014 (100 pairs)"),
     Stage("superpoint", "train",
           ["config/superpoint_coco.yaml", "superpoint_coco",
-           "--pretrained_model", "$SUPERPOINT_EXPER_DIR/magic-point_coco/weights.pth"],
+           "--pretrained-model", "$SUPERPOINT_EXPER_DIR/magic-point_coco/weights.pth"],
           [*TRAIN_DRY, *IMAGES_DRY], "SuperPoint on COCO with the second labels (300k iterations, batch 3, 240x320)"),
     Stage("hpatches", "evaluate",
           ["--dataset", "$SUPERPOINT_DATA_DIR/hpatches-sequences-release", "--preset", "reference",
@@ -258,7 +258,7 @@ def describe() -> str:
     for number, stage in enumerate(STAGES, start=1):
         estimate = table[stage.name]
         total += estimate["seconds"]
-        disk = f", labels {estimate['label_bytes'] / 1e9:.0f} GB (with --pred_only: the keypoints alone)" \
+        disk = f", labels {estimate['label_bytes'] / 1e9:.0f} GB (with --pred-only: the keypoints alone)" \
             if "label_bytes" in estimate else ""
         lines += [f"{number}. {stage.name}: {stage.what}", f"   {stage.command()}",
                   f"   estimate: {_duration(estimate['seconds'])}{disk}"]
