@@ -310,10 +310,12 @@ def sample_descriptors(dense: torch.Tensor, keypoints: torch.Tensor, mode: str =
 
 
 def detect(
-    logits: torch.Tensor, dense_descriptors: torch.Tensor | None, config: DetectionConfig
+    logits: torch.Tensor, dense_descriptors: torch.Tensor | None, config: DetectionConfig,
+    image: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Head outputs to batched keypoints: dict of keypoints (B, K, 2), scores (B, K), valid (B, K),
-    descriptors (B, K, D) (D = 0 for a detector-only model).
+    descriptors (B, K, D) (D = 0 for a detector-only model). ``image``: the network's (B, 1, H, W)
+    input, for a learned refinement that reads it.
 
     The score map is the (8 Hc, 8 Wc) depth-to-space of the logits, as in the publishers' code;
     border removal counts from its edges. Whole images in, pipeline and all:
@@ -330,7 +332,7 @@ def detect(
     if config.subpixel == "learned":
         if config.refinement is None:
             raise ValueError("subpixel='learned' needs weights that carry a trained refinement")
-        keypoints = config.refinement(dense_scores, keypoints)
+        keypoints = config.refinement(dense_scores, keypoints, image)
     else:
         keypoints = refine_keypoints(dense_scores, keypoints, config.subpixel)
     if config.fixed_keypoints and keypoints.shape[1] < k:  # tiny image: pad to the fixed K
