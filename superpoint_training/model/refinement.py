@@ -5,8 +5,9 @@ point lies within its pixel; the parabola fits of :func:`~superpoint_training.mo
 read only the maximum and its four neighbours and assume a symmetric peak. This module reads a
 (2r+1)^2 window of the log-scores around each keypoint (relative to the maximum), the position of
 the keypoint within its 8x8 cell (the detector head scores each cell with its own softmax, so its
-errors depend on that position) and the Gaussian fit's offset, and a two-layer perceptron predicts
-a correction of that offset. Trained with the network frozen, from the known homography of image
+errors depend on that position), optionally a window of the image itself (``image_radius``: the
+score map alone is a blurred trace of where the corner is), and the Gaussian fit's offset; a
+perceptron with two hidden layers predicts a correction of that offset. Trained with the network frozen, from the known homography of image
 pairs (:mod:`superpoint_training.training.refinement`); its last layer starts at zero, so an
 untrained refinement is the Gaussian fit.
 
