@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import torch
 
-from superpoint_training import Extractor
+from superpoint_training import Extractor, train_refinement
 from superpoint_training.model.loading import load_superpoint
 from superpoint_training.model.refinement import SubpixelRefinement
 from superpoint_training.training import refinement as trainer
@@ -48,7 +48,7 @@ def test_training_lowers_the_error_and_writes_loadable_weights(tmp_path, capsys)
     assert after["median_learned_px"] < 0.9 * before["median_gaussian_px"], (before, after)
 
     output = tmp_path / "out" / "learned.pth"
-    code = trainer.main(["--photos", str(tmp_path), "--output", str(output), "--crops", "1", "--size", "120", "160",
+    code = train_refinement.main(["--photos", str(tmp_path), "--output", str(output), "--crops", "1", "--size", "120", "160",
                          "--steps", "20", "--val-every", "2", "--threads", "1", "--image-radius", "2"])
     assert code == 0 and "wrote" in capsys.readouterr().out
     loaded = load_superpoint(output)
@@ -58,5 +58,5 @@ def test_training_lowers_the_error_and_writes_loadable_weights(tmp_path, capsys)
 
 
 def test_bad_photo_folder_is_a_clear_error(tmp_path, capsys):
-    assert trainer.main(["--photos", str(tmp_path), "--output", str(tmp_path / "x.pth")]) == 2
+    assert train_refinement.main(["--photos", str(tmp_path), "--output", str(tmp_path / "x.pth")]) == 2
     assert "fewer than 2 photos" in capsys.readouterr().err

@@ -111,28 +111,6 @@ def equal_size_groups(images: Sequence[ImageLike]) -> list[list[int]]:
     return list(groups.values())
 
 
-class RefiningPipeline(SuperPointPipeline):
-    """The pipeline for a learned refinement that reads the image (``image_radius`` > 0): each
-    level's image is lent to the refinement while that level is post-processed.
-
-    :meth:`SuperPointPipeline.detect_level` hands :func:`~superpoint_training.model.keypoints.detect`
-    the network's outputs only; with the level image passed to ``detect`` this class can go.
-    """
-
-    def detect_level(self, level: torch.Tensor, input_size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        refinement = self.config.refinement
-        if self.config.subpixel != "learned" or refinement is None:
-            return super().detect_level(level, input_size)
-        with refinement.looking_at(level):
-            return super().detect_level(level, input_size)
-
-
-def make_pipeline(network, config: DetectionConfig, **options) -> SuperPointPipeline:
-    """:class:`RefiningPipeline` where the configured refinement reads the image, else the plain one."""
-    reads_image = config.refinement is not None and getattr(config.refinement, "image_radius", 0) > 0
-    return (RefiningPipeline if reads_image else SuperPointPipeline)(network, config, **options)
-
-
 class Extractor:
     """SuperPoint feature extractor.
 
@@ -211,7 +189,7 @@ class Extractor:
         options.update({k: v for k, v in given.items() if v is not None})
         config = self._with_refinement(
             DetectionConfig(max_keypoints=max_keypoints, fixed_keypoints=fixed_keypoints, **options))
-        self.pipeline = make_pipeline(
+        self.pipeline = SuperPointPipeline(
             network, config, resize=self._check_resize(resize), dtype=self.dtype, channels_last=self.backend == "torch"
         )
         if warmup is True and self.backend != "torch":
@@ -244,7 +222,7 @@ class Extractor:
             config.refinement = self._refinement
         elif config.subpixel == "learned":
             raise ValueError(f"subpixel='learned' needs weights that carry a trained refinement; "
-                             f"{self.loaded.source} carries none (train one: python -m superpoint_training.training.refinement)")
+                             f"{self.loaded.source} carries none (train one: python -m superpoint_training.train_refinement)")
         return config
 
     @staticmethod

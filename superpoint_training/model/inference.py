@@ -109,7 +109,7 @@ class SuperPointPipeline(nn.Module):
     def detect_level(self, level: torch.Tensor, input_size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """Network and post-processing on one image size; keypoints in the pixels of ``input_size``."""
         logits, dense = self.run_network(level)
-        output = detect(logits, dense, self.config)
+        output = detect(logits, dense, self.config, image=level)  # a learned refinement may read the image
         height, width = level.shape[-2:]
         if input_size != (height, width):  # pixel centres scale about the image's corner
             factor = level.new_tensor([input_size[1] / width, input_size[0] / height], dtype=torch.float32)

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from .backends import pair_same_points
-from .extractor import Extractor, make_pipeline
+from .extractor import Extractor
+from .inference import SuperPointPipeline
 from .network import STRIDE
 
 OUTPUT_NAMES = ("keypoints", "scores", "descriptors", "valid")
@@ -33,7 +34,7 @@ class ExportModule(nn.Module):
         super().__init__()
         if not extractor.config.fixed_keypoints:
             raise ValueError("export needs an Extractor in fixed-K mode (fixed_keypoints=True, max_keypoints=K)")
-        self.pipeline = make_pipeline(extractor.model, extractor.config, resize=extractor.resize)
+        self.pipeline = SuperPointPipeline(extractor.model, extractor.config, resize=extractor.resize)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         out = self.pipeline(image)

@@ -19,8 +19,7 @@ only run the network, so every backend gets it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -86,22 +85,10 @@ class SubpixelRefinement(nn.Module):
         learned correction (at most ``max_shift`` per axis)."""
         return features[..., -2:] + self.max_shift * torch.tanh(self.mlp(features))
 
-    @contextmanager
-    def looking_at(self, image: torch.Tensor) -> Iterator[None]:
-        """Within the block, ``forward`` reads ``image`` (the network's input) when it is not given:
-        :func:`~superpoint_training.model.keypoints.detect` receives only the network's outputs."""
-        self._image = image
-        try:
-            yield
-        finally:
-            self._image = None
-
     def forward(self, scores: torch.Tensor, keypoints: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
         """Refined keypoints (B, K, 2), same dtype as ``keypoints``."""
         if keypoints.shape[1] == 0:
             return keypoints
-        if image is None:
-            image = getattr(self, "_image", None)
         return keypoints + self.offsets(self.features(scores, keypoints, image)).to(keypoints.dtype)
 
 
