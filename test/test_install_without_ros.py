@@ -42,8 +42,10 @@ pytestmark = [
 
 
 def documented_commands() -> list[str]:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    return sorted(set(re.findall(r"python -m\s+(superpoint_(?:training|ros)[\w.]*)", readme)))
+    """The ``python -m`` commands of the README and of every page of docs/."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    text = "\n".join(page.read_text(encoding="utf-8") for page in pages)
+    return sorted(set(re.findall(r"python -m\s+(superpoint_(?:training|ros)[\w.]*)", text)))
 
 
 def copy_source(destination: Path) -> Path:
