@@ -13,7 +13,7 @@ Descriptor encodings (field ``descriptor_encoding``):
 Matching error of int8: each value is off by at most 0.5 / 127, so a decoded descriptor keeps a
 cosine similarity of at least sqrt(1 - D (0.5/127)^2) (0.998 for D = 256) with its float32 original;
 on 20 real frames with the default weights (2026-11-29) the minimum was 0.99919 and the median
-0.99934 (README). A 2026-11-25 run had only random weights, whose descriptors
+0.99934 (docs/node.md). A 2026-11-25 run had only random weights, whose descriptors
 are nearly indistinguishable from one another, so tiny perturbations flip nearest neighbours: 46 %
 (random v6 state) to 89 % (``untrained``) of the mutual nearest-neighbour matches between photos
 and homographic warps of them changed. That is a worst case that says little about trained
