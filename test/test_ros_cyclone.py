@@ -195,8 +195,9 @@ def test_cyclone_dds_exchanges_images_and_features_with_the_node(tmp_path, photo
             time.sleep(0.05)
             writer.write(image)
             end = time.monotonic() + 2.0
-            while not received and time.monotonic() < end:
-                received = [s for s in reader.take(N=10) if isinstance(s, Features)]
+            # the first frames may leave before the node's CameraInfo subscription matched: keep sending
+            while not (received and received[-1].has_camera_info) and time.monotonic() < end:
+                received += [s for s in reader.take(N=10) if isinstance(s, Features)]
                 time.sleep(0.05)
         assert received and received[-1].has_camera_info, f"no features with a camera model over Cyclone DDS\n{node.output}"
         sample = received[-1]
