@@ -299,10 +299,7 @@ class DetectorNode(ManagedNode):
     def _forget_batch_shapes(self, batch_size: int) -> None:
         """Drop what a compiled backend keeps for batches of ``batch_size`` (OpenVINO: one compiled
         model per input shape, about 0.7 GiB for 4 x 640x480) once batching is ruled out."""
-        compiled = getattr(self.extractor.pipeline.network, "compiled", None)
-        if isinstance(compiled, dict):
-            for shape in [shape for shape in compiled if shape and shape[0] == batch_size]:
-                del compiled[shape]
+        if self.extractor.forget_shapes(lambda shape: shape[0] == batch_size):
             release_memory()
 
     def _timed_warmup(self, size: list[int], batch_size: int, calls: int) -> float:

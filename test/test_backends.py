@@ -189,6 +189,9 @@ def test_openvino_keeps_a_few_sizes_compiled(monkeypatch):
     for height, width in ((64, 80), (72, 96), (64, 80), (88, 120)):
         assert len(extractor(_photo("camera", height, width))) > 0
     assert list(network.compiled) == [(1, 1, 64, 80), (1, 1, 88, 120)], "the least recently used size goes"
+    assert extractor.forget_shapes(lambda shape: shape[-2:] == (88, 120)) == 1
+    assert list(network.compiled) == [(1, 1, 64, 80)]
+    assert len(extractor(_photo("camera", 88, 120))) > 0  # compiled again when needed
 
 
 def test_auto_falls_back_to_torch_when_a_backend_fails(monkeypatch, caplog):

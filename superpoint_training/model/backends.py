@@ -29,6 +29,7 @@ import logging
 import sys
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,10 @@ class _ExportedNetwork:
     def run(self, image: np.ndarray) -> list[np.ndarray]:
         raise NotImplementedError
 
+    def forget_shapes(self, unwanted: Callable[[tuple[int, ...]], bool]) -> int:
+        """Free what was compiled for the input shapes ``unwanted`` picks; how many were dropped."""
+        return 0
+
     def __call__(self, image: torch.Tensor, with_descriptors: bool = True):
         arrays = self.run(np.ascontiguousarray(image.detach().to("cpu", torch.float32).numpy()))
         logits = torch.from_numpy(arrays[0]).to(image.device)
@@ -244,6 +249,12 @@ class OpenVinoNetwork(_ExportedNetwork):
             while len(self.compiled) > MAX_COMPILED_SHAPES:
                 self.compiled.popitem(last=False)
         return self.compiled[shape]
+
+    def forget_shapes(self, unwanted: Callable[[tuple[int, ...]], bool]) -> int:
+        dropped = [shape for shape in self.compiled if unwanted(shape)]
+        for shape in dropped:
+            del self.compiled[shape]
+        return len(dropped)
 
     def run(self, image: np.ndarray) -> list[np.ndarray]:
         request = self.request(tuple(image.shape))

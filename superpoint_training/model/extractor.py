@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -315,6 +315,13 @@ class Extractor:
         8*floor(H/8) rows and 8*floor(W/8) columns). For homographic adaptation, which aggregates
         these maps over warps before selecting keypoints."""
         return self.pipeline.dense_scores(batch.to(self.device))
+
+    def forget_shapes(self, unwanted: Callable[[tuple[int, ...]], bool]) -> int:
+        """Free what the backend compiled for the network input shapes (B, 1, H, W) that ``unwanted``
+        picks (OpenVINO keeps one compiled model per shape, several hundred MiB for a batch of large
+        frames; torch and ONNX Runtime keep none); how many were dropped."""
+        forget = getattr(self.pipeline.network, "forget_shapes", None)  # nn.Module (torch) has none
+        return forget(unwanted) if forget is not None else 0
 
     def _split(self, output: dict[str, torch.Tensor], image_size: tuple[int, int]) -> list[Features]:
         keypoints, scores, descriptors, valid = (
