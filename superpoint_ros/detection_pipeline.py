@@ -276,11 +276,9 @@ class DetectionPipeline:
             if result.frame.camera_info is not None:
                 camera = CameraGeometry.from_camera_info(result.frame.camera_info, self.image_rectified)
                 if self.undistort_keypoints:
-                    keypoints = feats.keypoints
-                    keypoints = keypoints.detach().cpu().numpy() if hasattr(keypoints, "detach") else keypoints
+                    feats = feats.numpy()  # one copy to the host, for the normalisation and the message
                     valid = getattr(feats, "valid", None)
-                    if valid is not None:
-                        keypoints = keypoints[valid.cpu().numpy() if hasattr(valid, "cpu") else valid]
+                    keypoints = feats.keypoints if valid is None else feats.keypoints[valid]
                     try:
                         normalized = camera.normalize(keypoints)
                     except (cv2.error, ValueError):  # a CameraInfo OpenCV cannot use: features without them

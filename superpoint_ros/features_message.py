@@ -77,9 +77,7 @@ class CameraGeometry:
 
     def sensor_pixels(self, keypoints: np.ndarray) -> np.ndarray:
         """Keypoints (N, 2) of the published image -> pixel centres of the full-resolution sensor."""
-        binning = np.array([max(self.binning_x, 1), max(self.binning_y, 1)], np.float64)
-        offset = np.array(self.roi[:2], np.float64)
-        return (np.asarray(keypoints, np.float64).reshape(-1, 2) + 0.5) * binning - 0.5 + offset
+        return self.camera_model().to_full_resolution(keypoints)
 
     def camera_model(self, rectified: bool = False) -> CameraModel:
         """This camera as the odometry's :class:`~superpoint_training.odometry.camera.CameraModel` (the

@@ -47,13 +47,6 @@ def has_native_bf16(flags: frozenset[str] | None = None) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
-def describe_cpu() -> str:
-    """One line: model, core count and the flags that matter here, e.g. for BENCHMARKS.md."""
-    flags = cpu_flags()
-    shown = [f for f in NOTABLE_FLAGS if f in flags]
-    return f"{cpu_model()}, {os.cpu_count()} cores, flags: {' '.join(shown) or 'none of ' + '/'.join(NOTABLE_FLAGS)}"
-
-
 # distribution names whose versions decide a figure: the network, the geometry, the arrays, the backends
 LIBRARIES = {
     "torch": "torch",

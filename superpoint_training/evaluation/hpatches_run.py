@@ -33,6 +33,7 @@ from .report import (
     finite_or_none,
     machine_description,
     pooled_curve,
+    resolved_device,
     write_report,
 )
 
@@ -273,11 +274,10 @@ def _run(
             batch = batch_size or (16 if method.extractor and method.extractor.device.type == "cuda" else 1)
             collected.add(dataset, method, protocol, cache, batch, workers, recompute, pictured)
     any_dataset = next(iter(datasets.values()))
-    resolved_device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     report = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": machine_description(resolved_device),
-        "machine_record": machine_record(resolved_device),
+        "machine": machine_description(device),
+        "machine_record": machine_record(resolved_device(device)),
         "command": command,
         "settings": {
             "preset": preset.name,

@@ -223,20 +223,21 @@ def describe_choices(protocols: list[Protocol], dataset_resize: str, preset: Eva
     return choices
 
 
-def _resolved(device: str) -> str:
+def resolved_device(device: str) -> str:
+    """``auto`` as the evaluation resolves it (CUDA when available), other names as they are."""
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
 def machine_description(device: str) -> str:
     """The machine in one line (:func:`~superpoint_training.common.machine.describe_machine`: CPU,
     cores, flags, GPU, library versions)."""
-    return describe_machine(_resolved(device))
+    return describe_machine(resolved_device(device))
 
 
 def write_report(report: dict, output: Path) -> None:
     """OUTPUT/report.json and OUTPUT/report.md; the json gains the full machine record
     (``machine_record``: CPU flags, native bf16, library versions, GPU) when the caller gave none."""
-    report.setdefault("machine_record", machine_record(_resolved(report["settings"]["device"])))
+    report.setdefault("machine_record", machine_record(resolved_device(report["settings"]["device"])))
     output.mkdir(parents=True, exist_ok=True)
     (output / "report.json").write_text(json.dumps(report, indent=1))
     (output / "report.md").write_text(markdown_report(report))

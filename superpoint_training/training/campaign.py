@@ -278,14 +278,14 @@ def heldout_repeatability(weights: str, pairs: list) -> float:
 
 def weights_card(config: dict, state: dict, precision: str, command: str) -> str:
     """The card: what was run, on what, for how long, and how the result compares."""
-    from ..common.machine import describe_cpu
+    from ..common.machine import describe_machine
     from ..evaluation.report import per_sequence_table
 
     sp = state.get("superpoint", {})
     lines = [f"# Weights card: campaign `{config['name']}`", "",
              f"- Command: `{command or 'python -m superpoint_training.campaign'}`",
              f"- Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-             f"- Machine: {platform.node() or 'unknown'}; {describe_cpu()}; training precision {precision}",
+             f"- Machine: {platform.node() or 'unknown'}; {describe_machine(config['device'])}; training precision {precision}",
              f"- Photos: `{config['photos']}`: {state.get('photo_crops', {}).get('summary', '-')}",
              "", "## Stages", "", "| stage | wall time | result |", "|---|---|---|"]
     for stage in STAGES[:-1]:
