@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .corner_refinement import CORNER_DEFAULTS, refine_corners
 from .keypoints import DetectionConfig, detect, logits_to_scores, merge_levels
 from .network import STRIDE
 
@@ -88,7 +89,7 @@ class SuperPointPipeline(nn.Module):
     def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """Returns the dict of :func:`superpoint_training.model.keypoints.detect`: keypoints (B, K, 2)
         (x, y) in the input's pixels, scores (B, K), valid (B, K), descriptors (B, K, D)."""
-        batch = self.to_gray(batch)
+        gray = batch = self.to_gray(batch)
         input_size = tuple(batch.shape[-2:])
         if self.resize is not None and max(input_size) != self.resize:
             batch = resample(batch, scaled_size(input_size, self.resize / max(input_size)))
@@ -97,8 +98,12 @@ class SuperPointPipeline(nn.Module):
             return self.empty(batch.shape[0], batch.device)
         outputs = [self.detect_level(level, input_size) for _, level in levels]
         if len(outputs) == 1:
-            return outputs[0]
-        return merge_levels(outputs, self.config.max_keypoints, weights=[factor for factor, _ in levels])
+            output = outputs[0]
+        else:
+            output = merge_levels(outputs, self.config.max_keypoints, weights=[factor for factor, _ in levels])
+        if self.config.subpixel == "corner":  # on the input's own pixels, whatever level found the point
+            output["keypoints"] = refine_corners(gray, output["keypoints"], **CORNER_DEFAULTS)
+        return output
 
     def pyramid(self, batch: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
         """(scale, the batch at that scale) for each of ``config.scales`` (antialiased bilinear; the

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .network import STRIDE
 
 DESCRIPTOR_SAMPLING = ("cell", "legacy")
-SUBPIXEL = ("none", "quadratic", "gaussian", "learned")
+SUBPIXEL = ("none", "quadratic", "gaussian", "learned", "corner")
 
 
 def no_limit(value: int | None) -> int | None:
@@ -42,7 +42,11 @@ class DetectionConfig:
     the score map around it, or through its logarithm (:func:`refine_keypoints`); descriptors are
     then sampled at the refined positions; ``"learned"`` runs the weights' trained refinement
     (:class:`~superpoint_training.model.refinement.SubpixelRefinement`, held in the attribute
-    ``refinement``, not a field: the Extractor sets it from weights that carry one).
+    ``refinement``, not a field: the Extractor sets it from weights that carry one); ``"corner"``
+    starts from the Gaussian fit and moves each point to where the image's edge lines meet in a 7x7
+    window of the input image (:func:`~superpoint_training.model.corner_refinement.refine_corners`;
+    any weights), a step that :class:`~superpoint_training.model.inference.SuperPointPipeline` takes
+    on the whole image after the pyramid's levels merge (descriptors stay sampled at the Gaussian fit).
     ``nms_box``: 0 (default) suppresses with the max-pool of ``nms_radius``; > 0 uses instead the
     reference's box NMS (:func:`box_nms`) with boxes of that side and IoU threshold ``nms_iou``, on
     the points at or above ``detection_threshold`` (the reference's evaluation: 4 for detectors, 8
@@ -333,6 +337,8 @@ def detect(
         if config.refinement is None:
             raise ValueError("subpixel='learned' needs weights that carry a trained refinement")
         keypoints = config.refinement(dense_scores, keypoints, image)
+    elif config.subpixel == "corner":  # the image step follows on the input's pixels, after the levels merge
+        keypoints = refine_keypoints(dense_scores, keypoints, "gaussian")
     else:
         keypoints = refine_keypoints(dense_scores, keypoints, config.subpixel)
     if config.fixed_keypoints and keypoints.shape[1] < k:  # tiny image: pad to the fixed K

@@ -1,0 +1,96 @@
+"""Sub-pixel keypoints from the image's gradients: ``subpixel="corner"``.
+
+The score map locates a corner to about a pixel (the detector head scores 8x8 cells, and the
+parabola fits of :func:`~superpoint_training.model.keypoints.refine_keypoints` read five of its
+values); the image itself says where the corner is. At a corner q, the gradient g at every nearby
+point x is orthogonal to x - q (on an edge through q the gradient is normal to the edge; in a flat
+area it is zero), so q minimises sum_x w(x) (g(x)^T (x - q))^2: the weighted least-squares meeting
+point of the edge lines in a window (Foerstner and Guelch, 1987; OpenCV's ``cornerSubPix`` iterates
+the same equations). Each iteration solves the 2x2 system (sum w g g^T) q = sum w g g^T x around the
+current position and moves there. A ridge (a lone edge) leaves its direction along the edge
+undetermined: a small damping term, relative to the window's gradient energy, keeps the point where
+it was along that direction, and every point stays within ``max_shift`` pixels of where the network
+put it, so a refinement never jumps to another corner.
+
+It runs in the post-processing on the device of the image, for all keypoints of the batch at once:
+the gradient products once per image, then per iteration one ``grid_sample`` of them at the
+(2r+1)^2 window of every keypoint, one small matrix product and a closed-form 2x2 solve. The
+defaults (a 7x7 window, 5 iterations, moves up to 3 px: the window's half side) were measured on
+the demo's photo (``benchmarks/bench_localisation.py``); BENCHMARKS.md has the figures. Any image size; traced by the ONNX export like
+the rest of post-processing (``grid_sample`` is already there for the descriptors), so every
+backend gets it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+CORNER_DEFAULTS = {"radius": 3, "iterations": 5, "max_shift": 3.0, "damping": 0.02}
+
+
+def _window_offsets(radius: int, device: torch.device) -> torch.Tensor:
+    """(S, S, 2) (dx, dy) offsets of the (2r+1)^2 window around a point."""
+    steps = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
+    dy, dx = torch.meshgrid(steps, steps, indexing="ij")
+    return torch.stack((dx, dy), dim=-1)
+
+
+def gradient_products(image: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) gx^2, gx gy, gy^2 of a (B, 1, H, W) image: central differences, zero on the
+    outermost rows and columns (where one neighbour is missing)."""
+    image = image.float()
+    gx = F.pad(0.5 * (image[..., :, 2:] - image[..., :, :-2]), (1, 1, 0, 0))
+    gy = F.pad(0.5 * (image[..., 2:, :] - image[..., :-2, :]), (0, 0, 1, 1))
+    return torch.cat((gx * gx, gx * gy, gy * gy), dim=1)
+
+
+def _sample(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of (B, C, H, W) maps at (B, K, N, 2) pixel positions (pixel centres at
+    integers), edges repeated: (B, C, K, N)."""
+    h, w = maps.shape[-2:]
+    grid = (points + 0.5) / points.new_tensor([w, h]) * 2 - 1
+    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def refine_corners(image: torch.Tensor, keypoints: torch.Tensor, radius: int = CORNER_DEFAULTS["radius"],
+                   iterations: int = CORNER_DEFAULTS["iterations"], max_shift: float = CORNER_DEFAULTS["max_shift"],
+                   damping: float = CORNER_DEFAULTS["damping"]) -> torch.Tensor:
+    """Keypoints (B, K, 2) moved to the meeting point of the image's edge lines around them.
+
+    ``image``: the (B, 1, H, W) image the keypoints are in (any scale of intensities; the solve is
+    invariant to it). ``radius``: half side of the window (3: 7x7, Gaussian-weighted). The gradient
+    products g g^T are computed once per pixel and interpolated bilinearly at the window's points.
+    ``max_shift``: the largest move from the input position on each axis. ``damping``: the fraction
+    of the window's gradient energy added to the system's diagonal, so that a direction with little
+    gradient (along an edge, a flat patch) does not move. Returns the same dtype as ``keypoints``.
+    """
+    if radius < 1 or iterations < 0 or not max_shift > 0 or damping < 0:
+        raise ValueError(f"corner refinement needs radius >= 1, iterations >= 0, max_shift > 0, damping >= 0; "
+                         f"got {radius}, {iterations}, {max_shift}, {damping}")
+    if image.ndim != 4 or image.shape[1] != 1 or image.shape[0] != keypoints.shape[0]:
+        raise ValueError(f"expected a (B, 1, H, W) image for keypoints of batch {keypoints.shape[0]}, "
+                         f"got {tuple(image.shape)}")
+    if keypoints.shape[1] == 0 or iterations == 0:
+        return keypoints
+    products = gradient_products(image)
+    start = keypoints.float()
+    offsets = _window_offsets(radius, image.device).reshape(-1, 2)  # (N, 2)
+    sigma = 0.5 * (radius + 1)
+    weight = torch.exp(-(offsets ** 2).sum(-1) / (2 * sigma * sigma))  # (N,)
+    # per window point: its weight, and its weight times its offset (for the right-hand side)
+    weights = torch.stack((weight, weight * offsets[:, 0], weight * offsets[:, 1]), dim=-1)  # (N, 3)
+    position = start
+    for _ in range(iterations):
+        sampled = _sample(products, position[:, :, None] + offsets)  # (B, 3, K, N)
+        sums = sampled @ weights  # (B, 3, K, 3): [product][w, w dx, w dy]
+        wxx, wxy, wyy = sums[:, 0, :, 0], sums[:, 1, :, 0], sums[:, 2, :, 0]
+        # right-hand side relative to the current position: sum w g g^T (x - position)
+        bx = sums[:, 0, :, 1] + sums[:, 1, :, 2]
+        by = sums[:, 1, :, 1] + sums[:, 2, :, 2]
+        ridge = damping * (wxx + wyy) + 1e-12
+        axx, ayy = wxx + ridge, wyy + ridge
+        det = axx * ayy - wxy * wxy
+        step = torch.stack(((ayy * bx - wxy * by) / det, (axx * by - wxy * bx) / det), dim=-1)
+        position = start + (position + step - start).clamp(-max_shift, max_shift)
+    return position.to(keypoints.dtype)
