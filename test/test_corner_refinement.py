@@ -97,7 +97,7 @@ def test_matches_the_slow_reference_and_finds_true_corners(size):
     (the model assumes straight edges up to the corner): OpenCV's cornerSubPix, an independent
     implementation of the same idea, lands about as close."""
     errors, opencv = [], []
-    for image, corner, start in corner_cases(seed=size[0], count=10, size=size):
+    for image, corner, start in corner_cases(seed=size[0], count=30, size=size):
         refined = refine_corners(torch.from_numpy(image)[None, None], torch.from_numpy(start)[None, None])[0, 0]
         np.testing.assert_allclose(refined.numpy(), slow_reference(image, start[None])[0], atol=2e-3)
         errors.append(np.linalg.norm(refined.numpy() - corner))
