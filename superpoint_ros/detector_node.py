@@ -101,9 +101,10 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   range=(-1, 1_000_000)),
     ParameterSpec("descriptor_sampling", T.STRING, None, "Descriptor sampling convention (unset: the weights' "
                   "default: cell for v6 and project weights, legacy for Magic Leap v1).", choices=DESCRIPTOR_SAMPLING),
-    ParameterSpec("subpixel", T.STRING, None, "Sub-pixel keypoint refinement: gaussian or quadratic (vertex of a "
-                  "parabola through the log scores or the scores) or none (integer pixels); unset: the weights' "
-                  "default.", choices=SUBPIXEL),
+    ParameterSpec("subpixel", T.STRING, None, "Sub-pixel keypoint refinement: corner (where the image's edge lines "
+                  "meet in a 7x7 window), gaussian or quadratic (vertex of a parabola through the log scores or the "
+                  "scores), learned (weights that carry a trained refinement) or none (integer pixels); unset: the "
+                  "weights' default.", choices=SUBPIXEL),
     ParameterSpec("scales", T.DOUBLE_ARRAY, None, "Image pyramid: the sizes, as fractions of the image in (0, 1], "
                   "that the network sees, e.g. [1.0, 0.5] (keypoints of all levels in the image's pixels, a level's "
                   "scores times its scale; 1.5x the time); unset: the weights' default."),

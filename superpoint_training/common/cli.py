@@ -105,8 +105,9 @@ def add_extractor_arguments(parser: argparse.ArgumentParser | argparse._Argument
     parser.add_argument(*flag("descriptor-sampling"), choices=DESCRIPTOR_SAMPLING, default=None,
                         help="descriptor sampling convention (default: the weights format's)")
     parser.add_argument("--subpixel", choices=SUBPIXEL, default=None,
-                        help="sub-pixel refinement of keypoints: gaussian, quadratic, none, or learned (weights that carry a trained "
-                        "refinement: python -m superpoint_training.train_refinement) (default: the weights')")
+                        help="sub-pixel refinement of keypoints: corner (where the image's edge lines meet in a 7x7 window), "
+                        "gaussian, quadratic, none, or learned (weights that carry a trained refinement: python -m "
+                        "superpoint_training.train_refinement) (default: the weights')")
     add_scales_argument(parser)
     parser.add_argument("--resize", type=int, default=None,
                         help="resize so that the longer side has this many pixels (keypoints stay in the "
