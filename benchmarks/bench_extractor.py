@@ -23,6 +23,8 @@ Examples::
         --weights superpoint_ros --repeats 10                              # BENCHMARKS.md's CPU table
     python benchmarks/bench_extractor.py --devices cpu --backends torch --precisions fp32,bf16
     python benchmarks/bench_extractor.py --devices cuda --json bench_h100.json --breakdown
+    python benchmarks/bench_extractor.py --devices cpu --sizes 480x640 --batches 1 --backends openvino \
+        --precisions bf16 --weights superpoint_ros --subpixel gaussian,corner   # a refinement's cost, side by side
 """
 
 from __future__ import annotations
@@ -248,6 +250,9 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
         if not is_available(backend):
             print(f"# skipping backend {backend}: not installed (pip install .[cpu])", file=sys.stderr)
     backends = [b for b in backends if is_available(b)]
+    subpixels = parse_list(args.subpixel) if args.subpixel else [None]  # None: the weights' own
+    if set(subpixels) - {None, *SUBPIXEL}:
+        raise SystemExit(f"unknown subpixel modes {sorted(set(subpixels) - set(SUBPIXEL))} (choose from {list(SUBPIXEL)})")
     loaded = load_weights(args.weights)
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -258,7 +263,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
         "weights": "random trained-looking v6 weights (test/helpers.py)" if args.weights == "random"
         else loaded.description,
         "max_keypoints": args.max_keypoints,
-        "subpixel": args.subpixel,
+        "subpixel": subpixels,
         "scales": args.scales,
         "input": "RGB uint8" if args.rgb else "gray uint8",
         "devices": {str(d): device_name(d) for d in devices},
@@ -271,31 +276,33 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
     for device in devices:
         sync = (lambda d=device: torch.cuda.synchronize(d)) if device.type == "cuda" else (lambda: None)
         clock = time.process_time if args.clock == "cpu" and device.type == "cpu" else time.perf_counter
-        extractors: dict[tuple[str, str], Extractor] = {}
-        paths = [("torch", "fp32")]  # first: the reference
-        paths += [(b, p) for b in backends for p in precisions if p in BACKEND_PRECISIONS[b] and (b, p) not in paths
-                  and (b == "torch" or device.type == "cpu")]
+        extractors: dict[tuple[str, str, str | None], Extractor] = {}
+        paths = [("torch", "fp32", subpixels[0])]  # first: the reference
+        paths += [(b, p, m) for b in backends for p in precisions for m in subpixels
+                  if p in BACKEND_PRECISIONS[b] and (b, p, m) not in paths and (b == "torch" or device.type == "cpu")]
         auto = choose(device)
         for (height, width) in sizes:
             for batch in batches:
                 images = [photo(height, width, args.rgb)] * batch
                 fp32_result = fp32_all = fp32_seconds = None
                 ready = []  # (row, wanted, extractor, run): every path set up and warmed first, then timed in turns
-                for backend, precision in paths:
+                for backend, precision, subpixel in paths:
                     row = {"device": str(device), "size": f"{height}x{width}", "batch": batch, "backend": backend,
                            "precision": precision, "auto": "auto" if (backend, precision) == auto else ""}
+                    if args.subpixel:
+                        row["subpixel"] = subpixel
                     wanted = backend in backends and precision in precisions
                     needed = memory_needed_gb(batch, height, width, precision)
                     try:
                         if needed > 0.6 * memory_available_gb(device):
                             raise MemoryError(f"needs about {needed:.1f} GB")
-                        if (backend, precision) not in extractors:
+                        if (backend, precision, subpixel) not in extractors:
                             # each path casts or compiles its own copy of the network
-                            extractors[backend, precision] = Extractor(
+                            extractors[backend, precision, subpixel] = Extractor(
                                 copy.deepcopy(loaded), device, precision=precision, backend=backend,
-                                max_keypoints=args.max_keypoints, subpixel=args.subpixel, scales=args.scales,
+                                max_keypoints=args.max_keypoints, subpixel=subpixel, scales=args.scales,
                                 warmup=False)
-                        extractor = extractors[backend, precision]
+                        extractor = extractors[backend, precision, subpixel]
 
                         def ours(extractor=extractor, images=images):
                             return [f.numpy() for f in extractor(images)]
@@ -315,7 +322,8 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
                     seconds = stats[args.stat]
                     summary = [(f.keypoints, f.descriptors) for f in result]
                     everything = all_keypoints(extractor, images) if len(paths) > 1 else None
-                    if (backend, precision) == ("torch", "fp32"):
+                    reference = (backend, precision, row.get("subpixel")) == ("torch", "fp32", subpixels[0])
+                    if reference:
                         fp32_result, fp32_all = summary, everything
                         fp32_seconds = seconds
                     if not wanted:
@@ -324,7 +332,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
                                ms_per_frame_median=1000 * stats["median"] / batch,
                                ms_per_frame_min=1000 * stats["min"] / batch,
                                keypoints=float(np.mean([len(f) for f in result])))
-                    if fp32_result is not None and (backend, precision) != ("torch", "fp32"):
+                    if fp32_result is not None and not reference:
                         row["kp_agreement"], row["desc_cosine"], row["desc_cosine_p1"] = agreement(summary, fp32_result)
                         row["kp_agreement_all"], _, _ = agreement(everything, fp32_all)
                         row["vs_torch_fp32"] = fp32_seconds / seconds
@@ -375,6 +383,7 @@ COLUMNS = [
     ("backend", "backend", "{}"),
     ("precision", "precision", "{}"),
     ("auto", "auto picks", "{}"),
+    ("subpixel", "subpixel", "{}"),
     ("ms_per_frame", "Extractor ms/frame", "{:.2f}"),
     ("vs_torch_fp32", "vs torch fp32", "{:.2f}x"),
     ("network_ms_per_frame", "network only ms/frame", "{:.2f}"),
@@ -443,8 +452,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="weights name or file; 'random': trained-looking random v6 weights (default)")
     parser.add_argument("--max_keypoints", "--max-keypoints", type=int, default=1024,
                         help="per image (default: %(default)s)")
-    parser.add_argument("--subpixel", choices=SUBPIXEL, default=None,
-                        help="sub-pixel refinement (default: the weights'); compare none and gaussian to see its cost")
+    parser.add_argument("--subpixel", default=None,
+                        help="sub-pixel refinement, or a comma list of them timed side by side in turns, e.g. "
+                        "gaussian,corner (default: the weights')")
     add_scales_argument(parser)
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per configuration at most")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="stop repeating after this long (>= 2 runs)")
