@@ -277,14 +277,14 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
         sync = (lambda d=device: torch.cuda.synchronize(d)) if device.type == "cuda" else (lambda: None)
         clock = time.process_time if args.clock == "cpu" and device.type == "cpu" else time.perf_counter
         extractors: dict[tuple[str, str, str | None], Extractor] = {}
-        paths = [("torch", "fp32", subpixels[0])]  # first: the reference
+        paths = [("torch", "fp32", m) for m in subpixels]  # first: the references, one per refinement
         paths += [(b, p, m) for b in backends for p in precisions for m in subpixels
                   if p in BACKEND_PRECISIONS[b] and (b, p, m) not in paths and (b == "torch" or device.type == "cpu")]
         auto = choose(device)
         for (height, width) in sizes:
             for batch in batches:
                 images = [photo(height, width, args.rgb)] * batch
-                fp32_result = fp32_all = fp32_seconds = None
+                fp32: dict = {}  # subpixel mode -> (result, all keypoints, seconds) of torch fp32
                 ready = []  # (row, wanted, extractor, run): every path set up and warmed first, then timed in turns
                 for backend, precision, subpixel in paths:
                     row = {"device": str(device), "size": f"{height}x{width}", "batch": batch, "backend": backend,
@@ -322,17 +322,18 @@ def run(args: argparse.Namespace) -> tuple[dict, list[dict]]:
                     seconds = stats[args.stat]
                     summary = [(f.keypoints, f.descriptors) for f in result]
                     everything = all_keypoints(extractor, images) if len(paths) > 1 else None
-                    reference = (backend, precision, row.get("subpixel")) == ("torch", "fp32", subpixels[0])
+                    mode = row.get("subpixel")
+                    reference = (backend, precision) == ("torch", "fp32")
                     if reference:
-                        fp32_result, fp32_all = summary, everything
-                        fp32_seconds = seconds
+                        fp32[mode] = (summary, everything, seconds)
                     if not wanted:
                         continue
                     row.update(ms_per_frame=1000 * seconds / batch, runs=stats["runs"],
                                ms_per_frame_median=1000 * stats["median"] / batch,
                                ms_per_frame_min=1000 * stats["min"] / batch,
                                keypoints=float(np.mean([len(f) for f in result])))
-                    if fp32_result is not None and not reference:
+                    if mode in fp32 and not reference:  # against torch fp32 with the same refinement
+                        fp32_result, fp32_all, fp32_seconds = fp32[mode]
                         row["kp_agreement"], row["desc_cosine"], row["desc_cosine_p1"] = agreement(summary, fp32_result)
                         row["kp_agreement_all"], _, _ = agreement(everything, fp32_all)
                         row["vs_torch_fp32"] = fp32_seconds / seconds
