@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-CORNER_DEFAULTS = {"radius": 3, "iterations": 5, "max_shift": 3.0, "damping": 0.02}
+CORNER_DEFAULTS = {"radius": 3, "iterations": 5, "max_shift": 3.0, "damping": 0.02, "noise": 0.0}
 
 
 def _window_offsets(radius: int, device: torch.device) -> torch.Tensor:
@@ -55,7 +55,7 @@ def _sample(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 def refine_corners(image: torch.Tensor, keypoints: torch.Tensor, radius: int = CORNER_DEFAULTS["radius"],
                    iterations: int = CORNER_DEFAULTS["iterations"], max_shift: float = CORNER_DEFAULTS["max_shift"],
-                   damping: float = CORNER_DEFAULTS["damping"]) -> torch.Tensor:
+                   damping: float = CORNER_DEFAULTS["damping"], noise: float = CORNER_DEFAULTS["noise"]) -> torch.Tensor:
     """Keypoints (B, K, 2) moved to the meeting point of the image's edge lines around them.
 
     ``image``: the (B, 1, H, W) image the keypoints are in (any scale of intensities; the solve is
@@ -80,6 +80,7 @@ def refine_corners(image: torch.Tensor, keypoints: torch.Tensor, radius: int = C
     weight = torch.exp(-(offsets ** 2).sum(-1) / (2 * sigma * sigma))  # (N,)
     # per window point: its weight, and its weight times its offset (for the right-hand side)
     weights = torch.stack((weight, weight * offsets[:, 0], weight * offsets[:, 1]), dim=-1)  # (N, 3)
+    floor = weight.sum() * noise * noise + 1e-12  # the gradient energy of a window of pure noise
     position = start
     for _ in range(iterations):
         sampled = _sample(products, position[:, :, None] + offsets)  # (B, 3, K, N)
@@ -88,7 +89,7 @@ def refine_corners(image: torch.Tensor, keypoints: torch.Tensor, radius: int = C
         # right-hand side relative to the current position: sum w g g^T (x - position)
         bx = sums[:, 0, :, 1] + sums[:, 1, :, 2]
         by = sums[:, 1, :, 1] + sums[:, 2, :, 2]
-        ridge = damping * (wxx + wyy) + 1e-12
+        ridge = damping * (wxx + wyy) + floor
         axx, ayy = wxx + ridge, wyy + ridge
         det = axx * ayy - wxy * wxy
         step = torch.stack(((ayy * bx - wxy * by) / det, (axx * by - wxy * bx) / det), dim=-1)
