@@ -49,11 +49,12 @@ def bilinear(values: np.ndarray, x: float, y: float) -> np.ndarray:
 
 
 def slow_reference(image: np.ndarray, keypoints: np.ndarray, radius: int = 3, iterations: int = 5,
-                   max_shift: float = 3.0, damping: float = 0.02) -> np.ndarray:
+                   max_shift: float = 3.0, damping: float = 0.02, noise: float = 0.06) -> np.ndarray:
     """One keypoint at a time in float64: central-difference gradients at every pixel (zero on the
     outermost rows and columns), their products g g^T interpolated bilinearly on a (2r+1)^2 grid
     around the current position, Gaussian weights (sigma (r+1)/2), the damped normal equations of
-    sum w (g^T (x - q))^2 solved with numpy, the move bounded around the start."""
+    sum w (g^T (x - q))^2 solved with numpy (damped by a fraction of the window's energy and by that
+    of a window of pure noise), the move bounded around the start."""
     image = np.asarray(image, np.float64)
     h, w = image.shape
     gx, gy = np.zeros((h, w)), np.zeros((h, w))
@@ -74,7 +75,9 @@ def slow_reference(image: np.ndarray, keypoints: np.ndarray, radius: int = 3, it
                     weight = np.exp(-(dx * dx + dy * dy) / (2 * sigma * sigma))
                     a += weight * ggt
                     b += weight * ggt @ np.array([dx, dy])
-            a += (damping * np.trace(a) + 1e-12) * np.eye(2)
+            floor = noise * noise * sum(np.exp(-(i * i + j * j) / (2 * sigma * sigma))
+                                        for i in range(-radius, radius + 1) for j in range(-radius, radius + 1))
+            a += (damping * np.trace(a) + floor + 1e-12) * np.eye(2)
             q = start + np.clip(q + np.linalg.solve(a, b) - start, -max_shift, max_shift)
         out.append(q)
     return np.array(out).reshape(-1, 2)
@@ -118,7 +121,8 @@ def test_batched_over_images_and_keypoints_and_any_intensity_scale():
     batched = refine_corners(images, starts)
     for i, (image, _, _) in enumerate(cases):
         np.testing.assert_allclose(batched[i].numpy(), slow_reference(image, starts[i].numpy()), atol=2e-3)
-    np.testing.assert_allclose(refine_corners(images * 255.0, starts).numpy(), batched.numpy(), atol=1e-4)
+    scaled = refine_corners(images * 255.0, starts, noise=0.06 * 255.0)  # the noise floor scales with the image
+    np.testing.assert_allclose(scaled.numpy(), batched.numpy(), atol=1e-4)
     assert refine_corners(images, starts.to(torch.float64)).dtype == torch.float64
     assert refine_corners(images, starts[:, :0]).shape == (4, 0, 2)
 
@@ -134,6 +138,17 @@ def test_edges_and_flat_areas_do_not_drag_points_along():
     assert abs(moved[0].item() - 17.0) < 0.05
     flat = torch.full((1, 1, *size), 0.5)
     assert torch.equal(refine_corners(flat, start), start)
+
+
+def test_windows_of_noise_barely_move():
+    """In a window of noise (standard deviation 0.02, a camera's) there is no corner to find: the
+    noise floor keeps the points within a fraction of a pixel where, without it, they wander."""
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy((0.5 + 0.02 * rng.standard_normal((64, 64))).astype(np.float32))[None, None]
+    starts = torch.from_numpy(rng.uniform(10, 54, size=(1, 50, 2)).astype(np.float32))
+    floored = (refine_corners(image, starts) - starts).norm(dim=-1)
+    free = (refine_corners(image, starts, noise=0.0) - starts).norm(dim=-1)
+    assert floored.median() < 0.3 and free.median() > 2 * floored.median(), (floored.median(), free.median())
 
 
 def test_bounded_and_checked():
