@@ -12,6 +12,7 @@ import yaml
 
 from superpoint_training import export_detections
 from superpoint_training.data.image_folder import ImageFolder, load_label
+from superpoint_training.model.backends import is_available
 from superpoint_training.model.network import ModelConfig, SuperPoint
 from superpoint_training.training.homographic_adaptation import HomographicAdaptation
 
@@ -121,6 +122,8 @@ def test_label_size_mismatch_names_the_file(folder):
 def test_bad_config_and_missing_experiment_are_clear_errors(folder, capsys):
     assert run(folder, "--set", "model.homography_adaptation.aggregation=median") == 2
     assert "model.homography_adaptation.aggregation" in capsys.readouterr().err
+    assert run(folder, "--set", "model.backend=tensorrt") == 2
+    assert "model.backend: must be one of" in capsys.readouterr().err
     (folder / "exper" / "empty_experiment").mkdir(parents=True)
     argv = [str(CONFIG), "empty_experiment", "--export_name", "x", "--images", str(folder / "images"), *FAST]
     assert export_detections.main(argv) == 2
@@ -193,3 +196,20 @@ def test_overlapping_training_and_validation_sets_are_refused(folder):
         ImageFolder({**config, "validation_images": str(folder / "images")}, "validation")
     train, val = ImageFolder({**config, "validation_size": 1}, "training"), ImageFolder({**config, "validation_size": 1}, "val")
     assert not set(train.paths) & set(val.paths) and len(train) == 3
+
+
+@pytest.mark.parametrize("backend", [b for b in ("onnxruntime", "openvino") if is_available(b)])
+def test_inference_backends_write_the_labels_of_torch(folder, backend):
+    """Homographic adaptation is inference only: another backend's labels (fp32) are torch's, and
+    the label files say which backend wrote them."""
+    common = ["--set", "model.homography_adaptation.num=4", "--set", "data.resize=[48, 64]",
+              "--set", "data.num_workers=0", "--set", "model.detection_threshold=0.0", "--device", "cpu",
+              "--no_progress", "--weights", str(folder / "mp.pth"), "--images", str(folder / "images")]
+    assert export_detections.main([str(CONFIG), "none", "--export_name", "t", *common]) == 0
+    assert export_detections.main([str(CONFIG), "none", "--export_name", "b", *common,
+                                   "--set", f"model.backend={backend}"]) == 0
+    out = folder / "exper" / "outputs"
+    for name in ("a.npz", "b.npz", "sub/c.npz"):
+        with np.load(out / "t" / name) as ours, np.load(out / "b" / name) as theirs:
+            np.testing.assert_allclose(theirs["prob"], ours["prob"], atol=2e-4)
+            assert f'"backend": "{backend}"' in str(theirs["meta"]) and '"backend": "torch"' in str(ours["meta"])

@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 8,  # images per homographic-adaptation batch (each gives num warps)
         "chunk_size": 0,  # warped images per network call (0: 256 on CUDA, 8 on the CPU)
         "precision": "fp32",  # fp32, fp16, bf16 (the network; aggregation is float32)
+        "backend": "torch",  # torch, onnxruntime, openvino, auto: what runs the network (inference only)
         "detection_threshold": 0.015,
         "nms_radius": 4,  # max-pool NMS (the reference: box NMS of size 4)
         "remove_borders": 0,  # the reference removes no border here
@@ -152,6 +153,10 @@ def build_config(path: str | None, overrides: list[str]) -> dict:
     )
     if config["model"]["batch_size"] < 1:
         raise ConfigError("model.batch_size: must be >= 1")
+    from ..model.extractor import BACKEND_CHOICES
+
+    if config["model"]["backend"] not in BACKEND_CHOICES:
+        raise ConfigError(f"model.backend: must be one of {list(BACKEND_CHOICES)}, got {config['model']['backend']!r}")
     return config
 
 
@@ -227,6 +232,7 @@ def label_meta(config: dict, weights: str) -> str:
         "top_k": model_cfg["top_k"],
         "resize": config["data"]["resize"],
         "precision": model_cfg["precision"],
+        "backend": model_cfg["backend"],
         "seed": config["seed"],
     })
 
@@ -249,7 +255,7 @@ def export(
     plan = plan_export(config["data"], output, environment)
     model_cfg = config["model"]
     extractor = Extractor(resolve_weights(experiment, weights), device=export_device(config["device"], environment),
-                          precision=model_cfg["precision"], warmup=False)
+                          precision=model_cfg["precision"], backend=model_cfg["backend"], warmup=False)
     adaptation = HomographicAdaptation(extractor, model_cfg["homography_adaptation"],
                                        chunk_size=model_cfg["chunk_size"])
     done_before = plan.shard - len(plan.pending)
