@@ -220,7 +220,7 @@ def export_device(option: str, environment: TorchrunEnvironment) -> str:
     return option
 
 
-def label_meta(config: dict, weights: str) -> str:
+def label_meta(config: dict, weights: str, backend: str) -> str:
     """The settings every label file records (JSON)."""
     model_cfg = config["model"]
     return json.dumps({
@@ -232,7 +232,7 @@ def label_meta(config: dict, weights: str) -> str:
         "top_k": model_cfg["top_k"],
         "resize": config["data"]["resize"],
         "precision": model_cfg["precision"],
-        "backend": model_cfg["backend"],
+        "backend": backend,  # the one that ran (model.backend auto resolves to one)
         "seed": config["seed"],
     })
 
@@ -273,8 +273,8 @@ def export(
                         mininterval=0.5 if sys.stderr.isatty() else 30.0)
     start = time.perf_counter()
     try:
-        labeller = Labeller(adaptation, extractor.device, config, label_meta(config, extractor.weights_description),
-                            pred_only)
+        meta = label_meta(config, extractor.weights_description, extractor.backend)
+        labeller = Labeller(adaptation, extractor.device, config, meta, pred_only)
         written, unreadable = label_images(plan, labeller, progress)
     finally:
         if progress is not None:
