@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .corner_refinement import CORNER_DEFAULTS, refine_corners
+from .corner_refinement import refine_corners
 from .keypoints import DetectionConfig, detect, logits_to_scores, merge_levels
 from .network import STRIDE
 
@@ -102,7 +102,7 @@ class SuperPointPipeline(nn.Module):
         else:
             output = merge_levels(outputs, self.config.max_keypoints, weights=[factor for factor, _ in levels])
         if self.config.subpixel == "corner":  # on the input's own pixels, whatever level found the point
-            output["keypoints"] = refine_corners(gray, output["keypoints"], **CORNER_DEFAULTS)
+            output["keypoints"] = refine_corners(gray, output["keypoints"])
         return output
 
     def pyramid(self, batch: torch.Tensor) -> list[tuple[float, torch.Tensor]]:

@@ -337,10 +337,9 @@ def detect(
         if config.refinement is None:
             raise ValueError("subpixel='learned' needs weights that carry a trained refinement")
         keypoints = config.refinement(dense_scores, keypoints, image)
-    elif config.subpixel == "corner":  # the image step follows on the input's pixels, after the levels merge
-        keypoints = refine_keypoints(dense_scores, keypoints, "gaussian")
-    else:
-        keypoints = refine_keypoints(dense_scores, keypoints, config.subpixel)
+    else:  # "corner" starts from the Gaussian fit; its image step follows after the levels merge
+        mode = "gaussian" if config.subpixel == "corner" else config.subpixel
+        keypoints = refine_keypoints(dense_scores, keypoints, mode)
     if config.fixed_keypoints and keypoints.shape[1] < k:  # tiny image: pad to the fixed K
         pad = k - keypoints.shape[1]
         keypoints = F.pad(keypoints, (0, 0, 0, pad))
