@@ -44,17 +44,26 @@ def _window_offsets(radius: int, device: torch.device) -> torch.Tensor:
 def gradient_products(image: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) gx^2, gx gy, gy^2 of a (B, 1, H, W) image: central differences, zero on the
     outermost rows and columns (where one neighbour is missing)."""
-    image = image.float()
-    gx = F.pad(0.5 * (image[..., :, 2:] - image[..., :, :-2]), (1, 1, 0, 0))
-    gy = F.pad(0.5 * (image[..., 2:, :] - image[..., :-2, :]), (0, 0, 1, 1))
-    return torch.cat((gx * gx, gx * gy, gy * gy), dim=1)
+    image = image.float()[:, 0]
+    products = image.new_empty((image.shape[0], 3, *image.shape[-2:]))  # one buffer: no padded copies
+    gx = 0.5 * (image[..., :, 2:] - image[..., :, :-2])  # (B, H, W - 2)
+    gy = 0.5 * (image[..., 2:, :] - image[..., :-2, :])  # (B, H - 2, W)
+    products[:, 0, :, 1:-1] = gx * gx
+    products[:, 1, 1:-1, 1:-1] = gx[:, 1:-1] * gy[..., 1:-1]
+    products[:, 2, 1:-1, :] = gy * gy
+    height, width = products.shape[-2:]
+    products[:, :2, :, 0::max(width - 1, 1)] = 0  # gx is zero on the outermost columns
+    products[:, 1:, 0::max(height - 1, 1), :] = 0  # gy on the outermost rows
+    return products
 
 
-def _sample(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples of (B, C, H, W) maps at (B, K, N, 2) pixel positions (pixel centres at
-    integers), edges repeated: (B, C, K, N)."""
+def _sample_windows(maps: torch.Tensor, centres: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of (B, C, H, W) maps at the (N, 2) pixel ``offsets`` around (B, K, 2)
+    ``centres`` (pixel centres at integers), edges repeated: (B, C, K, N). The grid is built in
+    ``grid_sample``'s [-1, 1] units directly: one addition over the (B, K, N) points."""
     h, w = maps.shape[-2:]
-    grid = (points + 0.5) / points.new_tensor([w, h]) * 2 - 1
+    scale = 2 / centres.new_tensor([w, h])
+    grid = ((centres + 0.5) * scale - 1)[:, :, None] + offsets * scale
     return F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -90,7 +99,7 @@ def refine_corners(image: torch.Tensor, keypoints: torch.Tensor, radius: int = C
     floor = weight.sum() * noise * noise + 1e-12  # the gradient energy of a window of pure noise
     position = start
     for _ in range(iterations):
-        sampled = _sample(products, position[:, :, None] + offsets)  # (B, 3, K, N)
+        sampled = _sample_windows(products, position, offsets)  # (B, 3, K, N)
         sums = sampled @ weights  # (B, 3, K, 3): [product][w, w dx, w dy]
         wxx, wxy, wyy = sums[:, 0, :, 0], sums[:, 1, :, 0], sums[:, 2, :, 0]
         # right-hand side relative to the current position: sum w g g^T (x - position)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .corner_refinement import refine_corners
-from .keypoints import DetectionConfig, detect, logits_to_scores, merge_levels
+from .keypoints import DetectionConfig, detect, logits_to_scores, merge_levels, sample_level_descriptors
 from .network import STRIDE
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as rpautrat's port converts RGB
@@ -43,6 +43,16 @@ def resample(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(batch.shape[-2:]) == tuple(size):
         return batch
     return F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def to_input_pixels(keypoints: torch.Tensor, level_size: tuple[int, int], input_size: tuple[int, int]) -> torch.Tensor:
+    """Keypoints (B, K, 2) of an image of ``level_size`` (H, W) in the pixels of ``input_size``:
+    pixel centres scale about the image's corner."""
+    height, width = level_size
+    if tuple(input_size) == (height, width):
+        return keypoints
+    factor = keypoints.new_tensor([input_size[1] / width, input_size[0] / height], dtype=torch.float32)
+    return (keypoints + 0.5) * factor - 0.5
 
 
 class SuperPointPipeline(nn.Module):
@@ -96,11 +106,10 @@ class SuperPointPipeline(nn.Module):
         levels = self.pyramid(batch)
         if not levels:
             return self.empty(batch.shape[0], batch.device)
-        outputs = [self.detect_level(level, input_size) for _, level in levels]
-        if len(outputs) == 1:
-            output = outputs[0]
+        if len(levels) == 1:
+            output = self.detect_level(levels[0][1], input_size)
         else:
-            output = merge_levels(outputs, self.config.max_keypoints, weights=[factor for factor, _ in levels])
+            output = self.detect_pyramid(levels, input_size)
         if self.config.subpixel == "corner":  # on the input's own pixels, whatever level found the point
             output["keypoints"] = refine_corners(gray, output["keypoints"])
         return output
@@ -115,11 +124,29 @@ class SuperPointPipeline(nn.Module):
         """Network and post-processing on one image size; keypoints in the pixels of ``input_size``."""
         logits, dense = self.run_network(level)
         output = detect(logits, dense, self.config, image=level)  # a learned refinement may read the image
-        height, width = level.shape[-2:]
-        if input_size != (height, width):  # pixel centres scale about the image's corner
-            factor = level.new_tensor([input_size[1] / width, input_size[0] / height], dtype=torch.float32)
-            output["keypoints"] = (output["keypoints"] + 0.5) * factor - 0.5
+        output["keypoints"] = to_input_pixels(output["keypoints"], level.shape[-2:], input_size)
         return output
+
+    def detect_pyramid(self, levels: list[tuple[float, torch.Tensor]], input_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """:meth:`detect_level` on every level, merged (:func:`merge_levels`). Descriptors are sampled
+        after the merge, each from its level's map, for the points kept only: the merge keeps
+        ``max_keypoints`` of the levels' ``max_keypoints`` each, and sampling the others was a third
+        of the pyramid's post-processing."""
+        outputs, dense_maps = [], []
+        for index, (_, level) in enumerate(levels):
+            logits, dense = self.run_network(level)
+            output = detect(logits, None, self.config, image=level)  # descriptors: after the merge
+            output["level_keypoints"] = output["keypoints"]
+            output["level"] = torch.full_like(output["valid"], index, dtype=torch.int32)
+            output["keypoints"] = to_input_pixels(output["keypoints"], level.shape[-2:], input_size)
+            outputs.append(output)
+            dense_maps.append(dense)
+        merged = merge_levels(outputs, self.config.max_keypoints, weights=[factor for factor, _ in levels])
+        level_keypoints, level = merged.pop("level_keypoints"), merged.pop("level")
+        if dense_maps[0] is not None:
+            merged["descriptors"] = sample_level_descriptors(dense_maps, level_keypoints, level,
+                                                             self.config.descriptor_sampling)
+        return merged
 
     def dense_scores(self, batch: torch.Tensor) -> torch.Tensor:
         """Keypoint probabilities before NMS, (B, 1, H, W) -> (B, H, W) float32 (softmax, dustbin

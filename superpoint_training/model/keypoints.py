@@ -3,7 +3,9 @@
 Every step here runs on the tensors' device without host round trips: softmax over the 65 bins,
 depth-to-space, max-pool NMS (two suppression passes, as in SuperGlue's and rpautrat's PyTorch
 code), border removal, threshold, batched top-k and bilinear descriptor sampling. The only host
-synchronisation is the keypoint count when the number of keypoints is not fixed.
+synchronisation on a GPU is the keypoint count when the number of keypoints is not fixed; on the
+CPU, where counting costs nothing, the top-k and a pyramid's descriptors look at the points that
+count only (``test/test_postprocessing_paths.py`` holds them to the plain formulations).
 
 The reference's box NMS (:func:`box_nms`, ``DetectionConfig.nms_box``) is there for its evaluation
 protocol; it also runs on the device, with one host synchronisation per suppression round.
@@ -121,28 +123,34 @@ def logits_to_scores(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _window_max_1d(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
-    """Max over a window of 2r+1 along ``dim`` (padding -inf), by doubling: log2(k) elementwise maxima.
+    """Max over a window of 2r+1 along ``dim`` (padding -inf, or False for a bool mask, where the
+    maximum is a logical or), by doubling: log2(k) elementwise maxima.
 
     On the CPU this is about ten times faster than ``max_pool2d`` with a stride-1 window.
     """
     k = 2 * radius + 1
+    mask = x.dtype == torch.bool
+    larger = torch.logical_or if mask else torch.maximum  # ONNX's Max takes no bool
     pad = [0, 0] * (x.ndim - 1 - dim % x.ndim) + [radius, radius]
-    m = F.pad(x, pad, value=float("-inf"))
+    m = F.pad(x, pad, value=False if mask else float("-inf"))
     n = m.shape[dim]
     width = 1
     while width * 2 <= k:
-        m = torch.maximum(m.narrow(dim, 0, n - width), m.narrow(dim, width, n - width))
+        m = larger(m.narrow(dim, 0, n - width), m.narrow(dim, width, n - width))
         n = n - width
         width *= 2
     if width < k:
-        m = torch.maximum(m.narrow(dim, 0, n - (k - width)), m.narrow(dim, k - width, n - (k - width)))
+        m = larger(m.narrow(dim, 0, n - (k - width)), m.narrow(dim, k - width, n - (k - width)))
     return m
 
 
 def _max_pool(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """(2r+1)^2 max filter of (B, 1, H, W) with -inf padding; separable (rows, then columns)."""
+    """(2r+1)^2 max filter of (B, 1, H, W) with -inf padding (a bool mask: its dilation);
+    separable (rows, then columns)."""
     if x.device.type == "cpu":
         return _window_max_1d(_window_max_1d(x, radius, -1), radius, -2)
+    if x.dtype == torch.bool:  # max_pool2d takes floats
+        return _max_pool(x.to(torch.float32), radius) > 0
     k = 2 * radius + 1
     x = F.max_pool2d(x, (1, k), stride=1, padding=(0, radius))
     return F.max_pool2d(x, (k, 1), stride=1, padding=(radius, 0))
@@ -153,7 +161,7 @@ def nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
 
     A pixel survives if it is the maximum of its (2r+1)^2 window; two further passes recover maxima
     that were only suppressed by a suppressed neighbour (the definition used by SuperGlue and the
-    v6 port).
+    v6 port). The masks are dilated as bool maps (a quarter of a float map's memory traffic).
     """
     if radius == 0:
         return scores
@@ -161,7 +169,7 @@ def nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
     zeros = torch.zeros_like(x)
     max_mask = x == _max_pool(x, radius)
     for _ in range(2):
-        supp_mask = _max_pool(max_mask.to(x.dtype), radius) > 0
+        supp_mask = _max_pool(max_mask, radius)
         supp_scores = torch.where(supp_mask, zeros, x)
         new_max_mask = supp_scores == _max_pool(supp_scores, radius)
         max_mask = max_mask | (new_max_mask & ~supp_mask)
@@ -256,9 +264,29 @@ def top_k_keypoints(
     if k is None:
         k = int((flat > threshold).sum(1).max()) if flat.numel() else 0
     k = min(k, h * w)
-    values, indices = flat.topk(k, dim=1, sorted=True)
+    values, indices = _top_k_of_positive(flat, k) or flat.topk(k, dim=1, sorted=True)
     keypoints = torch.stack((indices % w, torch.div(indices, w, rounding_mode="floor")), dim=-1)
     return keypoints.to(scores.dtype), values, values > threshold
+
+
+def _top_k_of_positive(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``flat.topk(k)`` of (B, N) scores after NMS, taken over their positive entries only, or None
+    where that is not the same: fewer than k positive in a row, or a traced graph (whose shapes
+    must not depend on the data). NMS leaves a few percent of the pixels positive, and a top-k of
+    those is several times cheaper than one of the whole map. The same values and points; equal
+    scores (frequent with a bf16 network) may come in another order, as between any two top-k
+    implementations. On the CPU only, where counting them costs no host synchronisation."""
+    if flat.device.type != "cpu" or k == 0 or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return None
+    positive = flat > 0
+    if not bool((positive.sum(1) >= k).all()):
+        return None
+    rows = []
+    for row, mask in zip(flat, positive, strict=True):
+        where = mask.nonzero()[:, 0]
+        values, order = row[where].topk(k, sorted=True)
+        rows.append((values, where[order]))
+    return torch.stack([v for v, _ in rows]), torch.stack([i for _, i in rows])
 
 
 def refine_keypoints(scores: torch.Tensor, keypoints: torch.Tensor, mode: str) -> torch.Tensor:
@@ -298,6 +326,8 @@ def sample_descriptors(dense: torch.Tensor, keypoints: torch.Tensor, mode: str =
     """Bilinearly sample L2-normalised dense descriptors (B, D, Hc, Wc) at keypoints (B, K, 2).
 
     Returns (B, K, D) L2-normalised descriptors. See :class:`DetectionConfig` for the two modes.
+    The training losses sample with it; inference reads raw maps with
+    :func:`sample_normalised_descriptors`, which gives the same without normalising the whole map.
     """
     b, d, hc, wc = dense.shape
     if mode == "cell":
@@ -311,6 +341,62 @@ def sample_descriptors(dense: torch.Tensor, keypoints: torch.Tensor, mode: str =
         align_corners = True
     sampled = F.grid_sample(dense, grid[:, None].to(dense.dtype), mode="bilinear", align_corners=align_corners)
     return F.normalize(sampled[:, :, 0].transpose(1, 2), p=2, dim=-1)
+
+
+CELL_CORNERS = ((0, 0), (1, 0), (0, 1), (1, 1))  # (dx, dy) of the four cells around a sampling point
+
+
+def sample_normalised_descriptors(dense: torch.Tensor, keypoints: torch.Tensor, mode: str = "cell") -> torch.Tensor:
+    """What :func:`sample_descriptors` returns on the L2-normalised map ``F.normalize(dense, dim=1)``
+    (equal to float rounding), without normalising the map: at each keypoint the four cells around
+    it (zero outside the map, as ``grid_sample`` pads), each normalised, blended with the bilinear
+    weights. A keypoint reads four of the map's cells, and normalising the whole map first was
+    the larger part of the descriptors' post-processing. ``dense``: raw (B, D, Hc, Wc) descriptors."""
+    b, d, hc, wc = dense.shape
+    k = keypoints.shape[1]
+    keypoints = keypoints.float()
+    if mode == "cell":  # the positions in cells that sample_descriptors' grid addresses
+        position = (keypoints + 0.5) / STRIDE - 0.5
+    else:
+        half = STRIDE / 2
+        size = keypoints.new_tensor([wc * STRIDE - half - 0.5, hc * STRIDE - half - 0.5])
+        position = (keypoints - half + 0.5) / size * keypoints.new_tensor([wc - 1, hc - 1])
+    base = position.floor()
+    fraction = (position - base)[..., None, :]  # (B, K, 1, 2)
+    offsets = torch.tensor(CELL_CORNERS, device=dense.device)
+    corner = base.long()[..., None, :] + offsets  # (B, K, 4, 2)
+    inside = ((corner >= 0) & (corner < torch.tensor([wc, hc], device=dense.device))).all(-1)
+    weights = torch.where(inside, torch.where(offsets.bool(), fraction, 1 - fraction).prod(-1), 0)
+    cell = corner[..., 1].clamp(0, hc - 1) * wc + corner[..., 0].clamp(0, wc - 1)  # (B, K, 4)
+    cell = cell + torch.arange(b, device=dense.device).view(b, 1, 1) * (hc * wc)
+    table = dense.permute(0, 2, 3, 1).reshape(b * hc * wc, d)  # one row per cell
+    rows = table.index_select(0, cell.reshape(-1)).float().view(b, k, 4, d)
+    blend = weights / torch.linalg.vector_norm(rows, dim=-1).clamp_min(1e-12)  # F.normalize's floor
+    return F.normalize((blend[..., None, :] @ rows)[..., 0, :], p=2, dim=-1)
+
+
+def sample_level_descriptors(dense_maps: list[torch.Tensor], keypoints: torch.Tensor, level: torch.Tensor,
+                             mode: str = "cell") -> torch.Tensor:
+    """Descriptors (B, K, D) of keypoints that come from several pyramid levels: entry (b, k) from
+    the raw dense map ``dense_maps[level[b, k]]`` at ``keypoints[b, k]`` (that level's pixels), as
+    :func:`sample_normalised_descriptors` samples it. On the CPU each entry is sampled once, from
+    its own level; a GPU (where picking the entries of a level costs a host synchronisation) and a
+    traced graph (no shapes that depend on the data) sample every entry at every level and pick."""
+    b, k = level.shape
+    descriptors = keypoints.new_zeros((b, k, dense_maps[0].shape[1]), dtype=torch.float32)
+    pick = keypoints.device.type != "cpu" or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    for index, dense in enumerate(dense_maps):
+        chosen = level == index
+        if pick:
+            sampled = sample_normalised_descriptors(dense, keypoints, mode)
+            descriptors = torch.where(chosen[..., None], sampled, descriptors)
+            continue
+        for row in range(b):
+            where = chosen[row].nonzero()[:, 0]
+            if where.numel():
+                sampled = sample_normalised_descriptors(dense[row:row + 1], keypoints[row:row + 1, where], mode)
+                descriptors[row].index_copy_(0, where, sampled[0])
+    return descriptors
 
 
 def detect(
@@ -346,8 +432,7 @@ def detect(
         values = F.pad(values, (0, pad))
         valid = F.pad(valid, (0, pad))
     if dense_descriptors is not None:
-        dense = F.normalize(dense_descriptors.float(), p=2, dim=1)
-        descriptors = sample_descriptors(dense, keypoints, config.descriptor_sampling)
+        descriptors = sample_normalised_descriptors(dense_descriptors, keypoints, config.descriptor_sampling)
     else:
         descriptors = keypoints.new_zeros((*keypoints.shape[:2], 0))
     return {"keypoints": keypoints, "scores": values, "valid": valid, "descriptors": descriptors}
