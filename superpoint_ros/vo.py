@@ -147,6 +147,7 @@ def run(args: argparse.Namespace) -> VOResult:
         frames, camera, extractor, args.output, gaps=args.gaps, config=config, groundtruth=args.groundtruth,
         max_time_difference=args.max_time_difference, orb=not args.no_orb, progress=not args.quiet,
         source=str(source), command=command, extractor_record=extractor_settings(extractor, weights=str(args.weights)),
+        ransac_orders=args.ransac_orders,
     )  # fmt: skip
 
 
@@ -179,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-matches", type=int, default=defaults.min_matches, help="(default: %(default)s)")
     parser.add_argument("--min-inliers", type=int, default=defaults.min_inliers, help="(default: %(default)s)")
     parser.add_argument("--ransac-threshold", type=float, default=defaults.ransac_threshold_px, help="pixels (default: %(default)s)")
+    parser.add_argument("--ransac-orders", type=int, default=1,
+                        help="estimate each pair's pose this many times, the matches shuffled; report the mean of the "
+                             "orders' medians (default: %(default)s)")
     parser.add_argument("--min-parallax", type=float, default=defaults.min_parallax_px, help="pixels, 0 = off (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_extractor_arguments(parser.add_argument_group("SuperPoint (the extractor options of the node and the bag tool)"),

@@ -73,7 +73,7 @@ def test_bench_measures_every_method_on_each_warp(bench, monkeypatch, tmp_path, 
     monkeypatch.setattr(bench.demo, "default_pair", small_pair)
     path = tmp_path / "loc.json"
     argv = ["--warps", "2", "--device", "cpu", "--backend", "torch", "--precision", "fp32", "--scales", "1",
-            "--refine", "cornersubpix,softargmax", "--ransac-orders", "3", "--json", str(path)]
+            "--subpixel", "gaussian", "--refine", "cornersubpix,softargmax", "--ransac-orders", "3", "--json", str(path)]
     assert bench.main(argv) == 0
     out = capsys.readouterr().out
     assert "summary over 2 warps" in out and "| SIFT |" in out

@@ -56,8 +56,10 @@ def photo() -> np.ndarray:
 
 
 def test_a_level_is_the_downscaled_image_in_the_input_pixels(photo):
-    """scales=(0.5,) on an image == scale 1 on its antialiased half, coordinates times 2."""
-    extractor = Extractor("superpoint_ros", device="cpu", warmup=False, max_keypoints=200, scales=(0.5,))
+    """scales=(0.5,) on an image == scale 1 on its antialiased half, coordinates times 2 (the score
+    map's own refinement: corner's reads the input image, not the level)."""
+    extractor = Extractor("superpoint_ros", device="cpu", warmup=False, max_keypoints=200, scales=(0.5,),
+                          subpixel="gaussian")
     full = extractor(photo)
     image = torch.from_numpy(photo).float().div(255)[None, None]
     half = F.interpolate(image, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)

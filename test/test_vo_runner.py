@@ -142,3 +142,28 @@ def test_a_pair_whose_pose_raises_is_reported_failed_and_the_run_goes_on(tmp_pat
     assert "pose_failed" in statuses and "ok" in statuses, statuses
     summary = json.loads((output / "summary.json").read_text())
     assert summary["methods"]["orb"]["gaps"]["1"]["statuses"]["pose_failed"] >= 1
+
+
+def test_ransac_orders_report_the_mean_of_each_orders_median(tmp_path):
+    def run(output, *extra):
+        argv = [str(TUM / "rgb"), "--camera", str(TUM / "camera.txt"), "--groundtruth", str(TUM / "groundtruth.txt"),
+                "--output", str(output), "--gaps", "1", "--max-frames", "6", "--max-keypoints", "512",
+                "--device", "cpu", "--quiet", "--no-orb", *extra]  # fmt: skip
+        assert main(argv) == 0
+        with open(output / "pairs.csv", newline="") as handle:
+            return json.loads((output / "summary.json").read_text()), list(csv.DictReader(handle))
+
+    one, one_rows = run(tmp_path / "one")
+    three, rows = run(tmp_path / "three", "--ransac-orders", "3")
+    assert three["ransac_orders"] == 3 and len(rows) == 15 and {r["order"] for r in rows} == {"0", "1", "2"}
+    gap = three["methods"]["superpoint"]["gaps"]["1"]
+    assert gap["pairs"] == 5  # pairs, not pairs x orders
+    first = [r for r in rows if r["order"] == "0"]
+    assert [r["rotation_error_deg"] for r in first] == [r["rotation_error_deg"] for r in one_rows]  # order 0: as before
+    for key, summary_key in (("rotation_error_deg", "median_rotation_error_deg"),
+                             ("translation_direction_error_deg", "median_translation_direction_error_deg")):
+        medians = [np.nanmedian([float(r[key]) for r in rows if r["order"] == o]) for o in "012"]
+        assert gap[summary_key] == pytest.approx(np.mean(medians))
+    assert len({r["rotation_error_deg"] for r in rows if r["frame0"] == "0"}) > 1  # the orders differ
+    assert main([str(TUM / "rgb"), "--camera", str(TUM / "camera.txt"), "--output", str(tmp_path / "bad"),
+                 "--ransac-orders", "0", "--quiet"]) == 2
