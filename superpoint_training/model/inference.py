@@ -130,8 +130,8 @@ class SuperPointPipeline(nn.Module):
     def detect_pyramid(self, levels: list[tuple[float, torch.Tensor]], input_size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """:meth:`detect_level` on every level, merged (:func:`merge_levels`). Descriptors are sampled
         after the merge, each from its level's map, for the points kept only: the merge keeps
-        ``max_keypoints`` of the levels' ``max_keypoints`` each, and sampling the others was a third
-        of the pyramid's post-processing."""
+        ``max_keypoints`` of the levels' ``max_keypoints`` each, so sampling every level's points
+        did the work of three levels for one's worth of descriptors."""
         outputs, dense_maps = [], []
         for index, (_, level) in enumerate(levels):
             logits, dense = self.run_network(level)
