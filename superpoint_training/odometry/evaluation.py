@@ -447,20 +447,9 @@ def evaluate_odometry(
     the median of 15-20 pairs by a quarter). Bad input raises :class:`VOInputError`."""
     import torch
 
-    problem = camera.problem()
-    if problem:
-        raise VOInputError(f"unusable intrinsics: {problem}")
-    if len(frames) < 2:
-        raise VOInputError(f"need at least 2 frames, got {len(frames)}")
-    gaps = sorted(set(gaps))
-    if min(gaps) < 1:
-        raise VOInputError(f"gaps must be positive, got {gaps}")
-    if ransac_orders < 1:
-        raise VOInputError(f"ransac_orders must be at least 1, got {ransac_orders}")
+    gaps = _checked_gaps(frames, camera, extractor, gaps, ransac_orders)
     config = config or TrackerConfig(max_frame_gap=None, frame_gap_periods=None)
     gt_poses = groundtruth_poses(frames, groundtruth, max_time_difference)
-    if extractor.descriptor_dim == 0:
-        raise VOInputError(f"{extractor.weights_description} have no descriptor head (MagicPoint): nothing to match")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     features = {"superpoint": superpoint_features(frames, extractor, progress)}
@@ -504,6 +493,25 @@ def evaluate_odometry(
         "tracker": tracker_summary,
     }
     return VOResult(summary, output, write_outputs(output, rows, summary, trajectories, gaps))
+
+
+def _checked_gaps(frames: list[Frame], camera: CameraModel, extractor: Any, gaps: Sequence[int],
+                  ransac_orders: int) -> list[int]:
+    """The sorted distinct gaps, after the checks of :func:`evaluate_odometry`'s input
+    (:class:`VOInputError` naming what is wrong)."""
+    problem = camera.problem()
+    if problem:
+        raise VOInputError(f"unusable intrinsics: {problem}")
+    if len(frames) < 2:
+        raise VOInputError(f"need at least 2 frames, got {len(frames)}")
+    gaps = sorted(set(gaps))
+    if min(gaps) < 1:
+        raise VOInputError(f"gaps must be positive, got {gaps}")
+    if ransac_orders < 1:
+        raise VOInputError(f"ransac_orders must be at least 1, got {ransac_orders}")
+    if extractor.descriptor_dim == 0:
+        raise VOInputError(f"{extractor.weights_description} have no descriptor head (MagicPoint): nothing to match")
+    return gaps
 
 
 def groundtruth_poses(
