@@ -368,6 +368,13 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def _orders_text(orders: int) -> str:
+    if orders == 1:
+        return "1 RANSAC order per pair (the matches in their matching order)"
+    return (f"{orders} RANSAC orders per pair (the matches in their matching order, then shuffled by seeds 1-{orders - 1}); "
+            "each median below is the mean of the orders' medians")
+
+
 def summary_markdown(summary: dict) -> str:
     lines = [
         "# Visual-odometry check",
@@ -378,9 +385,7 @@ def summary_markdown(summary: dict) -> str:
         f"- SuperPoint weights: {summary['weights']}; max_keypoints {summary['max_keypoints']}; inference: "
         f"{summary['extractor']['backend']} backend, {summary['extractor']['precision']}",
         f"- matching / pose settings: {summary['settings']}",
-        f"- essential matrix: cv2.findEssentialMat RANSAC then cv2.recoverPose, {summary['ransac_orders']} RANSAC "
-        "order(s) per pair (the matches in their matching order, then shuffled by seeds 1, 2, ...); with several,"
-        " each median below is the mean of the orders' medians",
+        f"- essential matrix: cv2.findEssentialMat RANSAC then cv2.recoverPose, {_orders_text(summary['ransac_orders'])}",
         "- ORB: OpenCV ORB, 1500 features, brute-force Hamming with cross check, same essential-matrix code",
         "",
         "Medians over the pairs whose pose was estimated (status ok); rotation error = angle of R_est R_gt^T,",
