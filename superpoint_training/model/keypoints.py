@@ -269,6 +269,13 @@ def top_k_keypoints(
     return keypoints.to(scores.dtype), values, values > threshold
 
 
+def _data_dependent_shapes_are_cheap(tensor: torch.Tensor) -> bool:
+    """Whether post-processing may pick entries by their values (``nonzero``, shapes that depend on
+    the data): on the CPU, where that costs no host synchronisation, and outside a traced graph,
+    whose shapes must not depend on the data."""
+    return tensor.device.type == "cpu" and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+
+
 def _top_k_of_positive(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``flat.topk(k)`` of (B, N) scores after NMS, taken over their positive entries only, or None
     where that is not the same: fewer than k positive in a row, or a traced graph (whose shapes
@@ -276,7 +283,7 @@ def _top_k_of_positive(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.
     those is several times cheaper than one of the whole map. The same values and points; equal
     scores (frequent with a bf16 network) may come in another order, as between any two top-k
     implementations. On the CPU only, where counting them costs no host synchronisation."""
-    if flat.device.type != "cpu" or k == 0 or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    if k == 0 or not _data_dependent_shapes_are_cheap(flat):
         return None
     positive = flat > 0
     if not bool((positive.sum(1) >= k).all()):
@@ -384,7 +391,7 @@ def sample_level_descriptors(dense_maps: list[torch.Tensor], keypoints: torch.Te
     traced graph (no shapes that depend on the data) sample every entry at every level and pick."""
     b, k = level.shape
     descriptors = keypoints.new_zeros((b, k, dense_maps[0].shape[1]), dtype=torch.float32)
-    pick = keypoints.device.type != "cpu" or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    pick = not _data_dependent_shapes_are_cheap(keypoints)
     for index, dense in enumerate(dense_maps):
         chosen = level == index
         if pick:

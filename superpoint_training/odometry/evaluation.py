@@ -24,7 +24,6 @@ errors). :func:`run` does the same for a folder of images and a camera file.
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import math
 import time
@@ -218,54 +217,60 @@ def evaluate_pairs(
     rows, poses = [], {}
     seconds = 0.0
     for gap in gaps:
-        for i, order in itertools.product(range(len(frames) - gap), range(ransac_orders)):
+        for i in range(len(frames) - gap):
             j = i + gap
             t0 = time.perf_counter()
-            if order == 0:
-                matched = match_pair(method, features, i, j, config)
-            matches = matched[np.random.default_rng(order).permutation(len(matched))] if order else matched
-            pose = estimate_relative_pose(
-                features.keypoints[i][matches[:, 0]], features.keypoints[j][matches[:, 1]], camera, config
-            )
-            if order == 0:
-                seconds += time.perf_counter() - t0
-                poses[(i, j)] = pose
-            row = {
-                "method": method,
-                "gap": gap,
-                "order": order,
-                "frame0": i,
-                "frame1": j,
-                "stamp0": frames[i].stamp,
-                "stamp1": frames[j].stamp,
-                "keypoints0": len(features.keypoints[i]),
-                "keypoints1": len(features.keypoints[j]),
-                "matches": pose.num_matches,
-                "inliers": pose.num_inliers,
-                "parallax_px": pose.parallax_px,
-                "status": pose.status,
-                "rotation_error_deg": float("nan"),
-                "translation_direction_error_deg": float("nan"),
-                "gt_rotation_deg": float("nan"),
-                "gt_translation_m": float("nan"),
-            }
-            if gt_poses[i] is not None and gt_poses[j] is not None:
-                R_gt, t_gt = relative_groundtruth(gt_poses[i], gt_poses[j])
-                row["gt_rotation_deg"] = rotation_angle_deg(R_gt)
-                row["gt_translation_m"] = float(np.linalg.norm(t_gt))
-                if pose.status == Status.OK:
-                    row["rotation_error_deg"] = rotation_angle_deg(pose.R @ R_gt.T)
-                    row["translation_direction_error_deg"] = angle_between_deg(pose.t, t_gt)
-            rows.append(row)
+            matched = match_pair(method, features, i, j, config)
+            for order in range(ransac_orders):
+                matches = matched[np.random.default_rng(order).permutation(len(matched))] if order else matched
+                pose = estimate_relative_pose(
+                    features.keypoints[i][matches[:, 0]], features.keypoints[j][matches[:, 1]], camera, config
+                )
+                if order == 0:
+                    seconds += time.perf_counter() - t0
+                    poses[(i, j)] = pose
+                rows.append(_pair_row(method, gap, order, frames, i, j, features, pose, gt_poses))
     return rows, poses, seconds
+
+
+def _pair_row(method: str, gap: int, order: int, frames: list[Frame], i: int, j: int, features: MethodFeatures,
+              pose: RelativePose, gt_poses: list[np.ndarray | None]) -> dict:
+    """One line of pairs.csv: the pair, its counts and status, its errors against the ground truth."""
+    row = {
+        "method": method,
+        "gap": gap,
+        "order": order,
+        "frame0": i,
+        "frame1": j,
+        "stamp0": frames[i].stamp,
+        "stamp1": frames[j].stamp,
+        "keypoints0": len(features.keypoints[i]),
+        "keypoints1": len(features.keypoints[j]),
+        "matches": pose.num_matches,
+        "inliers": pose.num_inliers,
+        "parallax_px": pose.parallax_px,
+        "status": pose.status,
+        "rotation_error_deg": float("nan"),
+        "translation_direction_error_deg": float("nan"),
+        "gt_rotation_deg": float("nan"),
+        "gt_translation_m": float("nan"),
+    }
+    if gt_poses[i] is not None and gt_poses[j] is not None:
+        R_gt, t_gt = relative_groundtruth(gt_poses[i], gt_poses[j])
+        row["gt_rotation_deg"] = rotation_angle_deg(R_gt)
+        row["gt_translation_m"] = float(np.linalg.norm(t_gt))
+        if pose.status == Status.OK:
+            row["rotation_error_deg"] = rotation_angle_deg(pose.R @ R_gt.T)
+            row["translation_direction_error_deg"] = angle_between_deg(pose.t, t_gt)
+    return row
 
 
 def summarise(rows: list[dict], method: str, gap: int) -> dict:
     """One method and gap: pair counts and statuses (of the first RANSAC order), the median errors
     over the pairs (with several orders: each order's median, then their mean), mean counts."""
     selected = [r for r in rows if r["method"] == method and r["gap"] == gap]
-    orders = sorted({r.get("order", 0) for r in selected})
-    first = [r for r in selected if r.get("order", 0) == orders[0]] if selected else []
+    orders = sorted({r["order"] for r in selected})
+    first = [r for r in selected if r["order"] == 0]
     statuses: dict[str, int] = {}
     for r in first:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
@@ -276,7 +281,7 @@ def summarise(rows: list[dict], method: str, gap: int) -> dict:
         return float(np.median(values)) if values.size else None
 
     def median(key: str) -> float | None:
-        per_order = [median_of([r for r in selected if r.get("order", 0) == o], key) for o in orders]
+        per_order = [median_of([r for r in selected if r["order"] == o], key) for o in orders]
         per_order = [m for m in per_order if m is not None]
         return float(np.mean(per_order)) if per_order else None
 
@@ -343,7 +348,7 @@ def plot(output: Path, trajectories: dict[str, np.ndarray], rows: list[dict], ga
     ):
         for m, method in enumerate(METHODS):
             for g, gap in enumerate(gaps):
-                sel = [r for r in rows if r["method"] == method and r["gap"] == gap and r.get("order", 0) == 0]
+                sel = [r for r in rows if r["method"] == method and r["gap"] == gap and r["order"] == 0]
                 if sel:
                     axis.plot(
                         [r["frame0"] for r in sel],
