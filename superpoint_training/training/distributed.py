@@ -80,6 +80,15 @@ class Distributed:
         if self.enabled:
             dist.barrier()
 
+    def average_gradients(self, parameters) -> None:
+        """Average the gradients of parameters that DDP does not hold (a module trained beside the network)."""
+        if not self.enabled:
+            return
+        for parameter in parameters:
+            if parameter.grad is not None:
+                dist.all_reduce(parameter.grad)
+                parameter.grad /= self.world_size
+
     def close(self) -> None:
         if self.initialised_here and dist.is_initialized():
             dist.destroy_process_group()

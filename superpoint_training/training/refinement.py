@@ -1,4 +1,6 @@
-"""Train the learned sub-pixel refinement (``subpixel="learned"``) with the network frozen.
+"""Train the learned sub-pixel refinement (``subpixel="learned"``): with the network frozen, or with it.
+
+Two ways, one loss. **Frozen** (``python -m superpoint_training.train_refinement``, below):
 
 Supervision is the known homography of image pairs: a crop ``A`` of a photo and its warp ``B`` by a
 random homography ``H``. The frozen network detects integer keypoints in both (single scale); a
@@ -16,6 +18,12 @@ weights file with the refinement added and ``subpixel="learned"`` as its default
 unchanged. The defaults are the settings chosen by the held-out median (2026-12-06: 0.63 px against
 the Gaussian fit's 0.90 on 9,217 held-out pairs; 4.4 min of network passes and 1 min of training
 on 2 CPU cores). The command is ``python -m superpoint_training.train_refinement``.
+
+**Jointly** (``refinement.weight`` > 0 in a SuperPoint training run, :func:`joint_refinement_loss`): the
+training pairs' known warp supervises the same distance on the keypoints the network detects in both
+images of each pair at that iteration; the score windows are not detached, so the loss moves the
+network's score map too (its peaks where the warp says the points are) while the perceptron learns
+to read it. The trainer saves the refinement with the network in every checkpoint.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import torch
 
 from ..data.geometry import random_homography, warp_image
 from ..model.extractor import Extractor
-from ..model.keypoints import detect, logits_to_scores
+from ..model.keypoints import DetectionConfig, detect, logits_to_scores
 from ..model.refinement import SubpixelRefinement
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp")
@@ -63,14 +71,16 @@ def warp_torch(points: torch.Tensor, homographies: torch.Tensor) -> torch.Tensor
     return projected[:, :2] / projected[:, 2:]
 
 
-def mutual_matches(warped_a: np.ndarray, points_b: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (i, j) of mutual nearest neighbours between warped A points and B points within ``radius``."""
+def mutual_matches(warped_a: torch.Tensor, points_b: torch.Tensor, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (i, j) of mutual nearest neighbours between warped A points (N, 2) and B points (M, 2)
+    within ``radius`` (tensors or arrays; tensors back)."""
+    warped_a, points_b = torch.as_tensor(warped_a).double(), torch.as_tensor(points_b).double()
     if len(warped_a) == 0 or len(points_b) == 0:
-        return np.zeros(0, int), np.zeros(0, int)
-    distances = np.linalg.norm(warped_a[:, None] - points_b[None], axis=-1)
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    distances = torch.cdist(warped_a, points_b)
     nearest_b = distances.argmin(1)
     nearest_a = distances.argmin(0)
-    i = np.arange(len(warped_a))
+    i = torch.arange(len(warped_a), device=distances.device)
     keep = (nearest_a[nearest_b] == i) & (distances[i, nearest_b] <= radius)
     return i[keep], nearest_b[keep]
 
@@ -113,10 +123,10 @@ def collect_pairs(extractor: Extractor, photos: Sequence[Path], refinement: Subp
             points_a = output["keypoints"][0, valid[0]]
             points_b = output["keypoints"][1, valid[1]]
             warped = cv2.perspectiveTransform(points_a.numpy().astype(np.float64)[None], H)[0]
-            i, j = mutual_matches(warped, points_b.numpy(), match_radius)
+            i, j = mutual_matches(warped, points_b, match_radius)
             if len(i) == 0:
                 continue
-            a, b = points_a[torch.from_numpy(i)], points_b[torch.from_numpy(j)]
+            a, b = points_a[i], points_b[j]
             parts["features_a"].append(refinement.features(scores[:1], a[None], batch[:1])[0])
             parts["features_b"].append(refinement.features(scores[1:], b[None], batch[1:])[0])
             parts["points_a"].append(a)
@@ -136,6 +146,11 @@ def pair_errors(refinement: SubpixelRefinement | None, pairs: PairSet) -> torch.
     return (warp_torch(a, pairs.homographies) - b).norm(dim=1)
 
 
+def pair_loss(refinement: SubpixelRefinement, pairs: PairSet) -> torch.Tensor:
+    """The mean distance of :func:`pair_errors`, smoothed at 0 (an L1 loss: the measurement is a median)."""
+    return (pair_errors(refinement, pairs) ** 2 + 1e-4).sqrt().mean()
+
+
 def gaussian_errors(pairs: PairSet) -> torch.Tensor:
     """The same distances with the Gaussian fit (the refinement's starting point: its last input)."""
     a = pairs.points_a + pairs.features_a[:, -2:]
@@ -146,7 +161,7 @@ def gaussian_errors(pairs: PairSet) -> torch.Tensor:
 def train(refinement: SubpixelRefinement, pairs: PairSet, steps: int, batch_size: int, lr: float,
           seed: int, weight_decay: float = 0.0, held_out: PairSet | None = None,
           check_every: int = 250) -> SubpixelRefinement:
-    """AdamW on the mean distance (an L1 loss: the measurement is a median). With ``held_out``, the
+    """AdamW on :func:`pair_loss`. With ``held_out``, the
     parameters of the lowest held-out median (checked every ``check_every`` steps) are kept: the
     perceptron overfits the training photos' textures when it reads the image."""
     generator = torch.Generator().manual_seed(seed)
@@ -157,7 +172,7 @@ def train(refinement: SubpixelRefinement, pairs: PairSet, steps: int, batch_size
     for step in range(1, steps + 1):
         index = torch.randint(len(pairs), (min(batch_size, len(pairs)),), generator=generator)
         subset = PairSet(**{k: getattr(pairs, k)[index] for k in PairSet.__dataclass_fields__})
-        loss = (pair_errors(refinement, subset) ** 2 + 1e-4).sqrt().mean()
+        loss = pair_loss(refinement, subset)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -178,3 +193,63 @@ def summary(refinement: SubpixelRefinement, pairs: PairSet) -> dict[str, float]:
                 "median_none_px": float(pair_errors(None, pairs).median()),
                 "median_gaussian_px": float(gaussian_errors(pairs).median()),
                 "median_learned_px": float(pair_errors(refinement, pairs).median())}
+
+
+def training_pairs(refinement: SubpixelRefinement, scores: torch.Tensor, images: torch.Tensor,
+                   keypoints: torch.Tensor, valid: torch.Tensor, homographies: torch.Tensor,
+                   match_radius: float) -> PairSet | None:
+    """The matched keypoints of a training batch of pairs, with inputs that keep their gradient.
+
+    ``scores`` (2B, H, W) and ``images`` (2B, 1, H, W): the B images then their B warps;
+    ``keypoints`` / ``valid`` (2B, K, 2) / (2B, K): integer detections of each; ``homographies``
+    (B, 3, 3) image to warp. None when no pair has a match."""
+    b = homographies.shape[0]
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in PairSet.__dataclass_fields__}
+    for k in range(b):
+        points_a, points_b = keypoints[k, valid[k]].float(), keypoints[b + k, valid[b + k]].float()
+        H = homographies[k].float()
+        i, j = mutual_matches(warp_torch(points_a, H.expand(len(points_a), 3, 3)).detach(), points_b, match_radius)
+        if len(i) == 0:
+            continue
+        a, bb = points_a[i.to(points_a.device)], points_b[j.to(points_b.device)]
+        parts["features_a"].append(refinement.features(scores[k:k + 1], a[None], images[k:k + 1])[0])
+        parts["features_b"].append(refinement.features(scores[b + k:b + k + 1], bb[None], images[b + k:b + k + 1])[0])
+        parts["points_a"].append(a)
+        parts["points_b"].append(bb)
+        parts["homographies"].append(H[None].expand(len(a), 3, 3))
+    if not parts["points_a"]:
+        return None
+    return PairSet(**{k: torch.cat(v) for k, v in parts.items()})
+
+
+def joint_refinement_loss(refinement: SubpixelRefinement, logits: torch.Tensor, images: torch.Tensor,
+                          homographies: torch.Tensor, options: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The refinement's loss on a training batch (the ``refinement`` section of the training config),
+    and what to log: the median distance with the refinement and with the Gaussian fit alone (px),
+    and the number of matched pairs. Keypoints are chosen without gradient (threshold, NMS, the
+    ``max_keypoints`` highest per image); the score windows around them keep theirs unless
+    ``network_gradient`` is false. No match in the batch: a zero loss that keeps the graph."""
+    with torch.autocast(logits.device.type, enabled=False):  # bf16 coordinates would be off by a pixel
+        return _joint_refinement_loss(refinement, logits, images, homographies, options)
+
+
+def _joint_refinement_loss(refinement: SubpixelRefinement, logits: torch.Tensor, images: torch.Tensor,
+                           homographies: torch.Tensor, options: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    config = DetectionConfig(options["detection_threshold"], options["nms_radius"], options["remove_borders"],
+                             max_keypoints=options["max_keypoints"])
+    with torch.no_grad():
+        detections = detect(logits.detach().float(), None, config)
+    scores = logits_to_scores(logits)
+    if not options["network_gradient"]:
+        scores = scores.detach()
+    pairs = training_pairs(refinement, scores, images.float(), detections["keypoints"], detections["valid"],
+                           homographies, options["match_radius"])
+    if pairs is None:
+        zero = scores.sum() * 0.0 + sum(p.sum() for p in refinement.parameters()) * 0.0
+        nan = torch.tensor(float("nan"), device=logits.device)
+        return zero, {"refinement_px": nan, "gaussian_px": nan, "refinement_pairs": torch.zeros((), device=logits.device)}
+    loss = pair_loss(refinement, pairs)
+    with torch.no_grad():
+        stats = {"refinement_px": pair_errors(refinement, pairs).median(), "gaussian_px": gaussian_errors(pairs).median(),
+                 "refinement_pairs": torch.tensor(float(len(pairs)), device=logits.device)}
+    return loss, stats

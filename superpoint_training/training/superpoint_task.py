@@ -10,6 +10,9 @@ The task contract is :mod:`.task`. Per iteration (after the reference's
   ``detector(image) + detector(warped) + lambda_loss * descriptor`` with
   :func:`~.losses.detector_loss` and :func:`~.losses.descriptor_loss`
   (``lambda_d``, positive margin 1, negative margin 0.2; ``loss.descriptor``: :data:`DESCRIPTOR_LOSSES`);
+- with ``refinement.weight`` > 0, plus ``weight * `` the sub-pixel refinement's distance on the
+  pair's matched detections (:func:`~.refinement.joint_refinement_loss`): the refinement
+  (``subpixel: learned``) trains with the network and every checkpoint stores it;
 - ``validate``: detector precision/recall against the validation labels, and on the validation
   patches (``data.validation_patches``, generated once from the validation images when missing):
   repeatability (top 300 in the shared view, 3 px) and descriptor matching (top 1000, cross-checked
@@ -41,7 +44,9 @@ from ..common.config import ConfigError
 from ..model.inference import SuperPointPipeline
 from ..model.keypoints import DetectionConfig, logits_to_scores
 from ..model.network import ModelConfig
+from ..model.refinement import SubpixelRefinement, refinement_to_dict
 from .losses import descriptor_loss, detector_loss, sample_correspondences, sampled_descriptor_loss
+from .refinement import joint_refinement_loss
 from .task import Task, overlay
 
 log = logging.getLogger(__name__)
@@ -77,6 +82,15 @@ def loss_weights(loss_config: dict) -> dict[str, float]:
             raise ConfigError(f"loss.preset: unknown preset {preset!r} (known: {', '.join(LOSS_PRESETS)})")
         weights.update({k: LOSS_PRESETS[preset][k] for k in ("lambda_d", "lambda_loss")})
     return weights
+
+
+def build_refinement(options: dict) -> SubpixelRefinement:
+    """The refinement of the ``refinement`` section (its last layer at zero: the Gaussian fit)."""
+    try:
+        return SubpixelRefinement(int(options["radius"]), int(options["hidden"]), float(options["max_shift"]),
+                                  int(options["image_radius"]))
+    except ValueError as error:
+        raise ConfigError(f"refinement: {error}") from None
 
 
 class SuperPointTask(Task):
@@ -118,6 +132,7 @@ class SuperPointTask(Task):
             self.data_config = None
         self.nonfinite = 0
         self._patches: list | None = None
+        self.refinement = build_refinement(config["refinement"]) if config["refinement"]["weight"] else None
 
     def model_config(self) -> ModelConfig:
         model_config = super().model_config()
@@ -152,9 +167,18 @@ class SuperPointTask(Task):
                 similarity="reference" if options["descriptor"] == "reference" else "cosine",
             )
         loss = det0 + det1 + w["lambda_loss"] * desc
+        refinement_scalars = {}
+        if self.refinement is not None:
+            images = torch.cat((batch["image"], batch["warped_image"]))
+            refine, refinement_scalars = joint_refinement_loss(self.refinement, logits, images, batch["homography"],
+                                                               self.config["refinement"])
+            loss = loss + self.config["refinement"]["weight"] * refine
+            refinement_scalars["refinement_loss"] = refine.detach()
         if not bool(torch.isfinite(loss)):  # no gradient from this batch; counted
             self.nonfinite += 1
             loss = logits.float().sum() * 0.0 + descriptors.float().sum() * 0.0
+            if self.refinement is not None:
+                loss = loss + sum(p.sum() for p in self.refinement.parameters()) * 0.0
             loss = torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)
         with torch.no_grad():  # collapse indicator: mean cosine between the descriptors of different cells
             unit = torch.nn.functional.normalize(descriptors[:b].float().flatten(2), dim=1)  # (B, D, N)
@@ -166,8 +190,24 @@ class SuperPointTask(Task):
             "warped_detector_loss": det1.detach(),
             "descriptor_loss": desc.detach(),
             "nonfinite_batches": torch.tensor(float(self.nonfinite)),
+            **refinement_scalars,
         }
         return loss, scalars, {"logits": logits[:b].detach(), "warped_logits": logits[b:].detach()}
+
+    def trained_modules(self) -> dict[str, torch.nn.Module]:
+        return {} if self.refinement is None else {"refinement": self.refinement}
+
+    def module_records(self) -> dict:
+        """The refinement in the format of :func:`~superpoint_training.model.loading.attach_refinement`,
+        so that the Extractor loads it from ``weights.pth`` (``subpixel: learned``)."""
+        return {} if self.refinement is None else {"refinement": refinement_to_dict(self.refinement)}
+
+    def load_module_records(self, state: dict) -> None:
+        if self.refinement is None:
+            return
+        if not state.get("refinement"):
+            raise ConfigError("refinement.weight: the checkpoint to resume has no refinement (it was trained without)")
+        self.refinement.load_state_dict(state["refinement"]["state"])
 
     # ---- validation --------------------------------------------------------------------------
     def patches(self) -> list:

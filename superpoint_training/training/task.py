@@ -22,7 +22,10 @@ class Task:
       training only;
     - ``loss(model, batch)``: the loss and the scalars to log, plus the outputs kept for images;
     - ``validate(model, batches)``: the validation metrics (a dict of floats);
-    - ``images(batch, outputs)``: a few (3, H, W) pictures for TensorBoard.
+    - ``images(batch, outputs)``: a few (3, H, W) pictures for TensorBoard;
+    - ``trained_modules()``: modules besides the network that the loss trains (SuperPoint: the
+      sub-pixel refinement), optimised, moved to the device and gradient-averaged under DDP with it;
+      ``module_records()`` / ``load_module_records(state)``: what the weights files store of them.
     """
 
     name = "task"
@@ -57,6 +60,15 @@ class Task:
 
     def images(self, batch: dict, outputs: dict, count: int = 4) -> dict[str, torch.Tensor]:
         return {}
+
+    def trained_modules(self) -> dict[str, torch.nn.Module]:
+        return {}
+
+    def module_records(self) -> dict:
+        return {}
+
+    def load_module_records(self, state: dict) -> None:
+        pass
 
 
 def set_dustbin_prior(model: torch.nn.Module, probability: float) -> None:

@@ -71,6 +71,21 @@ DEFAULTS: dict = {
         "temperature": 0.1,  # sampled_info_nce
         "detector_outside_warp": False,  # True: the detector loss also covers the black area outside the warp
     },
+    # A sub-pixel refinement trained with the network (SuperPoint task; ``subpixel: learned`` with the
+    # weights it writes): training.refinement.joint_refinement_loss. Off while weight is 0.
+    "refinement": {
+        "weight": 0.0,  # > 0: added to the loss times its mean distance in pixels
+        "radius": 3,  # the model.refinement.SubpixelRefinement: half side of the score window
+        "hidden": 32,
+        "max_shift": 1.0,  # px from the Gaussian fit, per axis
+        "image_radius": 0,  # > 0: it also reads this window of the image
+        "network_gradient": True,  # False: the loss trains the refinement only, the network is not moved by it
+        "match_radius": 2.0,  # px: detections of an image and its warp paired as mutual nearest neighbours
+        "max_keypoints": 300,  # per image, the highest scores after NMS
+        "detection_threshold": 0.005,
+        "nms_radius": 4,
+        "remove_borders": 4,
+    },
     "detection": {  # detection defaults written into the checkpoints (Extractor's defaults)
         "detection_threshold": 0.005,
         "nms_radius": 4,
@@ -154,4 +169,12 @@ def _validate(config: dict) -> None:
         check(train[key] >= 0, f"train.{key}", "must be >= 0")
     check(0 <= train["dustbin_prior"] < 1, "train.dustbin_prior", "must be in [0, 1)")
     check(validation["every"] >= 0, "validation.every", "must be >= 0")
+    refinement = config["refinement"]
+    check(float(refinement["weight"]) >= 0, "refinement.weight", "must be >= 0 (0: no refinement)")
+    check(not refinement["weight"] or config["task"] == "superpoint", "refinement.weight",
+          "a refinement trains on warped pairs: task superpoint")
+    check(float(refinement["match_radius"]) > 0, "refinement.match_radius", "must be positive")
+    check(int(refinement["max_keypoints"]) > 0, "refinement.max_keypoints", "must be positive")
+    check(config["detection"]["subpixel"] != "learned" or bool(refinement["weight"]), "detection.subpixel",
+          "learned needs a refinement trained with the network: set refinement.weight > 0")
     check(validation["batch_size"] > 0, "validation.batch_size", "must be positive")

@@ -139,8 +139,11 @@ class Trainer:
         _set_backends(cfg["seed"] + self.dist.rank, self.device)
         self.task: Task = TASKS[config["task"]](config, self.device)
         self.model, self.pretrained_note, self.provenance = self._build_model()
+        self.extra_modules = self.task.trained_modules()  # trained beside the network (a refinement)
+        for module in self.extra_modules.values():
+            module.to(self.device).train()
         optimizer = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
-        self.optimizer = optimizer(self.model.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
+        self.optimizer = optimizer(self.trained_parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.autocast = _autocast(self.precision, self.device)
         self._prepare_folder()
@@ -157,6 +160,14 @@ class Trainer:
         self.final_iteration, self.final_loss = self.start_iteration, float("nan")
         self.stopped_by: int | None = None  # the signal number when Ctrl+C / SIGTERM stopped the run
         self.budget_reached = False
+
+    def extra_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters outside DDP's module: their gradients are averaged over the processes by hand."""
+        return [p for m in self.extra_modules.values() for p in m.parameters()]
+
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        """The network's parameters, then those of the task's other trained modules."""
+        return [*self.model.parameters(), *self.extra_parameters()]
 
     @property
     def checkpoint_path(self) -> Path:
@@ -242,13 +253,14 @@ class Trainer:
     # ---- checkpoints --------------------------------------------------------------------------
     def _model_record(self, iteration: int) -> dict:
         metrics = self.metrics_history[-1] if self.metrics_history else {}
-        return model_record(self.model, self.config, self.experiment, iteration, metrics, self.provenance)
+        record = model_record(self.model, self.config, self.experiment, iteration, metrics, self.provenance)
+        return {**record, **self.task.module_records()}
 
     def save(self, iteration: int) -> None:
         """Write checkpoint.pth (with optimizer) and weights.pth (model only), atomically (main process)."""
         if not self.dist.is_main:
             return
-        if not has_finite_weights(self.model):
+        if not all(has_finite_weights(m) for m in (self.model, *self.extra_modules.values())):
             raise TrainingDiverged(f"non-finite weights at iteration {iteration}: kept the last good checkpoint")
         training_state = {
             "optimizer": self.optimizer.state_dict(),
@@ -270,6 +282,7 @@ class Trainer:
         self.files.check_format(state)
         check_resumable(self.checkpoint_path, state, self.config, self.model.config, self.provenance)
         self.model.load_state_dict(state["model"])
+        self.task.load_module_records(state)
         restore_optimizer(self.optimizer, state["optimizer"], self.config["train"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
@@ -356,10 +369,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+            self.dist.average_gradients(self.extra_parameters())
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             loss.backward()
+            self.dist.average_gradients(self.extra_parameters())
             self.optimizer.step()
         window.add(loss, scalars)
         return batch, outputs

@@ -1,0 +1,142 @@
+"""The sub-pixel refinement trained with the network: its loss on training pairs, its gradient into the
+network, its place in checkpoints (the Extractor's ``subpixel: learned``) and its configuration errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from superpoint_training import Extractor, load_superpoint
+from superpoint_training.common.config import ConfigError
+from superpoint_training.data.images import resize_crop
+from superpoint_training.training import trainer
+from superpoint_training.training.refinement import joint_refinement_loss
+from superpoint_training.training.superpoint_task import SuperPointTask
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "superpoint_coco.yaml"
+SIZE = (120, 160)
+BASE = ["data.images=unused", "data.labels=", "data.validation_patches=", "data.augmentation.photometric.enable=false"]
+
+
+@pytest.fixture()
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def photos() -> list[np.ndarray]:
+    from skimage import data
+
+    return [resize_crop(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), SIZE) for im in (data.astronaut(), data.coffee())]
+
+
+def pair_batch(task: SuperPointTask, seed: int = 3) -> dict:
+    images = torch.from_numpy(np.stack(photos())).float().div(255)[:, None]
+    batch = {"image": images, "keypoint_map": torch.zeros(len(images), *SIZE), "valid_mask": torch.ones(len(images), *SIZE)}
+    return task.pairs(batch, torch.Generator().manual_seed(seed))
+
+
+def task_with(overrides: list[str]) -> SuperPointTask:
+    return SuperPointTask(trainer.build_config(CONFIG, BASE + overrides), torch.device("cpu"))
+
+
+def test_the_loss_pairs_detections_by_the_warp_and_reaches_the_network(one_thread):
+    task = task_with(["refinement.weight=1.0"])
+    model = load_superpoint("default").model.train()
+    batch = pair_batch(task)
+    logits, _ = model(torch.cat((batch["image"], batch["warped_image"])))
+    images = torch.cat((batch["image"], batch["warped_image"]))
+    loss, stats = joint_refinement_loss(task.refinement, logits, images, batch["homography"], task.config["refinement"])
+    assert stats["refinement_pairs"] > 20
+    # the refinement starts as the Gaussian fit; matched points of a trained network lie within a pixel
+    assert stats["refinement_px"] == stats["gaussian_px"] and 0.1 < float(stats["gaussian_px"]) < 1.0
+    loss.backward()
+    assert task.refinement.mlp[-1].weight.grad.abs().sum() > 0
+    assert model.detector[-1].conv.weight.grad.abs().sum() > 0  # the score map is not detached
+
+    frozen = task_with(["refinement.weight=1.0", "refinement.network_gradient=false"])
+    model.zero_grad(set_to_none=True)
+    logits, _ = model(torch.cat((batch["image"], batch["warped_image"])))
+    loss, _ = joint_refinement_loss(frozen.refinement, logits, images, batch["homography"], frozen.config["refinement"])
+    loss.backward()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_few_joint_steps_move_the_points_where_the_warp_says(one_thread):
+    torch.manual_seed(0)
+    task = task_with(["refinement.weight=1.0"])
+    model = load_superpoint("default").model.train()
+    batch = pair_batch(task)
+    images = torch.cat((batch["image"], batch["warped_image"]))
+    optimiser = torch.optim.Adam([*task.refinement.parameters()], lr=3e-3)
+    network = torch.optim.Adam(model.detector.parameters(), lr=1e-5)
+
+    def measure() -> dict[str, float]:
+        with torch.no_grad():
+            logits, _ = model(images)
+            _, stats = joint_refinement_loss(task.refinement, logits, images, batch["homography"], task.config["refinement"])
+        return {k: float(v) for k, v in stats.items()}
+
+    before = measure()
+    for _ in range(40):
+        logits, _ = model(images)
+        loss, _ = joint_refinement_loss(task.refinement, logits, images, batch["homography"], task.config["refinement"])
+        optimiser.zero_grad()
+        network.zero_grad()
+        loss.backward()
+        optimiser.step()
+        network.step()
+    after = measure()
+    assert after["refinement_px"] < 0.8 * before["gaussian_px"], (before, after)
+
+
+def test_a_run_stores_the_refinement_that_the_extractor_loads_and_resume_restores(tmp_path, monkeypatch, one_thread):
+    from test_superpoint_train_run import write_folder
+
+    from superpoint_training import train as train_cli
+
+    write_folder(tmp_path)
+    monkeypatch.setenv("SUPERPOINT_EXPER_DIR", str(tmp_path / "exper"))
+    argv = [str(CONFIG), "joint", "--no_progress", "--pretrained_model", "default"]
+    for override in (f"data.images={tmp_path / 'images'}", "data.labels=labels", "data.resize=[48, 64]",
+                     "data.validation_size=2", "data.validation_patches=", "train.batch_size=2", "train.num_workers=0",
+                     "train.device=cpu", "train.log_every=1", "train.checkpoint_every=2", "validation.every=0",
+                     "validation.batch_size=2", "refinement.weight=1.0", "refinement.image_radius=2",
+                     "refinement.remove_borders=2", "detection.subpixel=learned"):
+        argv += ["--set", override]
+    assert train_cli.main(argv + ["--set", "train.iterations=2"]) == 0
+    folder = tmp_path / "exper" / "joint"
+    first = torch.load(folder / "weights.pth", weights_only=False)
+    assert first["refinement"]["config"]["image_radius"] == 2
+    assert any(v.abs().sum() > 0 for k, v in first["refinement"]["state"].items() if k.startswith("mlp.4"))
+
+    extractor = Extractor(folder / "weights.pth", device="cpu", warmup=False, scales=(1.0,))
+    assert extractor.config.subpixel == "learned"
+    features = extractor(torch.from_numpy(photos()[0]).float().div(255))
+    positions = features.keypoints.numpy()
+    assert len(positions) > 20 and not np.allclose(positions, np.round(positions))  # sub-pixel positions
+
+    assert train_cli.main(argv + ["--set", "train.iterations=4"]) == 0  # resumes from iteration 2
+    second = torch.load(folder / "weights.pth", weights_only=False)
+    assert second["iteration"] == 4
+    moved = [not torch.equal(first["refinement"]["state"][k], second["refinement"]["state"][k])
+             for k in first["refinement"]["state"]]
+    assert any(moved)
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    (["task=magicpoint", "refinement.weight=1.0"], "refinement.weight"),
+    (["detection.subpixel=learned"], "detection.subpixel"),
+    (["refinement.weight=1.0", "refinement.radius=0"], "refinement"),
+    (["refinement.weight=-1"], "refinement.weight"),
+    (["refinement.weight=1.0", "refinement.match_radius=0"], "refinement.match_radius"),
+])
+def test_bad_refinement_settings_name_their_key(overrides, key):
+    with pytest.raises(ConfigError, match=key):
+        task_with(overrides)
