@@ -115,6 +115,8 @@ def test_a_run_stores_the_refinement_that_the_extractor_loads_and_resume_restore
     first = torch.load(folder / "weights.pth", weights_only=False)
     assert first["refinement"]["config"]["image_radius"] == 2
     assert any(v.abs().sum() > 0 for k, v in first["refinement"]["state"].items() if k.startswith("mlp.4"))
+    groups = torch.load(folder / "checkpoint.pth", weights_only=False)["optimizer"]["param_groups"]
+    assert [g["lr"] for g in groups] == [1e-4, 1e-3]  # the network's rate, the perceptron's
 
     extractor = Extractor(folder / "weights.pth", device="cpu", warmup=False, scales=(1.0,))
     assert extractor.config.subpixel == "learned"

@@ -174,12 +174,16 @@ class CheckpointFiles:
             raise ConfigError(f"{self.checkpoint}: not a superpoint_ros checkpoint (--overwrite starts over)")
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, saved: Mapping, train_config: Mapping) -> None:
-    """Load the optimizer's saved state; this run's learning rate and weight decay win over the saved ones."""
+def restore_optimizer(optimizer: torch.optim.Optimizer, saved: Mapping, train_config: Mapping,
+                      module_rates: list[float | None] | None = None) -> None:
+    """Load the optimizer's saved state; this run's learning rates and weight decay win over the saved
+    ones: ``train.learning_rate`` for the network (the first group), ``module_rates`` for the groups of
+    the other trained modules (None: the network's)."""
     optimizer.load_state_dict(saved)
-    for key, name in (("learning_rate", "lr"), ("weight_decay", "weight_decay")):
-        value = train_config[key]
-        for group in optimizer.param_groups:
+    rates = [train_config["learning_rate"], *(module_rates or [])]
+    for index, group in enumerate(optimizer.param_groups):
+        rate = rates[index] if index < len(rates) and rates[index] else train_config["learning_rate"]
+        for key, name, value in (("learning_rate", "lr", rate), ("weight_decay", "weight_decay", train_config["weight_decay"])):
             if group[name] != value:
                 log.info("train.%s: %g (the checkpoint was saved with %g)", key, value, group[name])
                 group[name] = value

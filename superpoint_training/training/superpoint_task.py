@@ -197,6 +197,9 @@ class SuperPointTask(Task):
     def trained_modules(self) -> dict[str, torch.nn.Module]:
         return {} if self.refinement is None else {"refinement": self.refinement}
 
+    def module_learning_rate(self, name: str) -> float | None:
+        return float(self.config["refinement"]["learning_rate"]) or None
+
     def module_records(self) -> dict:
         """The refinement in the format of :func:`~superpoint_training.model.loading.attach_refinement`,
         so that the Extractor loads it from ``weights.pth`` (``subpixel: learned``)."""

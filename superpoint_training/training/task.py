@@ -25,7 +25,8 @@ class Task:
     - ``images(batch, outputs)``: a few (3, H, W) pictures for TensorBoard;
     - ``trained_modules()``: modules besides the network that the loss trains (SuperPoint: the
       sub-pixel refinement), optimised, moved to the device and gradient-averaged under DDP with it;
-      ``module_records()`` / ``load_module_records(state)``: what the weights files store of them.
+      ``module_learning_rate(name)``: its rate (None: the network's); ``module_records()`` /
+      ``load_module_records(state)``: what the weights files store of them.
     """
 
     name = "task"
@@ -63,6 +64,9 @@ class Task:
 
     def trained_modules(self) -> dict[str, torch.nn.Module]:
         return {}
+
+    def module_learning_rate(self, name: str) -> float | None:
+        return None  # train.learning_rate
 
     def module_records(self) -> dict:
         return {}

@@ -76,9 +76,10 @@ DEFAULTS: dict = {
     "refinement": {
         "weight": 0.0,  # > 0: added to the loss times its mean distance in pixels
         "radius": 3,  # the model.refinement.SubpixelRefinement: half side of the score window
-        "hidden": 32,
+        "hidden": 128,  # (with image_radius 7: the frozen-network trainer's choice on held-out photos)
         "max_shift": 1.0,  # px from the Gaussian fit, per axis
-        "image_radius": 0,  # > 0: it also reads this window of the image
+        "image_radius": 7,  # > 0: it also reads this window of the image
+        "learning_rate": 1e-3,  # the perceptron's (it starts at zero); 0: train.learning_rate
         "network_gradient": True,  # False: the loss trains the refinement only, the network is not moved by it
         "match_radius": 2.0,  # px: detections of an image and its warp paired as mutual nearest neighbours
         "max_keypoints": 300,  # per image, the highest scores after NMS
@@ -173,6 +174,7 @@ def _validate(config: dict) -> None:
     check(float(refinement["weight"]) >= 0, "refinement.weight", "must be >= 0 (0: no refinement)")
     check(not refinement["weight"] or config["task"] == "superpoint", "refinement.weight",
           "a refinement trains on warped pairs: task superpoint")
+    check(float(refinement["learning_rate"]) >= 0, "refinement.learning_rate", "must be >= 0 (0: train.learning_rate)")
     check(float(refinement["match_radius"]) > 0, "refinement.match_radius", "must be positive")
     check(int(refinement["max_keypoints"]) > 0, "refinement.max_keypoints", "must be positive")
     check(config["detection"]["subpixel"] != "learned" or bool(refinement["weight"]), "detection.subpixel",

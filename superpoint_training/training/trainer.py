@@ -143,7 +143,7 @@ class Trainer:
         for module in self.extra_modules.values():
             module.to(self.device).train()
         optimizer = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
-        self.optimizer = optimizer(self.trained_parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
+        self.optimizer = optimizer(self.parameter_groups(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.autocast = _autocast(self.precision, self.device)
         self._prepare_folder()
@@ -165,9 +165,15 @@ class Trainer:
         """Parameters outside DDP's module: their gradients are averaged over the processes by hand."""
         return [p for m in self.extra_modules.values() for p in m.parameters()]
 
-    def trained_parameters(self) -> list[torch.nn.Parameter]:
-        """The network's parameters, then those of the task's other trained modules."""
-        return [*self.model.parameters(), *self.extra_parameters()]
+    def parameter_groups(self) -> list[dict]:
+        """The network's parameters at ``train.learning_rate``, then each other trained module's at
+        the rate its task gives it (a small perceptron that starts at zero learns faster than a
+        network being fine-tuned)."""
+        groups = [{"params": list(self.model.parameters())}]
+        for name, module in self.extra_modules.items():
+            rate = self.task.module_learning_rate(name)
+            groups.append({"params": list(module.parameters()), **({"lr": rate} if rate else {})})
+        return groups
 
     @property
     def checkpoint_path(self) -> Path:
@@ -283,7 +289,8 @@ class Trainer:
         check_resumable(self.checkpoint_path, state, self.config, self.model.config, self.provenance)
         self.model.load_state_dict(state["model"])
         self.task.load_module_records(state)
-        restore_optimizer(self.optimizer, state["optimizer"], self.config["train"])
+        restore_optimizer(self.optimizer, state["optimizer"], self.config["train"],
+                          [self.task.module_learning_rate(name) for name in self.extra_modules])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         history = self.dir / "metrics.yaml"
