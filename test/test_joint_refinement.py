@@ -132,6 +132,40 @@ def test_a_run_stores_the_refinement_that_the_extractor_loads_and_resume_restore
     assert any(moved)
 
 
+def test_a_run_starts_from_the_pretrained_files_refinement_when_it_fits(tmp_path, monkeypatch, capsys, one_thread):
+    from test_superpoint_train_run import write_folder
+
+    from superpoint_training import train as train_cli
+    from superpoint_training.model.loading import attach_refinement
+    from superpoint_training.model.refinement import SubpixelRefinement
+
+    write_folder(tmp_path)
+    monkeypatch.setenv("SUPERPOINT_EXPER_DIR", str(tmp_path / "exper"))
+    torch.manual_seed(1)
+    source = SubpixelRefinement(radius=3, hidden=16, image_radius=2)
+    torch.nn.init.normal_(source.mlp[-1].weight, std=0.1)
+    attach_refinement("superpoint_ros", source, tmp_path / "with_refinement.pth")
+
+    def run(name: str, hidden: int) -> dict:
+        argv = [str(CONFIG), name, "--no_progress", "--pretrained_model", str(tmp_path / "with_refinement.pth")]
+        for override in (f"data.images={tmp_path / 'images'}", "data.labels=labels", "data.resize=[48, 64]",
+                         "data.validation_size=2", "data.validation_patches=", "train.batch_size=2",
+                         "train.num_workers=0", "train.device=cpu", "train.iterations=1", "validation.every=0",
+                         "validation.batch_size=2", "refinement.weight=1.0", "refinement.image_radius=2",
+                         f"refinement.hidden={hidden}", "refinement.remove_borders=2"):
+            argv += ["--set", override]
+        assert train_cli.main(argv) == 0
+        return torch.load(tmp_path / "exper" / name / "weights.pth", weights_only=False)["refinement"]["state"]
+
+    state = run("fits", 16)
+    assert "the refinement from the same file" in capsys.readouterr().out
+    last = state["mlp.4.weight"]
+    assert (last - source.mlp[-1].weight).abs().max() < 0.01 < last.abs().max()  # one step from the file's
+    state = run("other_size", 8)
+    assert "the refinement starts at the Gaussian fit" in capsys.readouterr().out
+    assert state["mlp.4.weight"].abs().max() < 0.01  # from zero, one step
+
+
 @pytest.mark.parametrize(("overrides", "key"), [
     (["task=magicpoint", "refinement.weight=1.0"], "refinement.weight"),
     (["detection.subpixel=learned"], "detection.subpixel"),

@@ -43,6 +43,7 @@ import torch
 from ..common.config import ConfigError
 from ..model.inference import SuperPointPipeline
 from ..model.keypoints import DetectionConfig, logits_to_scores
+from ..model.loading import load_superpoint
 from ..model.network import ModelConfig
 from ..model.refinement import SubpixelRefinement, refinement_to_dict
 from .losses import descriptor_loss, detector_loss, sample_correspondences, sampled_descriptor_loss
@@ -196,6 +197,20 @@ class SuperPointTask(Task):
 
     def trained_modules(self) -> dict[str, torch.nn.Module]:
         return {} if self.refinement is None else {"refinement": self.refinement}
+
+    def load_pretrained_modules(self, weights: str) -> str:
+        """The pretrained file's refinement (one trained with the network frozen, or by an earlier run)
+        when it has the configured shape; else the refinement starts at the Gaussian fit."""
+        if self.refinement is None:
+            return ""
+        stored = load_superpoint(weights).refinement
+        if stored is None:
+            return "; the refinement starts at the Gaussian fit (the file has none)"
+        if stored.config() != self.refinement.config():
+            return (f"; the refinement starts at the Gaussian fit (the file's is {stored.config()}, "
+                    f"this run's {self.refinement.config()})")
+        self.refinement.load_state_dict(stored.state_dict())
+        return f"; the refinement from the same file ({stored.config()})"
 
     def module_learning_rate(self, name: str) -> float | None:
         return float(self.config["refinement"]["learning_rate"]) or None

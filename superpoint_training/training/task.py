@@ -25,6 +25,7 @@ class Task:
     - ``images(batch, outputs)``: a few (3, H, W) pictures for TensorBoard;
     - ``trained_modules()``: modules besides the network that the loss trains (SuperPoint: the
       sub-pixel refinement), optimised, moved to the device and gradient-averaged under DDP with it;
+      ``load_pretrained_modules(weights)``: their start from the pretrained file;
       ``module_learning_rate(name)``: its rate (None: the network's); ``module_records()`` /
       ``load_module_records(state)``: what the weights files store of them.
     """
@@ -64,6 +65,10 @@ class Task:
 
     def trained_modules(self) -> dict[str, torch.nn.Module]:
         return {}
+
+    def load_pretrained_modules(self, weights: str) -> str:
+        """Start the other trained modules from ``--pretrained-model`` where it has them; a note for the log."""
+        return ""
 
     def module_learning_rate(self, name: str) -> float | None:
         return None  # train.learning_rate

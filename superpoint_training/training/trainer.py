@@ -191,6 +191,8 @@ class Trainer:
         model = SuperPoint(self.task.model_config())
         self.task.initialise(model)
         note, pretrained = load_pretrained(model, self.pretrained) if self.pretrained else (None, None)
+        if self.pretrained:
+            note += self.task.load_pretrained_modules(self.pretrained)
         provenance = {
             "pretrained": pretrained,
             "labels": label_provenance(self.config["data"]),
