@@ -48,6 +48,12 @@ def test_loss_window_means_and_reset():
     window.reset()
     window.add(torch.tensor(float("nan")), {})
     assert window.steps == 1 and window.mean_loss() != window.mean_loss() and window.mean_scalars() == {}
+    window.reset()  # a NaN scalar is a step that did not measure it: left out of its mean only
+    for value in (1.0, float("nan"), 3.0):
+        window.add(torch.tensor(value), {"px": torch.tensor(value), "never": torch.tensor(float("nan"))})
+    means = window.mean_scalars()
+    assert means["px"] == pytest.approx(2.0) and means["never"] != means["never"]
+    assert window.mean_loss() != window.mean_loss()  # the loss itself is not excused
 
 
 def test_time_budget():

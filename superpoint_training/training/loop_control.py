@@ -49,20 +49,28 @@ class LossWindow:
     def __init__(self, device: torch.device):
         self.loss_sum = torch.zeros((), device=device)
         self.scalar_sums: dict[str, torch.Tensor] = {}
+        self.scalar_counts: dict[str, torch.Tensor] = {}
         self.steps = 0
         self.started = time.perf_counter()
 
     def add(self, loss: torch.Tensor, scalars: Mapping[str, torch.Tensor]) -> None:
+        """A step's loss and scalars; a NaN scalar means "not measured in this step" (the refinement's
+        distances in a batch without matches) and is left out of that scalar's mean."""
         self.steps += 1
         self.loss_sum += loss.detach().float()
         for key, value in scalars.items():
-            self.scalar_sums[key] = self.scalar_sums.get(key, 0) + value.float()
+            value = value.float()
+            measured = ~torch.isnan(value)
+            self.scalar_sums[key] = self.scalar_sums.get(key, 0) + torch.where(measured, value, 0.0)
+            self.scalar_counts[key] = self.scalar_counts.get(key, 0) + measured.float()
 
     def mean_loss(self) -> float:
         return float(self.loss_sum) / self.steps
 
     def mean_scalars(self) -> dict[str, float]:
-        return {key: float(value) / self.steps for key, value in self.scalar_sums.items()}
+        """Each scalar's mean over the steps that measured it (NaN when none did)."""
+        return {key: float(value) / float(self.scalar_counts[key]) if float(self.scalar_counts[key]) else float("nan")
+                for key, value in self.scalar_sums.items()}
 
     def rate(self) -> float:
         """Iterations per second since the window (or its clock) started."""
@@ -71,6 +79,7 @@ class LossWindow:
     def reset(self) -> None:
         self.loss_sum.zero_()
         self.scalar_sums.clear()
+        self.scalar_counts.clear()
         self.steps = 0
         self.restart_clock()
 
