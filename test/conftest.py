@@ -6,6 +6,17 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture()
+def one_thread():
+    """One torch thread: on a few shared cores, two threads on tiny images are several times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def photo_gray() -> np.ndarray:
     """A real photo (scikit-image's CC0 astronaut), gray uint8 240x320."""

@@ -22,14 +22,6 @@ SIZE = (120, 160)
 BASE = ["data.images=unused", "data.labels=", "data.validation_patches=", "data.augmentation.photometric.enable=false"]
 
 
-@pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def photos() -> list[np.ndarray]:
     from skimage import data
 

@@ -168,17 +168,18 @@ def test_weights_round_trip_and_published_outputs_unchanged(learned_weights, tmp
     for key, value in reference.state_dict().items():
         assert torch.equal(loaded.refinement.state_dict()[key], value)
     plain = load_superpoint("default")
-    assert plain.refinement is None
+    assert plain.refinement is not None and plain.refinement.config() != reference.config()  # replaced
     for key, value in plain.model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[key], value)  # the network is copied unchanged
     image = blob_image((96, 128), seed=3)
     published = Extractor("default", device="cpu", warmup=False)(image)
     same = Extractor(learned_weights, device="cpu", warmup=False, subpixel=published_mode())(image)
     np.testing.assert_array_equal(published.keypoints.numpy(), same.keypoints.numpy())
+    assert Extractor("default", device="cpu", warmup=False, subpixel="learned").config.refinement is not None
+    with pytest.raises(ValueError, match="carry a trained refinement"):  # a file without one
+        Extractor("superpoint_ros_rotation", device="cpu", warmup=False, subpixel="learned")
     with pytest.raises(ValueError, match="carry a trained refinement"):
-        Extractor("default", device="cpu", warmup=False, subpixel="learned")
-    with pytest.raises(ValueError, match="carry a trained refinement"):
-        Extractor("default", device="cpu", warmup=False).configure(subpixel="learned")
+        Extractor("superpoint_ros_rotation", device="cpu", warmup=False).configure(subpixel="learned")
     switched = Extractor(learned_weights, device="cpu", warmup=False, subpixel="gaussian")
     switched.configure(subpixel="learned")
     assert switched.config.refinement is not None

@@ -1,5 +1,5 @@
 """The shipped ``superpoint_ros_rotation`` weights match an image turned upside down; the default
-``superpoint_ros`` (trained on rotations up to 90 degrees) does not: the reason the variant ships."""
+``superpoint_ros`` (trained on rotations up to 90 degrees) matches far fewer: the reason the variant ships."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def correct_matches_under_half_turn(weights: str, image: np.ndarray) -> int:
     return int((np.linalg.norm(expected - turned.keypoints[matches[:, 1]], axis=1) < 3).sum())
 
 
-def test_rotation_weights_match_an_upside_down_view_where_the_default_fails():
+def test_rotation_weights_match_an_upside_down_view_better_than_the_default():
     import cv2
 
     skimage_data = pytest.importorskip("skimage.data")
@@ -32,4 +32,5 @@ def test_rotation_weights_match_an_upside_down_view_where_the_default_fails():
     default = correct_matches_under_half_turn("superpoint_ros", image)
     rotation = correct_matches_under_half_turn("superpoint_ros_rotation", image)
     assert rotation > 100, rotation
-    assert rotation > 3 * default, (rotation, default)
+    # 2026-12-06: rotation 296, the default 163 (the default before round 4: 66)
+    assert rotation > 1.5 * default, (rotation, default)

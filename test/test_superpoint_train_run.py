@@ -41,15 +41,6 @@ def write_folder(root: Path) -> None:
         np.savez(labels / f"p{i}.npz", keypoints=corner_labels(gray), image_size=np.array(SIZE))
 
 
-@pytest.fixture()
-def one_thread():
-    """One torch thread: on a few shared cores, two threads on tiny images are several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("descriptor_loss", ["dense_hinge", "reference"])
 def test_a_few_iterations_lower_both_losses(one_thread, descriptor_loss):
     torch.manual_seed(0)
