@@ -168,3 +168,30 @@ def test_a_run_starts_from_the_pretrained_files_refinement_when_it_fits(tmp_path
 def test_bad_refinement_settings_name_their_key(overrides, key):
     with pytest.raises(ConfigError, match=key):
         task_with(overrides)
+
+
+def _average_in_process(rank: int, world: int, port: int, folder: Path) -> None:
+    import os
+
+    from superpoint_training.training.distributed import Distributed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    group = Distributed("cpu")
+    with_grad, without = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+    with_grad.grad = torch.full((3,), float(rank + 1))
+    group.average_gradients([with_grad, without])
+    torch.save(with_grad.grad, folder / f"{rank}.pt")
+    group.close()
+
+
+def test_the_refinements_gradients_are_averaged_over_processes(tmp_path):
+    """Outside DDP's module, the refinement's gradients are averaged by hand (two gloo processes)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torch.multiprocessing.spawn(_average_in_process, args=(2, port, tmp_path), nprocs=2)
+    for rank in range(2):
+        assert torch.equal(torch.load(tmp_path / f"{rank}.pt"), torch.full((3,), 1.5))  # (1 + 2) / 2
