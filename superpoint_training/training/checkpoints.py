@@ -174,18 +174,15 @@ class CheckpointFiles:
             raise ConfigError(f"{self.checkpoint}: not a superpoint_ros checkpoint (--overwrite starts over)")
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, saved: Mapping, train_config: Mapping,
-                      module_rates: list[float | None] | None = None) -> None:
-    """Load the optimizer's saved state; this run's learning rates and weight decay win over the saved
-    ones: ``train.learning_rate`` for the network (the first group), ``module_rates`` for the groups of
-    the other trained modules (None: the network's)."""
+def restore_optimizer(optimizer: torch.optim.Optimizer, saved: Mapping) -> None:
+    """Load the optimizer's saved state; the learning rates and weight decay this run built each
+    parameter group with win over the saved ones (a lower rate for a last phase)."""
+    built = [(group["lr"], group["weight_decay"]) for group in optimizer.param_groups]
     optimizer.load_state_dict(saved)
-    rates = [train_config["learning_rate"], *(module_rates or [])]
-    for index, group in enumerate(optimizer.param_groups):
-        rate = rates[index] if index < len(rates) and rates[index] else train_config["learning_rate"]
-        for key, name, value in (("learning_rate", "lr", rate), ("weight_decay", "weight_decay", train_config["weight_decay"])):
+    for index, (group, values) in enumerate(zip(optimizer.param_groups, built, strict=True)):
+        for name, value in zip(("lr", "weight_decay"), values, strict=True):
             if group[name] != value:
-                log.info("train.%s: %g (the checkpoint was saved with %g)", key, value, group[name])
+                log.info("%s of parameter group %d: %g (the checkpoint was saved with %g)", name, index, value, group[name])
                 group[name] = value
 
 

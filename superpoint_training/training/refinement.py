@@ -211,7 +211,7 @@ def training_pairs(refinement: SubpixelRefinement, scores: torch.Tensor, images:
         i, j = mutual_matches(warp_torch(points_a, H.expand(len(points_a), 3, 3)).detach(), points_b, match_radius)
         if len(i) == 0:
             continue
-        a, bb = points_a[i.to(points_a.device)], points_b[j.to(points_b.device)]
+        a, bb = points_a[i], points_b[j]
         parts["features_a"].append(refinement.features(scores[k:k + 1], a[None], images[k:k + 1])[0])
         parts["features_b"].append(refinement.features(scores[b + k:b + k + 1], bb[None], images[b + k:b + k + 1])[0])
         parts["points_a"].append(a)
@@ -245,6 +245,7 @@ def _joint_refinement_loss(refinement: SubpixelRefinement, logits: torch.Tensor,
     pairs = training_pairs(refinement, scores, images.float(), detections["keypoints"], detections["valid"],
                            homographies, options["match_radius"])
     if pairs is None:
+        # zero gradients, not none: under DDP every process averages the same parameters' gradients
         zero = scores.sum() * 0.0 + sum(p.sum() for p in refinement.parameters()) * 0.0
         nan = torch.tensor(float("nan"), device=logits.device)
         return zero, {"refinement_px": nan, "gaussian_px": nan, "refinement_pairs": torch.zeros((), device=logits.device)}

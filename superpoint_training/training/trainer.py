@@ -291,8 +291,7 @@ class Trainer:
         check_resumable(self.checkpoint_path, state, self.config, self.model.config, self.provenance)
         self.model.load_state_dict(state["model"])
         self.task.load_module_records(state)
-        restore_optimizer(self.optimizer, state["optimizer"], self.config["train"],
-                          [self.task.module_learning_rate(name) for name in self.extra_modules])
+        restore_optimizer(self.optimizer, state["optimizer"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         history = self.dir / "metrics.yaml"
