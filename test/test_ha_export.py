@@ -207,3 +207,33 @@ def test_inference_backends_write_the_labels_of_torch(folder, backend):
         with np.load(out / "t" / name) as ours, np.load(out / "b" / name) as theirs:
             np.testing.assert_allclose(theirs["prob"], ours["prob"], atol=2e-4)
             assert f'"backend": "{backend}"' in str(theirs["meta"]) and '"backend": "torch"' in str(ours["meta"])
+
+
+def test_random_crop_cuts_image_and_labels_together(tmp_path):
+    from superpoint_training.common.config import ConfigError
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        cv2.imwrite(str(images / f"{name}.png"), rng.integers(0, 256, (40, 48), dtype=np.uint8))
+        keypoints = np.stack([rng.integers(0, 48, 60), rng.integers(0, 40, 60)], 1).astype(np.float32)
+        np.savez(labels / f"{name}.npz", keypoints=keypoints, image_size=np.array([40, 48], np.int32))
+    config = {"images": str(images), "labels": str(labels), "resize": [40, 48], "random_crop": [16, 24],
+              "validation_size": 1, "augmentation": {"photometric": {"enable": False}}}
+    whole = ImageFolder({**config, "random_crop": []}, "training")[0]
+    torch.manual_seed(0)
+    corners = set()
+    for _ in range(6):
+        item = ImageFolder(config, "training")[0]
+        assert item["image"].shape == (1, 16, 24) and item["keypoint_map"].shape == (16, 24)
+        found = [(y, x) for y in range(25) for x in range(25)
+                 if torch.equal(whole["image"][0, y:y + 16, x:x + 24], item["image"][0])]
+        assert len(found) == 1
+        y, x = found[0]
+        corners.add((y, x))
+        assert torch.equal(whole["keypoint_map"][y:y + 16, x:x + 24], item["keypoint_map"])
+    assert len(corners) > 1  # the window moves
+    assert ImageFolder(config, "validation")[0]["image"].shape == (1, 40, 48)  # validation: whole images
+    with pytest.raises(ConfigError, match=r"random_crop: \[48, 24\] is larger than resize"):
+        ImageFolder({**config, "random_crop": [48, 24]}, "training")

@@ -3,7 +3,10 @@
 Images are found recursively, read as gray and resized as the reference (:func:`.images.resize_crop`); a
 relative ``images`` path lies under ``$SUPERPOINT_DATA_DIR``. The label of ``<images>/a/b.jpg`` is
 ``<labels>/a/b.npz`` (:data:`LABEL_FORMAT`). ``validation`` is the first ``validation_size`` images (or
-the ``validation_images`` folder), ``training`` the rest. The photometric augmentation runs here per
+the ``validation_images`` folder), ``training`` the rest. ``random_crop: [h, w]`` cuts each training image
+to a random window of that size after the resize (labels shifted with it), so that a network can learn
+at the full resolution of its labels for the cost of smaller images; validation keeps the whole image.
+The photometric augmentation runs here per
 sample, unless ``warped_pair.enable``: SuperPoint training then applies it on the device to both images
 of each pair.
 """
@@ -59,6 +62,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "validation_size": 100,
     "validation_images": "",  # a separate folder for the validation split (then all of images train)
     "validation_labels": "",  # its labels (default: labels)
+    "random_crop": [],  # [h, w]: a random window of each training image after resize ([]: the whole image)
     "truncate": 0,  # keep only the first N images (0: all)
     "extensions": list(IMAGE_EXTENSIONS),
     "validation_patches": "",  # SuperPoint: warped validation pairs (data.validation_patches)
@@ -100,6 +104,11 @@ def merge_config(config: Mapping | None) -> dict[str, Any]:
     resize = merged["resize"]
     if resize and (len(resize) != 2 or not all(isinstance(v, int) and v > 0 for v in resize)):
         raise ConfigError(f"resize: expected [height, width] positive ints or [], got {resize!r}")
+    crop = merged["random_crop"]
+    if crop and (len(crop) != 2 or not all(isinstance(v, int) and v > 0 for v in crop)):
+        raise ConfigError(f"random_crop: expected [height, width] positive ints or [], got {crop!r}")
+    if crop and resize and (crop[0] > resize[0] or crop[1] > resize[1]):
+        raise ConfigError(f"random_crop: {list(crop)} is larger than resize {list(resize)}")
     return merged
 
 
@@ -194,6 +203,17 @@ def keypoint_map(keypoints: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
     return kmap
 
 
+def random_window(gray: np.ndarray, size, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A random ``size`` window of ``gray`` (torch's random stream, seeded per DataLoader worker) and its
+    top-left corner as x, y."""
+    h, w = size
+    if gray.shape[0] < h or gray.shape[1] < w:
+        raise DataError(f"{path}: image of size {gray.shape} is smaller than data.random_crop {list(size)}")
+    y = int(torch.randint(gray.shape[0] - h + 1, ()))
+    x = int(torch.randint(gray.shape[1] - w + 1, ()))
+    return np.ascontiguousarray(gray[y:y + h, x:x + w]), np.array([x, y], dtype=np.float32)
+
+
 class ImageFolder(Dataset):
     """Images of a folder with their exported labels; see the module docstring.
 
@@ -265,7 +285,13 @@ class ImageFolder(Dataset):
                     f"is {gray.shape} after preprocessing (resize {self.config['resize']}): re-export the labels "
                     "with the same data.resize"
                 )
-            item["keypoint_map"] = keypoint_map(label["keypoints"], gray.shape)
+            keypoints = label["keypoints"]
+        if self.config["random_crop"] and self.split == "training":
+            gray, offset = random_window(gray, self.config["random_crop"], path)
+            if self.labels is not None:
+                keypoints = keypoints - offset
+        if self.labels is not None:
+            item["keypoint_map"] = keypoint_map(keypoints, gray.shape)
         if self.photometric is not None:
             gray = self.photometric(gray)
         item["image"] = torch.from_numpy(gray).float().div(255)[None]
