@@ -101,15 +101,17 @@ def merge_config(config: Mapping | None) -> dict[str, Any]:
     merged["warped_pair"] = HomographicAugmentation(
         {**DEFAULT_CONFIG["warped_pair"], **dict(warped_pair)}, "warped_pair"
     ).config
-    resize = merged["resize"]
-    if resize and (len(resize) != 2 or not all(isinstance(v, int) and v > 0 for v in resize)):
-        raise ConfigError(f"resize: expected [height, width] positive ints or [], got {resize!r}")
-    crop = merged["random_crop"]
-    if crop and (len(crop) != 2 or not all(isinstance(v, int) and v > 0 for v in crop)):
-        raise ConfigError(f"random_crop: expected [height, width] positive ints or [], got {crop!r}")
+    resize, crop = (_check_size(key, merged[key]) for key in ("resize", "random_crop"))
     if crop and resize and (crop[0] > resize[0] or crop[1] > resize[1]):
         raise ConfigError(f"random_crop: {list(crop)} is larger than resize {list(resize)}")
     return merged
+
+
+def _check_size(key: str, size):
+    """``size`` if it is [] or [height, width] positive ints; else a ConfigError naming ``key``."""
+    if size and (len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size)):
+        raise ConfigError(f"{key}: expected [height, width] positive ints or [], got {size!r}")
+    return size
 
 
 def data_path(text: str | os.PathLike) -> Path:
